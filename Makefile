@@ -1,0 +1,39 @@
+# The two commands of the README: `make run` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= out
+
+.PHONY: run test venv lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch/torchvision first, pinned to the builds this project is tested with.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[measure,gui,dev]'
+	touch $(STAMP)
+
+# A quick benchmark of the paper suite on the local CPU, with PyTorch and OpenVINO,
+# then the report. Results land in $(OUT)/results.db; the report in $(OUT)/report.
+run: $(STAMP)
+	mkdir -p $(OUT)
+	$(VENV)/bin/backbench run --suite paper --backend torch --device cpu --batch 1 \
+	    --min-iters 5 --max-time 1 --target-ci 0.05 --db $(OUT)/results.db --name quick-torch-cpu
+	$(VENV)/bin/backbench run --suite paper --backend openvino --device CPU --batch 1 \
+	    --min-iters 5 --max-time 1 --target-ci 0.05 --db $(OUT)/results.db --name quick-openvino-cpu
+	$(VENV)/bin/backbench results --db $(OUT)/results.db
+	$(VENV)/bin/backbench report --db $(OUT)/results.db -o $(OUT)/report
+	@echo "Report: $(OUT)/report/index.html"
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check core service gui tests bench
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,529 @@
+"""The data model: Case, LatencyStats, Measurement, StoppingRule, RunSpec, Run.
+
+Everything else (store, analysis, agent, GUI) speaks these types. This module imports
+only the standard library and numpy so that workers on Python 3.10 and the torch-less
+GUI can use it.
+
+The long schema (``Measurement.to_row``) is the external contract: one row per
+measurement, column names as in ``MEASUREMENT_COLUMNS``. A CSV with these columns is
+accepted wherever a store is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from core.errors import UsageError
+
+NS_PER_MS = 1_000_000
+
+
+class Backend(str, Enum):
+    TORCH = "torch"
+    OPENVINO = "openvino"
+    ONNXRUNTIME = "onnxruntime"
+
+
+class Mode(str, Enum):
+    LATENCY = "latency"  # synchronous, one request in flight
+    THROUGHPUT = "throughput"  # asynchronous, several streams/requests in flight
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+class Status(str, Enum):
+    OK = "ok"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class FailureKind(str, Enum):
+    """Why a case failed. Recorded next to ``Status.FAILED``."""
+
+    ERROR = "error"  # the worker reported an exception (bad model, unsupported op, ...)
+    CRASHED = "crashed"  # killed by a signal it did not ask for (SIGSEGV, SIGABRT, ...)
+    OOM = "oom"  # out of memory: MemoryError, RLIMIT_AS, or the kernel's OOM killer
+    TIMEOUT = "timeout"  # the watchdog killed it: a phase limit or a missed heartbeat
+    INTERRUPTED = "interrupted"  # the runner itself stopped mid-case (agent death)
+
+
+def _enum(enum_type: type[Enum], value: Any, what: str) -> Any:
+    if isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(str(value).lower())
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum_type)  # type: ignore[attr-defined]
+        raise UsageError(f"Unknown {what} {value!r}.", f"Use one of: {allowed}.") from None
+
+
+def parse_backend(value: Any) -> Backend:
+    return _enum(Backend, value, "backend")
+
+
+def parse_mode(value: Any) -> Mode:
+    return _enum(Mode, value, "mode")
+
+
+def parse_precision(value: Any) -> Precision:
+    aliases = {"f32": "fp32", "f16": "fp16", "float32": "fp32", "float16": "fp16"}
+    return _enum(Precision, aliases.get(str(value).lower(), value), "precision")
+
+
+def parse_batch_sizes(text: str | int | list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """``"1,2,4"`` -> (1, 2, 4). Every entry must be a positive integer."""
+    if isinstance(text, int):
+        items: list[Any] = [text]
+    elif isinstance(text, (list, tuple)):
+        items = list(text)
+    else:
+        items = [part.strip() for part in str(text).split(",")]
+    sizes: list[int] = []
+    for item in items:
+        try:
+            if isinstance(item, bool):
+                raise ValueError
+            value = int(item) if not isinstance(item, float) else None
+            if value is None or str(item).strip() not in (str(value), f"+{value}"):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise UsageError(
+                f"Batch size {item!r} is not a positive integer.",
+                "Give batch sizes as a comma-separated list, e.g. --batch 1,2,4,8.",
+            ) from None
+        if value < 1:
+            raise UsageError(
+                f"Batch size {value} is not a positive integer.",
+                "Give batch sizes of 1 or more, e.g. --batch 1,2,4,8.",
+            )
+        if value not in sizes:
+            sizes.append(value)
+    if not sizes:
+        raise UsageError("No batch size given.", "Use e.g. --batch 1,8.")
+    return tuple(sizes)
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One measurable point."""
+
+    model: str
+    backend: Backend
+    device: str
+    precision: Precision
+    batch_size: int
+    mode: Mode = Mode.LATENCY
+
+    def label(self) -> str:
+        return (
+            f"{self.model} {self.backend.value}/{self.device}/{self.precision.value} "
+            f"b{self.batch_size} {self.mode.value}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "backend": self.backend.value,
+            "device": self.device,
+            "precision": self.precision.value,
+            "batch_size": self.batch_size,
+            "mode": self.mode.value,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Case:
+        return cls(
+            model=str(data["model"]),
+            backend=parse_backend(data["backend"]),
+            device=str(data["device"]),
+            precision=parse_precision(data["precision"]),
+            batch_size=parse_batch_sizes(data["batch_size"])[0],
+            mode=parse_mode(data.get("mode", "latency")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoppingRule:
+    """When the timed loop stops.
+
+    It runs at least ``min_iters`` iterations, then stops as soon as the relative 95% CI
+    half-width of the median is at most ``target_ci``, or when ``max_time_s`` has passed
+    (``target_met`` records which). ``max_iters`` bounds memory for very fast models.
+    """
+
+    min_iters: int = 10
+    target_ci: float = 0.01
+    max_time_s: float = 10.0
+    max_iters: int = 100_000
+    warmup_iters: int = 3
+    warmup_time_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.min_iters < 1:
+            raise UsageError("--min-iters must be at least 1.")
+        if not (0 < self.target_ci < 1):
+            raise UsageError(
+                f"--target-ci {self.target_ci} is out of range.",
+                "Give a fraction between 0 and 1, e.g. 0.01 for ±1%.",
+            )
+        if not (self.max_time_s > 0):
+            raise UsageError("--max-time must be a positive number of seconds.")
+        if self.max_iters < self.min_iters:
+            raise UsageError("max_iters must be at least min_iters.")
+        if self.warmup_iters < 1:
+            raise UsageError("warm-up needs at least one iteration (first inference).")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StoppingRule:
+        known = {f for f in cls.__dataclass_fields__}  # type: ignore[attr-defined]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def median_ci95(sorted_ns: np.ndarray) -> tuple[float, float]:
+    """Distribution-free 95% confidence interval of the median, from order statistics.
+
+    The ranks come from the normal approximation of Binomial(n, 1/2); no assumption is
+    made about the latency distribution (which is skewed and often bimodal). Returns
+    (lower, upper) in the samples' unit; (nan, nan) below 6 samples.
+    """
+    n = int(sorted_ns.size)
+    if n < 6:
+        return (math.nan, math.nan)
+    half_width_ranks = 1.959963984540054 * math.sqrt(n) / 2.0
+    lo = max(int(math.floor(n / 2.0 - half_width_ranks)), 0)
+    hi = min(int(math.ceil(n / 2.0 + half_width_ranks)), n - 1)
+    return (float(sorted_ns[lo]), float(sorted_ns[hi]))
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyStats:
+    """Statistics over raw latency samples (ns). ``ci95_rel`` is the relative half-width
+    of the 95% CI of the median (nan when too few samples)."""
+
+    n: int
+    mean_ns: float
+    std_ns: float
+    median_ns: float
+    p90_ns: float
+    p99_ns: float
+    min_ns: float
+    max_ns: float
+    ci95_rel: float
+
+    @classmethod
+    def from_samples(cls, samples_ns: Any) -> LatencyStats:
+        data = np.sort(np.asarray(samples_ns, dtype=np.float64))
+        if data.size == 0:
+            raise ValueError("no samples")
+        median = float(np.median(data))
+        lo, hi = median_ci95(data)
+        ci_rel = (hi - lo) / 2.0 / median if median > 0 and not math.isnan(lo) else math.nan
+        return cls(
+            n=int(data.size),
+            mean_ns=float(data.mean()),
+            std_ns=float(data.std(ddof=1)) if data.size > 1 else 0.0,
+            median_ns=median,
+            p90_ns=float(np.percentile(data, 90)),
+            p99_ns=float(np.percentile(data, 99)),
+            min_ns=float(data[0]),
+            max_ns=float(data[-1]),
+            ci95_rel=ci_rel,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})  # type: ignore[attr-defined]
+
+
+# The long schema, in order. The first block is the contract named in DESIGN.md / issue 2.
+MEASUREMENT_COLUMNS: tuple[str, ...] = (
+    "model",
+    "backend",
+    "device",
+    "precision",
+    "batch_size",
+    "mode",
+    "latency_ms_median",
+    "latency_ms_mean",
+    "latency_ms_p90",
+    "latency_ms_p99",
+    "latency_ms_std",
+    "ci95_rel",
+    "iterations",
+    "per_image_ms",
+    "throughput_ips",
+    "first_inference_ms",
+    "peak_rss_mb",
+    "peak_device_mem_mb",
+    "params",
+    "flops",
+    "status",
+    "error",
+    # Extra columns, after the contract.
+    "latency_ms_min",
+    "latency_ms_max",
+    "macs",
+    "target_met",
+    "failure",
+    "weights",
+    "run_id",
+    "run_name",
+    "measurement_id",
+    "environment_id",
+    "started_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """The result of one case.
+
+    ``samples_ns`` holds every timed iteration's latency (one synchronous request in
+    latency mode, one request's completion latency in throughput mode). ``throughput_ips``
+    is measured (images / wall time of the timed loop), not derived from the median, so
+    that throughput mode reports what the streams really delivered.
+    """
+
+    case: Case
+    status: Status
+    stats: LatencyStats | None = None
+    samples_ns: tuple[int, ...] = ()
+    throughput_ips: float | None = None
+    first_inference_ms: float | None = None
+    target_met: bool | None = None
+    peak_rss_mb: float | None = None
+    peak_device_mem_mb: float | None = None
+    device_memory: dict[str, float] = field(default_factory=dict)
+    params: int | None = None
+    flops: int | None = None  # per image; FLOPs = 2 x MACs
+    failure: FailureKind | None = None
+    error: str | None = None
+    weights: str = "random"  # "random" (weights=None) or "file:<path>" / "pretrained"
+    backend_config: dict[str, Any] = field(default_factory=dict)
+    environment_id: str | None = None
+    started_at: float | None = None  # unix time
+    duration_s: float | None = None
+    run_id: int | None = None
+    run_name: str | None = None
+    measurement_id: int | None = None
+
+    @property
+    def macs(self) -> int | None:
+        return None if self.flops is None else self.flops // 2
+
+    @property
+    def latency_ms_median(self) -> float | None:
+        return None if self.stats is None else self.stats.median_ns / NS_PER_MS
+
+    @property
+    def per_image_ms(self) -> float | None:
+        if self.stats is None:
+            return None
+        if self.case.mode is Mode.THROUGHPUT and self.throughput_ips:
+            return 1000.0 / self.throughput_ips
+        return self.stats.median_ns / NS_PER_MS / self.case.batch_size
+
+    def with_ids(self, **ids: Any) -> Measurement:
+        return replace(self, **ids)
+
+    def to_row(self) -> dict[str, Any]:
+        """The long-schema row. Latencies in ms, raw values, never rounded."""
+        s = self.stats
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else value / NS_PER_MS
+
+        row: dict[str, Any] = {
+            **self.case.to_dict(),
+            "latency_ms_median": ms(s.median_ns) if s else None,
+            "latency_ms_mean": ms(s.mean_ns) if s else None,
+            "latency_ms_p90": ms(s.p90_ns) if s else None,
+            "latency_ms_p99": ms(s.p99_ns) if s else None,
+            "latency_ms_std": ms(s.std_ns) if s else None,
+            "ci95_rel": s.ci95_rel if s else None,
+            "iterations": s.n if s else 0,
+            "per_image_ms": self.per_image_ms,
+            "throughput_ips": self.throughput_ips,
+            "first_inference_ms": self.first_inference_ms,
+            "peak_rss_mb": self.peak_rss_mb,
+            "peak_device_mem_mb": self.peak_device_mem_mb,
+            "params": self.params,
+            "flops": self.flops,
+            "status": self.status.value,
+            "error": self.error,
+            "latency_ms_min": ms(s.min_ns) if s else None,
+            "latency_ms_max": ms(s.max_ns) if s else None,
+            "macs": self.macs,
+            "target_met": self.target_met,
+            "failure": self.failure.value if self.failure else None,
+            "weights": self.weights,
+            "run_id": self.run_id,
+            "run_name": self.run_name,
+            "measurement_id": self.measurement_id,
+            "environment_id": self.environment_id,
+            "started_at": self.started_at,
+        }
+        return row
+
+    def to_dict(self, include_samples: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict that round-trips through ``from_dict``."""
+        data: dict[str, Any] = {
+            "case": self.case.to_dict(),
+            "status": self.status.value,
+            "stats": self.stats.to_dict() if self.stats else None,
+            "throughput_ips": self.throughput_ips,
+            "first_inference_ms": self.first_inference_ms,
+            "target_met": self.target_met,
+            "peak_rss_mb": self.peak_rss_mb,
+            "peak_device_mem_mb": self.peak_device_mem_mb,
+            "device_memory": dict(self.device_memory),
+            "params": self.params,
+            "flops": self.flops,
+            "failure": self.failure.value if self.failure else None,
+            "error": self.error,
+            "weights": self.weights,
+            "backend_config": dict(self.backend_config),
+            "environment_id": self.environment_id,
+            "started_at": self.started_at,
+            "duration_s": self.duration_s,
+            "run_id": self.run_id,
+            "run_name": self.run_name,
+            "measurement_id": self.measurement_id,
+        }
+        if include_samples:
+            data["samples_ns"] = list(self.samples_ns)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        return cls(
+            case=Case.from_dict(data["case"]),
+            status=Status(data["status"]),
+            stats=LatencyStats.from_dict(data["stats"]) if data.get("stats") else None,
+            samples_ns=tuple(int(x) for x in data.get("samples_ns") or ()),
+            throughput_ips=data.get("throughput_ips"),
+            first_inference_ms=data.get("first_inference_ms"),
+            target_met=data.get("target_met"),
+            peak_rss_mb=data.get("peak_rss_mb"),
+            peak_device_mem_mb=data.get("peak_device_mem_mb"),
+            device_memory=dict(data.get("device_memory") or {}),
+            params=data.get("params"),
+            flops=data.get("flops"),
+            failure=FailureKind(data["failure"]) if data.get("failure") else None,
+            error=data.get("error"),
+            weights=data.get("weights") or "random",
+            backend_config=dict(data.get("backend_config") or {}),
+            environment_id=data.get("environment_id"),
+            started_at=data.get("started_at"),
+            duration_s=data.get("duration_s"),
+            run_id=data.get("run_id"),
+            run_name=data.get("run_name"),
+            measurement_id=data.get("measurement_id"),
+        )
+
+    @classmethod
+    def failed(
+        cls,
+        case: Case,
+        kind: FailureKind,
+        error: str,
+        *,
+        status: Status = Status.FAILED,
+        **extra: Any,
+    ) -> Measurement:
+        return cls(case=case, status=status, failure=kind, error=error, **extra)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """A named sweep: models x batch sizes on one (backend, device, precision, mode).
+
+    ``weights`` maps a model name to a local weights file; models not in it use random
+    init (weights=None), and the choice is recorded per measurement.
+    """
+
+    models: tuple[str, ...]
+    backend: Backend = Backend.TORCH
+    device: str = "cpu"
+    precision: Precision = Precision.FP32
+    batch_sizes: tuple[int, ...] = (1,)
+    mode: Mode = Mode.LATENCY
+    stopping: StoppingRule = field(default_factory=StoppingRule)
+    name: str | None = None
+    weights: dict[str, str] = field(default_factory=dict)
+    isolate: bool = True  # one worker process per case
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise UsageError("No model given.", "Use -m MODEL or --suite NAME.")
+
+    def cases(self) -> list[Case]:
+        """Model-major order: a model's batch sizes run back to back."""
+        return [
+            Case(m, self.backend, self.device, self.precision, b, self.mode)
+            for m in self.models
+            for b in self.batch_sizes
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": list(self.models),
+            "backend": self.backend.value,
+            "device": self.device,
+            "precision": self.precision.value,
+            "batch_sizes": list(self.batch_sizes),
+            "mode": self.mode.value,
+            "stopping": self.stopping.to_dict(),
+            "name": self.name,
+            "weights": dict(self.weights),
+            "isolate": self.isolate,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        models = data.get("models")
+        if not isinstance(models, (list, tuple)) or not all(isinstance(m, str) for m in models):
+            raise UsageError("'models' must be a list of model names.")
+        weights = data.get("weights") or {}
+        if not isinstance(weights, dict):
+            raise UsageError("'weights' must map model names to file paths.")
+        return cls(
+            models=tuple(models),
+            backend=parse_backend(data.get("backend", "torch")),
+            device=str(data.get("device", "cpu")),
+            precision=parse_precision(data.get("precision", "fp32")),
+            batch_sizes=parse_batch_sizes(data.get("batch_sizes", [1])),
+            mode=parse_mode(data.get("mode", "latency")),
+            stopping=StoppingRule.from_dict(dict(data.get("stopping") or {})),
+            name=data.get("name"),
+            weights={str(k): str(v) for k, v in weights.items()},
+            isolate=bool(data.get("isolate", True)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A stored run: its spec, manifest and state."""
+
+    id: int
+    name: str
+    spec: RunSpec
+    manifest: dict[str, Any]
+    created_at: float
+    status: str  # queued | running | finished | interrupted | cancelled | failed
+    finished_at: float | None = None
