@@ -1,0 +1,473 @@
+"""The ``backbench`` command line.
+
+Each subcommand imports what it needs when it runs (the way glances loads its modes), so
+``backbench models`` or ``backbench results`` never pay for torch, and the agent never
+loads analysis code. Expected errors (core.errors) print one line saying what to do and
+exit non-zero; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+from core import __version__
+from core.errors import BackbenchError
+
+log = logging.getLogger(__name__)
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_INTERRUPTED = 130
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _open_store(path: str | None, readonly: bool = False) -> Any:
+    from core.store import Store
+
+    return Store(path, readonly=readonly)
+
+
+def _write_or_print(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        err_console.print(f"Wrote {output}")
+    else:
+        sys.stdout.write(text)
+        if not text.endswith("\n"):
+            sys.stdout.write("\n")
+
+
+# -- models --------------------------------------------------------------------------
+
+
+def _model_rows(cards: Sequence[Any]) -> list[dict[str, Any]]:
+    from core.zoo import model_complexity
+
+    rows = []
+    for card in cards:
+        complexity = model_complexity(card.name) if card.source == "torchvision" else None
+        rows.append(
+            {
+                "name": card.name,
+                "family": card.family,
+                "input_size": "x".join(str(d) for d in card.input_size),
+                "params": complexity.params if complexity else card.params,
+                "params_published": card.params,
+                "macs": complexity.macs if complexity else None,
+                "flops": complexity.flops if complexity else card.flops_published,
+                "gmacs_published": card.gmacs,
+                "acc1": card.acc1,
+                "acc5": card.acc5,
+                "file_size_mb": card.file_size_mb,
+                "source": card.source,
+                "notes": card.notes,
+            }
+        )
+    return rows
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from core.zoo import list_models
+
+    cards = list_models(args.filter, suite=args.suite)
+    rows = _model_rows(cards)
+    if args.format == "json":
+        _write_or_print(json.dumps(rows, indent=2), None)
+        return 0
+    if args.format == "csv":
+        _write_or_print(pd.DataFrame(rows).to_csv(index=False), None)
+        return 0
+    from rich.table import Table
+
+    title = f"{len(rows)} models" + (f" in suite {args.suite!r}" if args.suite else "")
+    table = Table(title=title, caption="FLOPs per image = 2 × MACs (counted at batch 1, inference model)")
+    for col, justify in [
+        ("model", "left"), ("family", "left"), ("input", "left"), ("params (M)", "right"),
+        ("GMACs", "right"), ("GFLOPs", "right"), ("acc@1 %", "right"), ("acc@5 %", "right"),
+        ("file (MB)", "right"), ("notes", "left"),
+    ]:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(
+            r["name"], r["family"], r["input_size"],
+            _fmt(r["params"] / 1e6 if r["params"] else None),
+            _fmt(r["macs"] / 1e9 if r["macs"] else r["gmacs_published"], 3),
+            _fmt(r["flops"] / 1e9 if r["flops"] else None, 3),
+            _fmt(r["acc1"], 2), _fmt(r["acc5"], 2), _fmt(r["file_size_mb"], 1),
+            r["notes"],
+        )
+    console.print(table)
+    return 0
+
+
+# -- run -------------------------------------------------------------------------------
+
+
+class _ProgressObserver:
+    """Drives the rich progress bar and the live line from the runner's events."""
+
+    def __init__(self, progress: Any, task: Any) -> None:
+        self.progress = progress
+        self.task = task
+        self.recent: deque[int] = deque(maxlen=2000)
+        self.count = 0
+        self.case_label = ""
+        self.phase = ""
+        self.rss_mb: float | None = None
+
+    # SweepObserver
+    def on_case_start(self, index: int, total: int, case: Any) -> None:
+        self.recent.clear()
+        self.count = 0
+        self.phase = "starting"
+        self.case_label = case.label()
+        self._refresh()
+
+    def on_case_end(self, index: int, total: int, m: Any) -> None:
+        if m.status.value == "ok":
+            line = (
+                f"[green]ok[/] {m.case.label()}: median {m.latency_ms_median:.3f} ms, "
+                f"{m.stats.n} iters, ±{m.stats.ci95_rel * 100:.1f}%"
+                + ("" if m.target_met else " (CI target not met in time)")
+            )
+        else:
+            line = f"[red]{m.status.value}[/] {m.case.label()}: {m.failure.value if m.failure else ''}: {m.error}"
+        self.progress.console.print(line)
+        self.progress.advance(self.task)
+
+    # CaseObserver
+    def on_phase(self, phase: str) -> None:
+        self.phase = phase
+        self._refresh()
+
+    def on_samples(self, samples: Any) -> None:
+        self.recent.extend(int(x) for x in samples[:, 1])
+        self.count += len(samples)
+
+    def on_memory(self, rss_mb: float | None, device_memory: dict[str, float]) -> None:
+        self.rss_mb = rss_mb
+        self._refresh()
+
+    def _refresh(self) -> None:
+        live = f"{self.case_label} [{self.phase}]"
+        if self.count:
+            ordered = sorted(self.recent)
+            median_ms = ordered[len(ordered) // 2] / 1e6
+            live += f" median {median_ms:.3f} ms, {self.count} iters"
+        if self.rss_mb:
+            live += f", RSS {self.rss_mb:.0f} MB"
+        self.progress.update(self.task, live=live)
+
+
+def _parse_weights(items: Sequence[str]) -> dict[str, str]:
+    from core.errors import UsageError
+
+    weights = {}
+    for item in items:
+        model, sep, path = item.partition("=")
+        if not sep or not model or not path:
+            raise UsageError(f"--weights {item!r} is not MODEL=PATH.", "Example: --weights resnet18=./resnet18.pth")
+        weights[model] = path
+    return weights
+
+
+def _spec_from_args(args: argparse.Namespace) -> Any:
+    from core.errors import UsageError
+    from core.results import (
+        RunSpec,
+        StoppingRule,
+        parse_backend,
+        parse_batch_sizes,
+        parse_mode,
+        parse_precision,
+    )
+    from core.zoo import suite_models
+
+    models: list[str] = list(args.model or [])
+    if args.suite:
+        models.extend(m for m in suite_models(args.suite) if m not in models)
+    if not models:
+        raise UsageError("No model given.", "Use -m MODEL (repeatable) or --suite NAME; `backbench models` lists them.")
+    backend = parse_backend(args.backend)
+    device = args.device or ("CPU" if backend.value == "openvino" else "cpu")
+    rule = StoppingRule(min_iters=args.min_iters, target_ci=args.target_ci, max_time_s=args.max_time)
+    return RunSpec(
+        models=tuple(models),
+        backend=backend,
+        device=device,
+        precision=parse_precision(args.precision),
+        batch_sizes=parse_batch_sizes(args.batch),
+        mode=parse_mode(args.mode),
+        stopping=rule,
+        name=args.name,
+        weights=_parse_weights(args.weights or []),
+        isolate=not args.no_isolate,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from core.runner import run_sweep
+
+    store = _open_store(args.db)
+    resume = None
+    if args.resume:
+        resume = store.get_run(args.resume)
+        spec = resume.spec
+    else:
+        spec = _spec_from_args(args)
+    total = len(spec.cases()) - (len(store.completed_cases(resume.id)) if resume else 0)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[live]}"),
+        console=err_console,
+        refresh_per_second=2,  # the parent shares the CPU with the worker: stay quiet
+    )
+    run_ref = None
+    try:
+        with progress:
+            task = progress.add_task("cases", total=total, live="")
+            observer = _ProgressObserver(progress, task)
+            run = run_sweep(spec, store, observer=observer, resume=resume)  # type: ignore[arg-type]
+            run_ref = run.id
+    except KeyboardInterrupt:
+        latest = store.latest_run()
+        if latest is not None:
+            err_console.print(
+                f"Interrupted. Completed cases are saved in {store.path} (run {latest.id}, {latest.name!r}). "
+                f"Resume with: backbench run --db {store.path} --resume {latest.id}"
+            )
+        return EXIT_INTERRUPTED
+    measurements = store.measurements(run_ref)
+    _print_results_table(measurements, title=f"Run {run.id} {run.name!r} ({store.path})")
+    failed = [m for m in measurements if m.status.value != "ok"]
+    if failed:
+        err_console.print(f"[yellow]{len(failed)} of {len(measurements)} cases did not complete; see the status column.[/]")
+    return 0
+
+
+# -- results ---------------------------------------------------------------------------
+
+
+def _print_results_table(measurements: Sequence[Any], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, caption="Latency per batch; per-image = median / batch (or 1/throughput in throughput mode). FLOPs = 2 × MACs, per image.")
+    headers = [
+        ("run", "right"), ("model", "left"), ("backend", "left"), ("device", "left"), ("prec", "left"),
+        ("batch", "right"), ("mode", "left"), ("median ms", "right"), ("±CI", "right"), ("p90 ms", "right"),
+        ("p99 ms", "right"), ("ms/img", "right"), ("img/s", "right"), ("1st ms", "right"), ("RSS MB", "right"),
+        ("dev MB", "right"), ("params M", "right"), ("GFLOPs", "right"), ("status", "left"),
+    ]
+    for name, justify in headers:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for m in measurements:
+        r = m.to_row()
+        status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}: {r['failure'] or ''}[/] {r['error'] or ''}"
+        table.add_row(
+            str(r["run_id"]), r["model"], r["backend"], r["device"], r["precision"], str(r["batch_size"]), r["mode"],
+            _fmt(r["latency_ms_median"], 3),
+            f"{r['ci95_rel'] * 100:.1f}%" if r["ci95_rel"] is not None and not math.isnan(r["ci95_rel"]) else "-",
+            _fmt(r["latency_ms_p90"], 3), _fmt(r["latency_ms_p99"], 3), _fmt(r["per_image_ms"], 3),
+            _fmt(r["throughput_ips"], 1), _fmt(r["first_inference_ms"], 1), _fmt(r["peak_rss_mb"], 0),
+            _fmt(r["peak_device_mem_mb"], 0),
+            _fmt(r["params"] / 1e6 if r["params"] else None, 2), _fmt(r["flops"] / 1e9 if r["flops"] else None, 2),
+            status,
+        )
+    console.print(table)
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    store = _open_store(args.db)
+    run = store.get_run(args.run) if args.run is not None else None
+    run_ref = run.id if run is not None else None
+    if args.format == "table":
+        measurements = store.measurements(run_ref)
+        if not measurements:
+            err_console.print(f"No results in {store.path} yet. Measure with: backbench run -m resnet18 --db {store.path}")
+            return 0
+        title = f"Run {run.id} {run.name!r}" if run is not None else f"All runs in {store.path}"
+        _print_results_table(measurements, title)
+        return 0
+    if args.format == "parquet" and not args.output:
+        from core.errors import UsageError
+
+        raise UsageError("Parquet is binary.", "Give a file with -o, e.g. -o results.parquet.")
+    if args.output:
+        store.export(args.output, args.format, run=run_ref)
+        err_console.print(f"Wrote {args.output}")
+    else:
+        store.export(sys.stdout, args.format, run=run_ref)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from rich.table import Table
+
+    store = _open_store(args.db)
+    runs = store.list_runs()
+    table = Table(title=f"Runs in {store.path}")
+    for col in ("id", "name", "created", "status", "backend", "device", "precision", "models", "batches"):
+        table.add_column(col)
+    for run in runs:
+        table.add_row(
+            str(run.id), run.name, datetime.fromtimestamp(run.created_at).strftime("%Y-%m-%d %H:%M"), run.status,
+            run.spec.backend.value, run.spec.device, run.spec.precision.value, str(len(run.spec.models)),
+            ",".join(str(b) for b in run.spec.batch_sizes),
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from core.backends import available_backends
+
+    found = available_backends()
+    if args.format == "json":
+        _write_or_print(json.dumps(found, indent=2), None)
+        return 0
+    if not found:
+        console.print("No inference framework is installed. Install one with: pip install 'backbench[measure]'")
+        return 0
+    for backend, devices in found.items():
+        console.print(f"[bold]{backend}[/]: {', '.join(devices) if devices else '(no usable device)'}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from core.worker import main as worker_main
+
+    return worker_main(args.worker_args)
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backbench",
+        description="Measure, analyse and predict DNN backbone performance on cloud and edge hardware.",
+    )
+    parser.add_argument("--version", action="version", version=f"backbench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the model zoo")
+    p.add_argument("--suite", help="only the models of this suite (paper, quick)")
+    p.add_argument("--filter", help="fnmatch pattern on model names, e.g. 'resnet*'")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("run", help="measure models on one backend/device/precision across batch sizes")
+    p.add_argument("-m", "--model", action="append", help="zoo model name or model file (.onnx, .xml, .pt); repeatable")
+    p.add_argument("--suite", help="a suite of models (paper, quick)")
+    p.add_argument("--backend", default="torch", help="torch | openvino | onnxruntime (default torch)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (torch/onnxruntime); CPU, GPU, NPU, MYRIAD, AUTO (openvino)")
+    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 (default fp32)")
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,2,4,8,16,32,64 (default 1)")
+    p.add_argument("--mode", default="latency", help="latency (sync, one request) | throughput (async streams)")
+    p.add_argument("--target-ci", type=float, default=0.01, help="stop once the 95%% CI half-width of the median is within this fraction (default 0.01)")
+    p.add_argument("--min-iters", type=int, default=10, help="at least this many timed iterations (default 10)")
+    p.add_argument("--max-time", type=float, default=10.0, help="at most this many seconds of timed loop per case (default 10)")
+    p.add_argument("--db", help="results store (default $XDG_DATA_HOME/backbench/results.db)")
+    p.add_argument("--name", help="a name for this run")
+    p.add_argument("--weights", action="append", metavar="MODEL=PATH", help="load real weights for MODEL from a local state-dict file")
+    p.add_argument("--no-isolate", action="store_true", help="measure in this process instead of one worker per case")
+    p.add_argument("--resume", metavar="RUN", help="finish an interrupted run (id or name) from its first unfinished case")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("results", help="show or export stored measurements")
+    p.add_argument("--db", help="results store (default $XDG_DATA_HOME/backbench/results.db)")
+    p.add_argument("--run", help="run id or name (default: all runs)")
+    p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("runs", help="list the runs in a store")
+    p.add_argument("--db", help="results store")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("devices", help="list the backends and devices usable on this host")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("worker")  # internal: the frozen build re-execs itself with it
+    p.add_argument("worker_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_worker)
+
+    _add_analysis_commands(sub)
+    return parser
+
+
+def _add_analysis_commands(sub: Any) -> None:
+    try:
+        from core.cli_analysis import add_commands
+    except ImportError:  # the analysis commands arrive with issue 3
+        return
+    add_commands(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except BackbenchError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("Interrupted.")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

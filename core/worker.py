@@ -1,0 +1,290 @@
+"""The worker: measures one case in its own process and streams to its parent.
+
+Started by core.supervisor with fork+exec as ``python -m core.worker --fd N --parent-pid P``
+(a frozen build runs ``backbench worker ...``), in a new session. The job arrives as one
+JSON object on stdin. Frames (core.wire) go to the inherited pipe ``fd``: phases,
+batched samples, heartbeats, then a result or an error.
+
+This module, and everything it imports, stays compatible with Python 3.10 (a MYRIAD host
+runs its workers on the Python that has OpenVINO 2022.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from array import array
+from dataclasses import dataclass
+from typing import Any
+
+from core.backends.base import PHASE_MEASURE, ModelSource, PreparedModel
+from core.errors import BackbenchError, CaseFailure
+from core.harness import HarnessResult, SampleSink, run_timed
+from core.results import Case, FailureKind, StoppingRule
+from core.wire import (
+    HEADER,
+    KIND_ERROR,
+    KIND_HEARTBEAT,
+    KIND_PHASE,
+    KIND_RESULT,
+    KIND_SAMPLES,
+    SAMPLES_PER_FRAME,
+    encode_json,
+)
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CASE_FAILED = 3
+FLUSH_INTERVAL_NS = 50_000_000  # telemetry reaches the parent at least every 50 ms
+HEARTBEAT_INTERVAL_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJob:
+    case: Case
+    source: ModelSource
+    rule: StoppingRule
+    max_mem_mb: int | None = None  # RLIMIT_AS for the worker, if set
+    fault: str | None = None  # test hook: "segfault" | "hang" | "alloc" | "exit" at measure
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "case": self.case.to_dict(),
+            "source": {"name": self.source.name, "weights_path": self.source.weights_path},
+            "rule": self.rule.to_dict(),
+            "max_mem_mb": self.max_mem_mb,
+            "fault": self.fault,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkerJob:
+        src = data["source"]
+        return cls(
+            case=Case.from_dict(data["case"]),
+            source=ModelSource(src["name"], src.get("weights_path")),
+            rule=StoppingRule.from_dict(data["rule"]),
+            max_mem_mb=data.get("max_mem_mb"),
+            fault=data.get("fault"),
+        )
+
+
+class Channel:
+    """Writes frames to the parent. Samples are packed into a preallocated buffer and
+    flushed when it is full or 50 ms old, so a sample costs a few array stores."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._lock = threading.Lock()
+        self._buf = array("q", bytes(16 * SAMPLES_PER_FRAME))
+        self._used = 0
+        self._last_flush_ns = time.perf_counter_ns()
+        self.broken = False
+
+    def _write(self, data: bytes) -> None:
+        if self.broken:
+            return
+        with self._lock:
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(self.fd, view)
+                    view = view[written:]
+            except BrokenPipeError:
+                # The parent is gone; PDEATHSIG ends us shortly. Stop writing meanwhile.
+                self.broken = True
+
+    def send(self, kind: bytes, obj: dict[str, Any]) -> None:
+        self._write(encode_json(kind, obj))
+
+    def phase(self, name: str) -> None:
+        self.send(KIND_PHASE, {"phase": name, "t_ns": time.perf_counter_ns()})
+
+    def sample(self, t_ns: int, latency_ns: int) -> None:
+        buf = self._buf
+        used = self._used
+        buf[used] = t_ns
+        buf[used + 1] = latency_ns
+        used += 2
+        self._used = used
+        if used == 2 * SAMPLES_PER_FRAME or t_ns - self._last_flush_ns >= FLUSH_INTERVAL_NS:
+            self.flush(t_ns)
+
+    def flush(self, now_ns: int | None = None) -> None:
+        if self._used:
+            payload = self._buf[: self._used].tobytes()
+            if sys.byteorder != "little":
+                swapped = array("q", payload)
+                swapped.byteswap()
+                payload = swapped.tobytes()
+            self._write(HEADER.pack(KIND_SAMPLES, len(payload)) + payload)
+            self._used = 0
+        self._last_flush_ns = now_ns if now_ns is not None else time.perf_counter_ns()
+
+
+class Heartbeat(threading.Thread):
+    """Proves liveness at ~10 Hz and carries the device-memory reading with it."""
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__(name="backbench-heartbeat", daemon=True)
+        self.channel = channel
+        self.prepared: PreparedModel | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(HEARTBEAT_INTERVAL_S):
+            payload: dict[str, Any] = {"t_ns": time.perf_counter_ns()}
+            prepared = self.prepared
+            if prepared is not None:
+                try:
+                    payload["device_memory"] = prepared.device_memory_mb()
+                except Exception as exc:  # a reading must never kill the case
+                    log.debug("device memory reading failed: %s", exc)
+            self.channel.send(KIND_HEARTBEAT, payload)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+def _set_parent_death_signal(parent_pid: int) -> None:
+    """Die with the parent: PR_SET_PDEATHSIG, then check the parent did not already go."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        except OSError as exc:
+            log.warning("could not set PDEATHSIG: %s", exc)
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(EXIT_CASE_FAILED)
+
+
+def _limit_memory(max_mem_mb: int | None) -> None:
+    if max_mem_mb:
+        limit = int(max_mem_mb) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _inject_fault(fault: str | None) -> None:
+    """Test hook, so the supervisor's classification is tested against real failures."""
+    if not fault:
+        return
+    if fault == "segfault":
+        ctypes.string_at(0)
+    elif fault == "hang":
+        while True:
+            time.sleep(3600)
+    elif fault == "alloc":
+        hog = []
+        while True:
+            hog.append(bytearray(64 * 1024 * 1024))
+    elif fault == "exit":
+        os._exit(7)
+    elif fault == "spin":
+        # Holds the GIL in C code, so even the heartbeat stops: the heartbeat watchdog fires.
+        import re
+
+        re.match(r"(a+)+$", "a" * 64 + "b")
+
+
+def classify_exception(exc: BaseException) -> tuple[FailureKind, str, str | None]:
+    """Map an exception raised while measuring to (kind, message, hint)."""
+    if isinstance(exc, CaseFailure):
+        return FailureKind(exc.kind), exc.message, exc.hint
+    if isinstance(exc, BackbenchError):
+        return FailureKind.ERROR, exc.message, exc.hint
+    if isinstance(exc, MemoryError):
+        return FailureKind.OOM, "out of memory while measuring (MemoryError)", None
+    text = f"{type(exc).__name__}: {exc}".strip()
+    lowered = text.lower()
+    if any(s in lowered for s in ("out of memory", "can't allocate memory", "bad_alloc", "failed to allocate")):
+        return FailureKind.OOM, text.splitlines()[0][:500], None
+    return FailureKind.ERROR, text.splitlines()[0][:500] if text else type(exc).__name__, None
+
+
+def measure(
+    job: WorkerJob,
+    channel: Channel | None,
+    heartbeat: Heartbeat | None = None,
+    sink: SampleSink | None = None,
+) -> tuple[HarnessResult, dict[str, Any], dict[str, float]]:
+    """Prepare and measure one case in this process. Returns the harness result, the
+    backend's effective config and the device-memory peaks. Samples go to the channel,
+    or to ``sink`` when there is none (inline runs)."""
+    from core.backends import get_backend
+
+    on_phase = channel.phase if channel is not None else (lambda _p: None)
+    backend = get_backend(job.case.backend)
+    prepared = backend.prepare(job.case, job.source, on_phase=on_phase)
+    try:
+        if heartbeat is not None:
+            heartbeat.prepared = prepared
+        on_phase(PHASE_MEASURE)
+        _inject_fault(job.fault)
+        if channel is not None:
+            sink = channel.sample
+        result = run_timed(prepared, job.case.batch_size, job.case.mode, job.rule, sink)
+        if channel is not None:
+            channel.flush()
+        return result, dict(prepared.config), prepared.device_memory_mb()
+    finally:
+        if heartbeat is not None:
+            heartbeat.prepared = None
+        prepared.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="backbench worker", description=argparse.SUPPRESS)
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    _set_parent_death_signal(args.parent_pid)
+    logging.basicConfig(level=logging.WARNING, format="worker: %(levelname)s %(name)s: %(message)s")
+    channel = Channel(args.fd)
+    try:
+        job = WorkerJob.from_dict(json.loads(sys.stdin.read()))
+        _limit_memory(job.max_mem_mb)
+    except (ValueError, KeyError, TypeError, BackbenchError, OSError) as exc:
+        channel.send(KIND_ERROR, {"kind": FailureKind.ERROR.value, "message": f"bad worker job: {exc}"})
+        return EXIT_CASE_FAILED
+
+    heartbeat = Heartbeat(channel)
+    heartbeat.start()
+    try:
+        result, config, device_memory = measure(job, channel, heartbeat)
+    except BaseException as exc:  # every failure is reported to the parent, then we exit
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        kind, message, hint = classify_exception(exc)
+        log.debug("case failed", exc_info=True)
+        channel.send(KIND_ERROR, {"kind": kind.value, "message": message, "hint": hint})
+        return EXIT_CASE_FAILED
+    finally:
+        heartbeat.stop()
+    channel.send(
+        KIND_RESULT,
+        {
+            "n": len(result.samples_ns),
+            "first_inference_ns": result.first_inference_ns,
+            "warmup_iters": result.warmup_iters,
+            "target_met": result.target_met,
+            "images": result.images,
+            "wall_ns": result.wall_ns,
+            "config": config,
+            "device_memory": device_memory,
+        },
+    )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
