@@ -42,9 +42,11 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def _open_store(path: str | None, readonly: bool = False) -> Any:
+    """The default store quarantines a corrupt file and starts afresh (the agent does the
+    same); a file the user named is never renamed behind their back."""
     from core.store import Store
 
-    return Store(path, readonly=readonly)
+    return Store(path, readonly=readonly, on_corrupt="quarantine" if path is None else "raise")
 
 
 def _write_or_print(text: str, output: str | None) -> None:
