@@ -1,0 +1,54 @@
+"""The model zoo: cards for every torchvision classification model and for user model
+files, the benchmark suites, and builders.
+
+Importing this package never imports torch: cards, suites and complexities come from
+resources/zoo_catalog.json. ``build_torch_model`` and ``load_torchscript`` import torch
+when called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from core.complexity import Complexity
+from core.zoo.files import MODEL_FILE_SOURCES, is_model_file, load_torchscript
+from core.zoo.registry import (
+    ModelCard,
+    get_card,
+    list_models,
+    model_complexity,
+    suite_description,
+    suite_models,
+    suite_names,
+    zoo_names,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+
+def build_torch_model(
+    name: str, weights_path: str | None = None, device: str | None = None
+) -> tuple[torch.nn.Module, str]:
+    """Build zoo model ``name`` in eval() mode; returns (module, weights_label), the label
+    being "random" (weights=None) or "file:<absolute path>"."""
+    from core.zoo.torchvision_models import build_torch_model as build
+
+    return build(name, weights_path, device)
+
+
+__all__ = [
+    "MODEL_FILE_SOURCES",
+    "Complexity",
+    "ModelCard",
+    "build_torch_model",
+    "get_card",
+    "is_model_file",
+    "list_models",
+    "load_torchscript",
+    "model_complexity",
+    "suite_description",
+    "suite_models",
+    "suite_names",
+    "zoo_names",
+]
