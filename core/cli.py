@@ -24,7 +24,9 @@ from core.errors import BackbenchError
 
 log = logging.getLogger(__name__)
 
-console = Console()
+# Piped output gets a wide console: the results table is wider than 80 columns, and a
+# file or a pager should receive it whole rather than truncated.
+console = Console() if Console().is_terminal else Console(width=200)
 err_console = Console(stderr=True)
 
 EXIT_INTERRUPTED = 130
@@ -294,21 +296,22 @@ def _print_results_table(measurements: Sequence[Any], title: str) -> None:
 
     table = Table(title=title, caption="Latency per batch; per-image = median / batch (or 1/throughput in throughput mode). FLOPs = 2 × MACs, per image.")
     headers = [
-        ("run", "right"), ("model", "left"), ("backend", "left"), ("device", "left"), ("prec", "left"),
-        ("batch", "right"), ("mode", "left"), ("median ms", "right"), ("±CI", "right"), ("p90 ms", "right"),
-        ("p99 ms", "right"), ("ms/img", "right"), ("img/s", "right"), ("1st ms", "right"), ("RSS MB", "right"),
-        ("dev MB", "right"), ("params M", "right"), ("GFLOPs", "right"), ("status", "left"),
+        ("run", "right"), ("model", "left"), ("platform", "left"), ("mode", "left"), ("batch", "right"),
+        ("median ms", "right"), ("±CI", "right"), ("p99 ms", "right"), ("ms/img", "right"), ("img/s", "right"),
+        ("1st ms", "right"), ("RSS MB", "right"), ("dev MB", "right"), ("params M", "right"),
+        ("GFLOPs", "right"), ("status", "left"),
     ]
     for name, justify in headers:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=name != "status")  # type: ignore[arg-type]
     for m in measurements:
         r = m.to_row()
         status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}: {r['failure'] or ''}[/] {r['error'] or ''}"
+        ci = r["ci95_rel"]
         table.add_row(
-            str(r["run_id"]), r["model"], r["backend"], r["device"], r["precision"], str(r["batch_size"]), r["mode"],
-            _fmt(r["latency_ms_median"], 3),
-            f"{r['ci95_rel'] * 100:.1f}%" if r["ci95_rel"] is not None and not math.isnan(r["ci95_rel"]) else "-",
-            _fmt(r["latency_ms_p90"], 3), _fmt(r["latency_ms_p99"], 3), _fmt(r["per_image_ms"], 3),
+            str(r["run_id"]), r["model"], f"{r['backend']}/{r['device']}/{r['precision']}", r["mode"],
+            str(r["batch_size"]), _fmt(r["latency_ms_median"], 3),
+            f"{ci * 100:.1f}%" if ci is not None and not math.isnan(ci) else "-",
+            _fmt(r["latency_ms_p99"], 3), _fmt(r["per_image_ms"], 3),
             _fmt(r["throughput_ips"], 1), _fmt(r["first_inference_ms"], 1), _fmt(r["peak_rss_mb"], 0),
             _fmt(r["peak_device_mem_mb"], 0),
             _fmt(r["params"] / 1e6 if r["params"] else None, 2), _fmt(r["flops"] / 1e9 if r["flops"] else None, 2),

@@ -1,0 +1,190 @@
+"""Worker processes for real: a good case, and every way a case can fail.
+
+Each test starts a real worker (fork+exec, its own session) on a small zoo model and
+checks what the supervisor recorded. Faults are injected inside the worker through
+WorkerJob.fault, so the crash, hang, OOM and kill are real.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+
+from core.backends.base import ModelSource
+from core.results import Backend, Case, FailureKind, Mode, Precision, Status, StoppingRule
+from core.supervisor import CaseObserver, CaseRunner, PhaseLimits, run_inline
+from core.worker import WorkerJob
+
+MODEL = "squeezenet1_1"
+FAST = StoppingRule(min_iters=5, target_ci=0.5, max_time_s=0.5, warmup_iters=1, warmup_time_s=0)
+
+
+def job(fault: str | None = None, batch: int = 1, model: str = MODEL, max_mem_mb: int | None = None) -> WorkerJob:
+    case = Case(model, Backend.TORCH, "cpu", Precision.FP32, batch, Mode.LATENCY)
+    return WorkerJob(case, ModelSource(model), FAST, max_mem_mb=max_mem_mb, fault=fault)
+
+
+class Recorder(CaseObserver):
+    def __init__(self) -> None:
+        self.phases: list[str] = []
+        self.samples: list[np.ndarray] = []
+        self.rss: list[float] = []
+        self.on_measure: Any = None
+
+    def on_phase(self, phase: str) -> None:
+        self.phases.append(phase)
+        if phase == "measure" and self.on_measure is not None:
+            self.on_measure()
+
+    def on_samples(self, samples: np.ndarray) -> None:
+        self.samples.append(samples.copy())
+
+    def on_memory(self, rss_mb: float | None, device_memory: dict[str, float]) -> None:
+        if rss_mb:
+            self.rss.append(rss_mb)
+
+
+def worker_pids() -> list[int]:
+    return [p.pid for p in psutil.Process().children(recursive=True) if "core.worker" in " ".join(p.cmdline())]
+
+
+def test_good_case_streams_every_sample() -> None:
+    rec = Recorder()
+    m = CaseRunner().run(job(batch=2), rec)
+    assert m.status is Status.OK, m.error
+    streamed = np.concatenate(rec.samples)[:, 1]
+    assert list(streamed) == list(m.samples_ns)
+    assert m.stats is not None and m.stats.n == len(m.samples_ns) >= 5
+    assert rec.phases[-1] == "measure" and "load" in rec.phases
+    assert m.first_inference_ms and m.first_inference_ms > 0
+    assert m.peak_rss_mb and m.peak_rss_mb > 50  # torch alone is far bigger than this
+    assert m.throughput_ips and m.throughput_ips > 0
+    assert m.backend_config, "the backend's effective config is recorded"
+    assert m.weights == "random"
+    # Timestamps are CLOCK_MONOTONIC, shared with the parent, and increase.
+    stamps = np.concatenate(rec.samples)[:, 0]
+    assert np.all(np.diff(stamps) >= 0) and stamps[-1] <= time.perf_counter_ns()
+    assert not worker_pids()
+
+
+def test_segfault_is_classified_as_crash() -> None:
+    m = CaseRunner().run(job("segfault"))
+    assert m.status is Status.FAILED
+    assert m.failure is FailureKind.CRASHED
+    assert "SIGSEGV" in (m.error or "")
+
+
+def test_hang_is_killed_by_the_phase_limit() -> None:
+    limits = PhaseLimits(measure_s=1.0, term_grace_s=1.0)
+    t0 = time.monotonic()
+    m = CaseRunner(limits=limits).run(job("hang"))
+    assert m.failure is FailureKind.TIMEOUT
+    assert "measure phase exceeded" in (m.error or "")
+    assert time.monotonic() - t0 < 60
+    assert not worker_pids()
+
+
+def test_gil_holding_spin_is_caught_by_the_heartbeat() -> None:
+    limits = PhaseLimits(heartbeat_s=1.5, term_grace_s=1.0)
+    m = CaseRunner(limits=limits).run(job("spin"))
+    assert m.failure is FailureKind.TIMEOUT
+    assert "no heartbeat" in (m.error or "")
+
+
+def test_memory_limit_is_classified_as_oom() -> None:
+    # RLIMIT_AS must leave room for torch's own mappings; the injected fault then
+    # allocates past it.
+    m = CaseRunner(max_mem_mb=12_000).run(job("alloc"))
+    assert m.status is Status.FAILED
+    assert m.failure is FailureKind.OOM, m.error
+
+
+def test_unexpected_exit_is_reported() -> None:
+    m = CaseRunner().run(job("exit"))
+    assert m.failure is FailureKind.CRASHED
+    assert "status 7" in (m.error or "")
+
+
+def test_sigkill_from_outside_fails_the_case_with_a_reason() -> None:
+    rec = Recorder()
+
+    def kill_worker() -> None:
+        for pid in worker_pids():
+            os.kill(pid, signal.SIGKILL)
+
+    rec.on_measure = kill_worker
+    m = CaseRunner().run(job(), rec)
+    assert m.status is Status.FAILED
+    assert m.failure in (FailureKind.CRASHED, FailureKind.OOM)
+    assert "SIGKILL" in (m.error or "") or "OOM" in (m.error or "")
+
+
+def test_cancel_stops_the_worker() -> None:
+    cancel = threading.Event()
+    rec = Recorder()
+    rec.on_measure = cancel.set
+    slow = WorkerJob(job().case, ModelSource(MODEL), StoppingRule(min_iters=10_000, max_time_s=60), fault=None)
+    m = CaseRunner().run(slow, rec, cancel)
+    assert m.status is Status.CANCELLED
+    assert not worker_pids()
+
+
+def test_worker_error_is_reported_with_its_message() -> None:
+    m = CaseRunner().run(job(model="no_such_model"))
+    assert m.failure is FailureKind.ERROR
+    assert "no_such_model" in (m.error or "")
+
+
+def test_missing_worker_command_fails_cleanly() -> None:
+    m = CaseRunner(worker_command=["/nonexistent/python"]).run(job())
+    assert m.status is Status.FAILED
+    assert "could not start the worker" in (m.error or "")
+
+
+def test_worker_dies_with_its_parent(tmp_path: Any) -> None:
+    """PDEATHSIG: a supervisor killed with SIGKILL takes its worker along."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            from core.backends.base import ModelSource
+            from core.results import *
+            from core.supervisor import CaseRunner
+            from core.worker import WorkerJob
+            case = Case({MODEL!r}, Backend.TORCH, "cpu", Precision.FP32, 1, Mode.LATENCY)
+            CaseRunner().run(WorkerJob(case, ModelSource({MODEL!r}), StoppingRule(), fault="hang"))
+            """
+        )
+    )
+    parent = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 60
+        children: list[psutil.Process] = []
+        while time.monotonic() < deadline and not children:
+            children = psutil.Process(parent.pid).children()
+            time.sleep(0.1)
+        assert children, "the supervisor never started its worker"
+        parent.kill()
+        parent.wait()
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, "the worker outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def test_inline_mode_measures_in_process() -> None:
+    m = run_inline(job())
+    assert m.status is Status.OK, m.error
+    assert m.stats is not None and m.stats.n >= 5
