@@ -1,0 +1,385 @@
+"""Analysis input: read and validate the long schema, fill model facts from the zoo.
+
+``prepare`` turns a long-schema DataFrame (one row per measurement, columns as in
+``core.results.MEASUREMENT_COLUMNS``, plus optional ``top1``, ``top5`` and
+``n_eval_images``) into an ``AnalysisInput``: numeric columns, only ``status == ok`` rows,
+a ``platform`` column, and params/FLOPs/accuracy filled from the zoo where the data lack
+them. Everything it drops or fills is said in ``notes``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.errors import BackbenchError, DataError
+from core.zoo import get_card, model_complexity
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("model", "batch_size", "per_image_ms")
+NUMERIC_COLUMNS: tuple[str, ...] = (
+    "batch_size",
+    "per_image_ms",
+    "latency_ms_median",
+    "throughput_ips",
+    "peak_rss_mb",
+    "peak_device_mem_mb",
+    "params",
+    "flops",
+    "top1",
+    "top5",
+    "n_eval_images",
+)
+PLATFORM_PARTS: tuple[str, ...] = ("backend", "device", "precision")
+MEASURED = "measured"
+REFERENCE = "reference (ImageNet, torchvision)"
+UNKNOWN = "unknown"
+# MB throughout = 2**20 bytes, the unit of peak_rss_mb; fp32 weights take 4 bytes each.
+BYTES_PER_MB = float(2**20)
+FP32_BYTES = 4.0
+
+_REQUIRED_TEXT = ", ".join(REQUIRED_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class AnalysisInput:
+    """Validated analysis input.
+
+    ``frame`` has one row per ok measurement with numeric columns (NaN where unknown),
+    ``platform`` ("backend/device/precision", with " throughput" appended for
+    throughput-mode rows) and ``accuracy_source`` (``MEASURED``, ``REFERENCE`` or None).
+    """
+
+    frame: pd.DataFrame
+    notes: tuple[str, ...]
+    n_rows_read: int
+    n_excluded_status: int
+    n_dropped_missing: int
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.frame["model"].unique().tolist())
+
+    @property
+    def platforms(self) -> list[str]:
+        return sorted(self.frame["platform"].unique().tolist())
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return sorted(int(b) for b in self.frame["batch_size"].unique())
+
+
+def load_csv(path: str | Path) -> pd.DataFrame:
+    """Read a long-schema CSV. Raises DataError (with what to do) for unreadable input."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"No such file: {file}.", "Give the path of a results CSV.")
+    try:
+        with file.open("r", encoding="utf-8", newline="") as handle:
+            head = handle.read(4096)
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{file} is not a text CSV file (it is not UTF-8 text).",
+            "Export the results as CSV (backbench results --format csv) and pass that file.",
+        ) from None
+    except OSError as exc:
+        raise DataError(
+            f"Cannot read {file}: {exc.strerror}.", "Check the path and permissions."
+        ) from None
+    if not head.strip():
+        raise DataError(
+            f"{file} is empty.",
+            f"A results CSV needs a header row with at least: {_REQUIRED_TEXT}, then one row per measurement.",
+        )
+    if "\x00" in head:
+        raise DataError(
+            f"{file} is not a CSV file (it holds binary data).",
+            "Export the results as CSV (backbench results --format csv) and pass that file.",
+        )
+    try:
+        frame = pd.read_csv(file)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"{file} cannot be read as CSV: {str(exc).strip().splitlines()[0]}.",
+            f"Give a comma-separated file with a header row naming at least: {_REQUIRED_TEXT}.",
+        ) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if len(frame.columns) < 2 or not any(c in frame.columns for c in REQUIRED_COLUMNS):
+        raise DataError(
+            f"{file} does not look like a results CSV (header: {', '.join(frame.columns[:8])}).",
+            f"The first line must name the columns, at least: {_REQUIRED_TEXT}.",
+        )
+    log.debug("read %d rows, %d columns from %s", len(frame), len(frame.columns), file)
+    return frame
+
+
+def _check_columns(frame: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"The data lack the column(s) {', '.join(missing)}.",
+            f"Analysis needs at least the columns {_REQUIRED_TEXT} (the long schema of "
+            "`backbench results --format csv`); add or rename them.",
+        )
+
+
+def _to_numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+    raw = frame[column]
+    if raw.dtype == bool:
+        raw = raw.astype(float)
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+    if bad.any():
+        index = bad[bad].index[0]
+        raise DataError(
+            f"Column {column!r} must be numeric, but data row {int(index) + 1} "
+            f"(model {frame.at[index, 'model']!r}) holds {raw[index]!r}.",
+            f"Fix or remove the non-numeric value(s) in {column!r}; leave a cell empty when "
+            "the value is unknown.",
+        )
+    return values.astype(float)
+
+
+def _platform_column(frame: pd.DataFrame) -> pd.Series:
+    parts = []
+    for name in PLATFORM_PARTS:
+        if name in frame.columns:
+            part = frame[name].astype("string").str.strip().fillna(UNKNOWN)
+            part = part.mask(part == "", UNKNOWN)
+        else:
+            part = pd.Series(UNKNOWN, index=frame.index, dtype="string")
+        parts.append(part)
+    platform = parts[0] + "/" + parts[1] + "/" + parts[2]
+    if "mode" in frame.columns:
+        # Throughput mode (async, several requests) is another operating point, so it is
+        # kept apart rather than averaged with latency mode.
+        is_throughput = frame["mode"].astype("string").str.strip().str.lower() == "throughput"
+        platform = platform.mask(is_throughput.fillna(False), platform + " throughput")
+    return platform.astype(str)
+
+
+def _zoo_facts(model: str) -> dict[str, float | None]:
+    """params, flops, top1, top5 of a zoo model (None each where unknown).
+
+    FLOPs and params come from the zoo's inference count (model_complexity) and fall back
+    to the model card's published figures; accuracy is the card's ImageNet reference.
+    """
+    facts: dict[str, float | None] = {"params": None, "flops": None, "top1": None, "top5": None}
+    try:
+        card = get_card(model)
+    except BackbenchError:
+        return facts
+    complexity = None
+    try:
+        complexity = model_complexity(model)
+    except BackbenchError as exc:
+        log.debug("no complexity count for %s: %s", model, exc)
+    if complexity is not None:
+        facts["params"] = _number(getattr(complexity, "params", None))
+        facts["flops"] = _number(getattr(complexity, "flops", None))
+    if facts["params"] is None:
+        facts["params"] = _number(getattr(card, "params", None))
+    if facts["flops"] is None:
+        facts["flops"] = _number(getattr(card, "flops_published", None))
+    if facts["flops"] is None:
+        gmacs = _number(getattr(card, "gmacs", None))
+        facts["flops"] = None if gmacs is None else 2.0 * gmacs * 1e9
+    facts["top1"] = _number(getattr(card, "acc1", None))
+    facts["top5"] = _number(getattr(card, "acc5", None))
+    return facts
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _fill_from_zoo(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    needs = frame[["params", "flops", "top1", "top5"]].isna().any(axis=1)
+    models = sorted(frame.loc[needs, "model"].unique().tolist())
+    filled: dict[str, set[str]] = {}
+    # Reference accuracy only goes to models with no measured accuracy in any row: a
+    # measured value next to a reference one would mix two sources for one model.
+    measured_models = set(frame.loc[frame["accuracy_source"] == MEASURED, "model"])
+    unmeasured = ~frame["model"].isin(measured_models)
+    for model in models:
+        facts = _zoo_facts(model)
+        rows = frame["model"] == model
+        for column, value in facts.items():
+            if value is None:
+                continue
+            gap = rows & frame[column].isna()
+            if column in ("top1", "top5"):
+                gap &= unmeasured
+            if gap.any():
+                frame.loc[gap, column] = value
+                filled.setdefault(column, set()).add(model)
+    frame.loc[unmeasured & frame["top1"].notna(), "accuracy_source"] = REFERENCE
+    for column in ("params", "flops"):
+        if column in filled:
+            notes.append(
+                f"{column} taken from the model zoo for {len(filled[column])} model(s) "
+                f"that lacked it ({', '.join(sorted(filled[column]))})."
+            )
+    if "top1" in filled:
+        notes.append(
+            f"No measured accuracy for {len(filled['top1'])} model(s) "
+            f"({', '.join(sorted(filled['top1']))}); their top-1/top-5 are the "
+            f"{REFERENCE} figures from the model cards, not measured here."
+        )
+    return frame
+
+
+def prepare(df: pd.DataFrame) -> AnalysisInput:
+    """Validate and normalise a long-schema DataFrame for analysis.
+
+    Raises DataError for missing required columns, non-numeric values or when no usable
+    row is left; everything else that is dropped or filled is recorded in ``notes``.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(
+            f"Analysis input must be a table (DataFrame), not {type(df).__name__}.",
+            "Pass a DataFrame in the long schema or load a CSV with load_csv().",
+        )
+    if df.empty:
+        raise DataError(
+            "The data hold no measurements.",
+            f"Run a benchmark first, or give a CSV with the columns {_REQUIRED_TEXT} and one row per measurement.",
+        )
+    frame = df.reset_index(drop=True)  # index = position in the input, for messages
+    frame.columns = [str(c).strip() for c in frame.columns]
+    _check_columns(frame)
+    notes: list[str] = []
+    n_read = len(frame)
+
+    n_excluded = 0
+    if "status" in frame.columns:
+        status = frame["status"].astype("string").str.strip().str.lower()
+        keep = (status == "ok").fillna(False) | status.isna()
+        n_excluded = int((~keep).sum())
+        if n_excluded:
+            counts = status[~keep].value_counts().to_dict()
+            detail = ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
+            notes.append(
+                f"{n_excluded} measurement(s) with status other than ok excluded ({detail})."
+            )
+        frame = frame.loc[keep]
+        if frame.empty:
+            raise DataError(
+                f"None of the {n_read} measurements has status ok.",
+                "Look at their error column (backbench results) and rerun the failed cases.",
+            )
+
+    frame["model"] = frame["model"].astype("string").str.strip()
+    for column in NUMERIC_COLUMNS:
+        if column in frame.columns:
+            frame[column] = _to_numeric(frame, column)
+        else:
+            frame[column] = np.nan
+
+    required_na = frame["model"].isna() | (frame["model"] == "")
+    for column in ("batch_size", "per_image_ms"):
+        required_na |= frame[column].isna()
+    n_dropped = int(required_na.sum())
+    if n_dropped:
+        notes.append(f"{n_dropped} row(s) without model, batch_size or per_image_ms dropped.")
+        frame = frame.loc[~required_na]
+    if frame.empty:
+        raise DataError(
+            "No row has all of model, batch_size and per_image_ms.",
+            f"Fill the columns {_REQUIRED_TEXT} (empty cells are not usable).",
+        )
+    _check_ranges(frame)
+
+    frame["model"] = frame["model"].astype(str)
+    frame["batch_size"] = frame["batch_size"].astype(int)
+    frame["platform"] = _platform_column(frame)
+    frame["accuracy_source"] = pd.Series(
+        np.where(frame["top1"].notna(), MEASURED, None), index=frame.index, dtype=object
+    )
+    frame = _accuracy_as_percent(frame, notes)
+    frame = _fill_from_zoo(frame, notes)
+    frame = frame.reset_index(drop=True)
+    return AnalysisInput(
+        frame=frame,
+        notes=tuple(notes),
+        n_rows_read=n_read,
+        n_excluded_status=n_excluded,
+        n_dropped_missing=n_dropped,
+    )
+
+
+def _check_ranges(frame: pd.DataFrame) -> None:
+    checks = (
+        ("batch_size", lambda s: (s >= 1) & (s == np.floor(s)), "a positive integer"),
+        ("per_image_ms", lambda s: (s > 0) & np.isfinite(s), "a positive, finite time in ms"),
+    )
+    for column, ok, what in checks:
+        bad = ~ok(frame[column])
+        if bad.any():
+            index = bad[bad].index[0]
+            raise DataError(
+                f"Column {column!r} must be {what}, but data row {int(index) + 1} "
+                f"(model {frame.at[index, 'model']!r}) has {float(frame.at[index, column]):g}.",
+                f"Fix or remove the row(s) with invalid {column}.",
+            )
+
+
+def _accuracy_as_percent(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    for column in ("top1", "top5"):
+        values = frame[column].dropna()
+        # A top-1 of at most 1% is not a plausible ImageNet model; fractions are meant.
+        if not values.empty and values.max() <= 1.0:
+            frame[column] = frame[column] * 100.0
+            notes.append(f"{column} given as fractions (all <= 1); read as percent x 100.")
+    return frame
+
+
+def coerce_input(data: pd.DataFrame | AnalysisInput) -> AnalysisInput:
+    return data if isinstance(data, AnalysisInput) else prepare(data)
+
+
+def cell_medians(inp: AnalysisInput, columns: tuple[str, ...]) -> pd.DataFrame:
+    """One row per (platform, model, batch_size): the median of repeated measurements."""
+    frame = inp.frame
+    keys = ["platform", "model", "batch_size"]
+    return frame.groupby(keys, as_index=False, sort=True)[list(columns)].median()
+
+
+def model_table(inp: AnalysisInput) -> pd.DataFrame:
+    """One row per model: params, flops, top1, top5 (medians over its rows), the accuracy
+    source (measured wins over reference) and n_eval_images (the smallest recorded)."""
+    frame = inp.frame
+    rows = []
+    for model, group in frame.groupby("model", sort=True):
+        measured = group[group["accuracy_source"] == MEASURED]
+        source_rows = measured if not measured.empty else group
+        source = (
+            MEASURED if not measured.empty else (REFERENCE if group["top1"].notna().any() else None)
+        )
+        n_eval = measured["n_eval_images"].dropna()
+        rows.append(
+            {
+                "model": model,
+                "params": group["params"].median(),
+                "flops": group["flops"].median(),
+                "top1": source_rows["top1"].median(),
+                "top5": source_rows["top5"].median(),
+                "accuracy_source": source,
+                "n_eval_images": float(n_eval.min()) if not n_eval.empty else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)

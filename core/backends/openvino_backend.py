@@ -1,0 +1,525 @@
+"""The OpenVINO backend: any device that ``Core().available_devices`` reports.
+
+Precision is explicit: INFERENCE_PRECISION_HINT is always set (the CPU plugin defaults to
+bf16 on CPUs that have it, which would make an "f32" comparison with torch silently
+wrong) and the value the compiled model reports back is recorded; a device that ignores
+the hint is an error, never a silent substitution.
+
+Latency mode compiles with PERFORMANCE_HINT=LATENCY and times ``InferRequest.infer()`` on
+one request whose input tensor was set in prepare. Throughput mode compiles with
+PERFORMANCE_HINT=THROUGHPUT and keeps OPTIMAL_NUMBER_OF_INFER_REQUESTS requests busy in
+an AsyncInferQueue; each completion reports the request's own latency.
+
+Two API generations run behind one adapter (``OvApi``): the current ``import openvino``
+API (2023+), which converts torch models to IR with ``openvino.convert_model``, and the
+2022.3 LTS ``openvino.runtime`` API that Intel NCS2 (MYRIAD) users are pinned to, which
+reads an ONNX export instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.backends import convert
+from core.backends.base import PHASE_COMPILE, PHASE_LOAD, ModelSource, PhaseHook, no_phase
+from core.backends.convert import ConvertedModel, SourceKind
+from core.errors import (
+    BackbenchError,
+    DeviceUnavailableError,
+    ModelFileError,
+    PrecisionUnsupportedError,
+)
+from core.results import Backend, Case, Mode, Precision
+
+log = logging.getLogger(__name__)
+
+API_ENV = "BACKBENCH_OV_API"
+MODERN = "modern"
+LEGACY = "legacy"
+# The first release with the 2023 API (openvino.Core, properties, convert_model soon after).
+_FIRST_MODERN_YEAR = 2023
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+_HINT_NAMES = {Precision.FP32: "f32", Precision.FP16: "f16", Precision.BF16: "bf16"}
+_CAPABILITIES = {"FP32": Precision.FP32, "FP16": Precision.FP16, "BF16": Precision.BF16}
+_TYPE_ALIASES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+
+
+def select_api(version: str) -> str:
+    """``"legacy"`` for OpenVINO before 2023 (the ``openvino.runtime`` era), else ``"modern"``."""
+    match = re.match(r"\s*(\d{4})\.", version)
+    if match is None:
+        log.warning("cannot parse the OpenVINO version %r; assuming the current API", version)
+        return MODERN
+    return LEGACY if int(match.group(1)) < _FIRST_MODERN_YEAR else MODERN
+
+
+def installed_version() -> str:
+    """The installed OpenVINO's full version string, e.g. ``2026.4.1-22982-...``."""
+    for module_name in ("openvino", "openvino.runtime"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        get_version = getattr(module, "get_version", None)
+        if get_version is not None:
+            return str(get_version())
+    return importlib.metadata.version("openvino")
+
+
+@dataclass(frozen=True, slots=True)
+class OvApi:
+    """One OpenVINO API generation: where Core lives, and how torch models get in."""
+
+    name: str  # MODERN | LEGACY
+    version: str
+    module: Any  # the ``openvino`` or ``openvino.runtime`` module
+    onnx_route: bool  # convert torch models through ONNX instead of convert_model
+
+    def core(self) -> Any:
+        return self.module.Core()
+
+    def partial_shape(self, dims: list[int]) -> Any:
+        return self.module.PartialShape(dims)
+
+    def tensor(self, array: np.ndarray) -> Any:
+        return self.module.Tensor(array)
+
+    def async_queue(self, compiled: Any, jobs: int) -> Any:
+        return self.module.AsyncInferQueue(compiled, jobs)
+
+    def convert(self, source: ModelSource) -> ConvertedModel:
+        """The cached model file (IR, or ONNX on the 2022.3 route) of a torch model."""
+        if self.onnx_route:
+            opset = convert.LEGACY_ONNX_OPSET if self.name == LEGACY else convert.DEFAULT_ONNX_OPSET
+            return convert.ensure_onnx(source, opset)
+        return convert.ensure_ir(source)
+
+    def sync_infer(self, request: Any) -> None:
+        if self.name == MODERN:
+            # Sharing outputs skips a copy of the logits that would be billed to the model.
+            request.infer(share_outputs=True)
+        else:
+            request.infer()
+
+
+def load_api(choice: str | None = None) -> OvApi:
+    """The API adapter for the installed OpenVINO; ``BACKBENCH_OV_API`` overrides the
+    version-based choice (``legacy`` exercises the 2022.3 route on a newer release)."""
+    version = installed_version()
+    name = (choice or os.environ.get(API_ENV) or select_api(version)).strip().lower()
+    if name not in (MODERN, LEGACY):
+        raise BackbenchError(
+            f"{API_ENV}={name!r} is not an OpenVINO API choice.", f"Use {MODERN!r} or {LEGACY!r}."
+        )
+    if name == MODERN:
+        module = importlib.import_module("openvino")
+        return OvApi(MODERN, version, module, onnx_route=not hasattr(module, "convert_model"))
+    try:
+        module = importlib.import_module("openvino.runtime")
+    except ImportError:
+        # openvino.runtime was removed in 2025; its Core is the same object as openvino.Core.
+        log.info("openvino.runtime is absent in OpenVINO %s; legacy route uses openvino", version)
+        module = importlib.import_module("openvino")
+    return OvApi(LEGACY, version, module, onnx_route=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "get_type_name"):
+        return str(value.get_type_name())
+    if hasattr(value, "name") and isinstance(value.name, str):  # enums such as PerformanceMode
+        return value.name
+    return str(value)
+
+
+def precision_name(value: Any) -> str:
+    """``Type.f32`` / ``"<Type: 'float32'>"`` / ``"f32"`` -> ``"f32"``."""
+    text = str(_jsonable(value)).lower()
+    quoted = re.search(r"'([a-z0-9]+)'", text)
+    text = quoted.group(1) if quoted else text
+    return _TYPE_ALIASES.get(text, text)
+
+
+def _message(exc: BaseException) -> str:
+    return convert.framework_message(exc)
+
+
+class OpenVinoPrepared:
+    """A compiled model with its input tensor set on every request."""
+
+    def __init__(
+        self, api: OvApi, compiled: Any, tensor: Any, mode: Mode, config: dict[str, Any]
+    ) -> None:
+        self._api = api
+        self._compiled = compiled
+        self._tensor = tensor
+        self.config = config
+        self._request = compiled.create_infer_request()
+        self._request.set_input_tensor(tensor)
+        self._queue: Any = None
+        self._callback_error: BaseException | None = None
+        if mode is Mode.THROUGHPUT:
+            self._queue = api.async_queue(compiled, int(config["nireq"]))
+            for index in range(len(self._queue)):
+                self._queue[index].set_input_tensor(tensor)
+            self._queue.set_callback(self._on_complete)
+
+    def infer_ns(self) -> int:
+        t0 = time.perf_counter_ns()
+        self._api.sync_infer(self._request)
+        return time.perf_counter_ns() - t0
+
+    def outputs(self) -> np.ndarray:
+        """One untimed inference; the first output as float32 numpy (to check conversions)."""
+        self._request.infer()
+        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
+
+    def max_in_flight(self) -> int:
+        return len(self._queue) if self._queue is not None else 1
+
+    def _on_complete(self, request: Any, on_done: Callable[[int], None]) -> None:
+        # Runs on an OpenVINO thread: an exception here would be lost, so keep it for drain().
+        try:
+            on_done(int(request.latency * 1_000_000))  # request.latency is in ms
+        except Exception as exc:  # re-raised by drain()/submit()
+            if self._callback_error is None:
+                self._callback_error = exc
+
+    def submit(self, on_done: Callable[[int], None]) -> None:
+        self._raise_callback_error()
+        if self._queue is None:
+            on_done(self.infer_ns())
+            return
+        self._queue.start_async(userdata=on_done)
+
+    def drain(self) -> None:
+        if self._queue is not None:
+            self._queue.wait_all()
+        self._raise_callback_error()
+
+    def _raise_callback_error(self) -> None:
+        if self._callback_error is not None:
+            error, self._callback_error = self._callback_error, None
+            raise error
+
+    def reset_peak_device_memory(self) -> None:
+        return None
+
+    def device_memory_mb(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        if self._queue is not None:
+            self._queue.wait_all()
+        self._queue = None
+        self._request = None
+        self._compiled = None
+        self._tensor = None
+
+
+class OpenVinoBackend:
+    backend = Backend.OPENVINO
+
+    def __init__(self, api: OvApi | None = None) -> None:
+        self._api = api
+        self._core: Any = None
+        self._devices: list[str] | None = None
+
+    @property
+    def api(self) -> OvApi:
+        if self._api is None:
+            self._api = load_api()
+        return self._api
+
+    @property
+    def core(self) -> Any:
+        if self._core is None:
+            self._core = self.api.core()
+        return self._core
+
+    def version(self) -> str:
+        return self.api.version
+
+    def devices(self) -> list[str]:
+        # Enumerating loads every plugin (and probes its hardware): do it once per process.
+        if self._devices is None:
+            self._devices = [str(d) for d in self.core.available_devices]
+        return list(self._devices)
+
+    # -- devices and precisions ------------------------------------------------------
+
+    def resolve_device(self, device: str) -> str:
+        """Canonical (upper-case) device name; DeviceUnavailableError when absent."""
+        name = device.strip().upper()
+        prefix, _, rest = name.partition(":")
+        if prefix in VIRTUAL_DEVICES:
+            if not rest:
+                if prefix != "AUTO":
+                    raise DeviceUnavailableError(
+                        f"{prefix} needs a device list, e.g. {prefix}:GPU,CPU.",
+                        self._device_hint(),
+                    )
+                if not self.devices():
+                    raise DeviceUnavailableError(
+                        "AUTO found no OpenVINO device.", self._device_hint()
+                    )
+                return "AUTO"
+            bases = [
+                re.sub(r"\(\d+\)$", "", part.strip()) for part in rest.split(",") if part.strip()
+            ]
+            for base in bases:
+                self._resolve_base(base, device)
+            return f"{prefix}:{rest.replace(' ', '')}"
+        return self._resolve_base(name, device)
+
+    def _resolve_base(self, name: str, asked: str) -> str:
+        available = self.devices()
+        # "GPU" addresses the first GPU when the plugin lists "GPU.0", "GPU.1".
+        if name in available or (
+            "." not in name and any(a.split(".")[0] == name for a in available)
+        ):
+            return name
+        hint = self._device_hint()
+        if name.startswith("MYRIAD") and select_api(self.api.version) == MODERN:
+            hint = (
+                "MYRIAD (Intel NCS2) is supported only up to OpenVINO 2022.3 LTS: point the "
+                f"openvino worker at a Python with openvino==2022.3. {hint}"
+            )
+        raise DeviceUnavailableError(f"OpenVINO device {asked!r} is not available here.", hint)
+
+    def _device_hint(self) -> str:
+        available = ", ".join(self.devices()) or "none"
+        return f"Available OpenVINO devices: {available} (also AUTO, MULTI:a,b and HETERO:a,b over them)."
+
+    def _base_devices(self, resolved: str) -> list[str]:
+        prefix, _, rest = resolved.partition(":")
+        if prefix in VIRTUAL_DEVICES:
+            if not rest:
+                return self.devices()
+            return [re.sub(r"\(\d+\)$", "", part) for part in rest.split(",") if part]
+        return [resolved]
+
+    def _device_property(self, device: str, name: str) -> Any:
+        try:
+            return self.core.get_property(device, name)
+        except RuntimeError as exc:
+            log.debug("%s does not report %s: %s", device, name, _message(exc))
+            return None
+
+    def _hint_settable(self, base: str) -> bool:
+        supported = self._device_property(base, "SUPPORTED_PROPERTIES")
+        return supported is not None and "INFERENCE_PRECISION_HINT" in supported
+
+    def precisions(self, device: str) -> list[Precision]:
+        resolved = self.resolve_device(device)
+        common: set[Precision] | None = None
+        for base in self._base_devices(resolved):
+            caps = self._device_property(base, "OPTIMIZATION_CAPABILITIES") or []
+            found = {_CAPABILITIES[c] for c in (str(c).upper() for c in caps) if c in _CAPABILITIES}
+            common = found if common is None else common & found
+        return [p for p in Precision if p in (common or set())]
+
+    # -- prepare ------------------------------------------------------------------------
+
+    def prepare(
+        self, case: Case, source: ModelSource, on_phase: PhaseHook = no_phase
+    ) -> OpenVinoPrepared:
+        on_phase(PHASE_LOAD)
+        device = self.resolve_device(case.device)
+        supported = self.precisions(device)
+        if case.precision not in supported:
+            raise PrecisionUnsupportedError(
+                f"OpenVINO {device} does not support {case.precision.value}.",
+                f"Use one of: {', '.join(p.value for p in supported) or 'none'}.",
+            )
+        model, model_path, input_size = self._read(source)
+        self._reshape(model, model_path, case.batch_size, input_size)
+
+        on_phase(PHASE_COMPILE)
+        bases = self._base_devices(device)
+        hint_set = all(self._hint_settable(b) for b in bases)
+        properties: dict[str, Any] = {
+            "PERFORMANCE_HINT": "THROUGHPUT" if case.mode is Mode.THROUGHPUT else "LATENCY"
+        }
+        if hint_set:
+            properties["INFERENCE_PRECISION_HINT"] = _HINT_NAMES[case.precision]
+        compiled = self._compile(model, device, properties, case.precision)
+
+        config = self._config(compiled, device, bases, properties, model_path, case)
+        effective = config["inference_precision"]
+        if effective is not None and effective != _HINT_NAMES[case.precision]:
+            raise PrecisionUnsupportedError(
+                f"OpenVINO {device} compiled the model in {effective}, not "
+                f"{_HINT_NAMES[case.precision]} as asked.",
+                f"Use --precision {self._precision_of(effective)} on this device.",
+            )
+        if effective is not None:
+            config["inference_precision_source"] = "reported"
+        else:
+            # AUTO/MULTI do not report it; a device without the hint (MYRIAD) runs its one
+            # native precision, which precisions() checked above.
+            config["inference_precision"] = _HINT_NAMES[case.precision]
+            config["inference_precision_source"] = "requested" if hint_set else "device-native"
+        tensor = self._input_tensor(compiled)
+        config["input_shape"] = [int(d) for d in tensor.get_shape()]
+        return OpenVinoPrepared(self.api, compiled, tensor, case.mode, config)
+
+    @staticmethod
+    def _precision_of(hint: str) -> str:
+        for precision, name in _HINT_NAMES.items():
+            if name == hint:
+                return precision.value
+        return hint
+
+    def _read(self, source: ModelSource) -> tuple[Any, Path, tuple[int, int, int] | None]:
+        kind = convert.source_kind(source.name)
+        input_size: tuple[int, int, int] | None = None
+        if kind in (SourceKind.ZOO, SourceKind.TORCHSCRIPT):
+            converted = self.api.convert(source)
+            path, input_size = converted.path, converted.input_size
+        else:
+            path = convert.model_file(source.name)
+            if source.weights_path:
+                log.warning(
+                    "weights %s ignored: %s carries its own weights", source.weights_path, path
+                )
+        try:
+            model = self.core.read_model(str(path))
+        except RuntimeError as exc:
+            raise ModelFileError(
+                f"OpenVINO cannot read {path}: {_message(exc)}",
+                "Check that the file is complete; for a cached conversion, delete it to convert again.",
+            ) from exc
+        return model, path, input_size
+
+    def _reshape(
+        self, model: Any, path: Path, batch: int, input_size: tuple[int, int, int] | None
+    ) -> None:
+        """Fix the batch (and any dynamic image) dimension: compiling a static shape is
+        what a deployment does, and what lets one converted model serve every batch."""
+        inputs = list(model.inputs)
+        if len(inputs) != 1:
+            raise ModelFileError(
+                f"{path.name} has {len(inputs)} inputs; backbench feeds one image batch.",
+                "Export the classifier with a single NCHW image input.",
+            )
+        shape = inputs[0].get_partial_shape()
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4:
+            raise ModelFileError(
+                f"{path.name} has input shape {shape}; backbench expects a 4-D image batch.",
+                "Export the model with an input of shape (batch, channels, height, width).",
+            )
+        from core.zoo import get_card
+
+        fill = input_size or get_card(str(path)).input_size
+        dims = [batch] + [
+            shape[i].get_length() if shape[i].is_static else int(fill[i - 1]) for i in range(1, 4)
+        ]
+        try:
+            model.reshape(self.api.partial_shape(dims))
+        except RuntimeError as exc:
+            raise ModelFileError(
+                f"{path.name} cannot be reshaped to {dims}: {_message(exc)}",
+                "Export it with a dynamic batch axis (torch.onnx.export dynamic_axes={'input': {0: 'batch'}}).",
+            ) from exc
+
+    def _compile(
+        self, model: Any, device: str, properties: dict[str, Any], precision: Precision
+    ) -> Any:
+        try:
+            return self.core.compile_model(model, device, properties)
+        except RuntimeError as exc:
+            text = _message(exc)
+            if "INFERENCE_PRECISION_HINT" in text or "inference_precision" in text.lower():
+                raise PrecisionUnsupportedError(
+                    f"OpenVINO {device} rejected precision {precision.value}: {text}",
+                    f"Use one of: {', '.join(p.value for p in self.precisions(device))}.",
+                ) from exc
+            if re.search(
+                r"Cannot load library|not registered|Failed to create plugin|device is not",
+                text,
+                re.I,
+            ):
+                raise DeviceUnavailableError(
+                    f"OpenVINO cannot use {device}: {text}", self._device_hint()
+                ) from exc
+            raise ModelFileError(
+                f"OpenVINO could not compile the model for {device}: {text}",
+                "The device may lack an operation the model uses; try another device or backend.",
+            ) from exc
+
+    def _config(
+        self,
+        compiled: Any,
+        device: str,
+        bases: list[str],
+        properties: dict[str, Any],
+        model_path: Path,
+        case: Case,
+    ) -> dict[str, Any]:
+        def read(name: str) -> Any:
+            try:
+                return _jsonable(compiled.get_property(name))
+            except RuntimeError as exc:
+                log.debug("compiled model does not report %s: %s", name, _message(exc))
+                return None
+
+        precision = read("INFERENCE_PRECISION_HINT")
+        nireq = read("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        names = [_jsonable(self._device_property(b, "FULL_DEVICE_NAME")) for b in bases]
+        return {
+            "openvino_version": self.api.version,
+            "api": self.api.name,
+            "device": device,
+            "device_name": ", ".join(str(n) for n in names if n),
+            "execution_devices": read("EXECUTION_DEVICES"),
+            "requested": dict(properties),
+            "performance_hint": read("PERFORMANCE_HINT"),
+            "inference_precision": precision_name(precision) if precision is not None else None,
+            "num_streams": read("NUM_STREAMS"),
+            "inference_num_threads": read("INFERENCE_NUM_THREADS"),
+            "optimal_number_of_infer_requests": nireq,
+            "nireq": int(nireq) if case.mode is Mode.THROUGHPUT and nireq else 1,
+            "streams": read("NUM_STREAMS") if case.mode is Mode.THROUGHPUT else 1,
+            "async": case.mode is Mode.THROUGHPUT,
+            "model_path": str(model_path),
+            "model_format": "onnx" if model_path.suffix.lower() == ".onnx" else "ir",
+        }
+
+    def _input_tensor(self, compiled: Any) -> Any:
+        port = compiled.inputs[0]
+        shape = [int(d) for d in port.get_shape()]
+        try:
+            dtype = np.dtype(port.get_element_type().to_dtype())
+        except (AttributeError, TypeError, RuntimeError):  # 2022.3 has no Type.to_dtype
+            dtype = np.dtype(np.float32)
+        if np.issubdtype(dtype, np.integer):
+            data = (
+                np.random.default_rng(convert.RANDOM_WEIGHTS_SEED)
+                .integers(0, 255, size=shape)
+                .astype(dtype)
+            )
+        else:
+            data = convert.random_batch(shape, dtype)
+        # Tensor(array) may share the array's memory; the Prepared object keeps the tensor.
+        return self.api.tensor(np.ascontiguousarray(data))
+
+
+BACKEND = OpenVinoBackend()

@@ -1,0 +1,105 @@
+"""Figures built from analyze(): labelled, nothing drawn outside the canvas, skips explained."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.analysis import analyze
+from core.analysis import figures as figs
+from core.errors import DataError
+
+
+def frame(platforms: int = 2) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    names = [f"model_{g}{i}" for g in range(3) for i in range(3)]
+    for p, (backend, device, factor) in enumerate(
+        [("torch", "cpu", 1.0), ("openvino", "CPU", 0.5)][:platforms]
+    ):
+        for j, name in enumerate(names):
+            a, b = [(1.5, 6.0), (6.0, 20.0), (25.0, 60.0)][j // 3]
+            params = 2e6 + 12e6 * j
+            mb = params * 4 / 2**20
+            for x in (1, 2, 4, 8, 16):
+                rows.append(
+                    {
+                        "model": name,
+                        "backend": backend,
+                        "device": device,
+                        "precision": "fp32",
+                        "batch_size": x,
+                        "per_image_ms": factor * (a + b / x) * (1 + 0.02 * rng.standard_normal()),
+                        "params": params,
+                        "flops": params * 150,
+                        "top1": 60.0 + 2 * j,
+                        "top5": 80.0 + j,
+                        "n_eval_images": 500,
+                        "peak_rss_mb": (1.71 if j % 2 else 0.91) * mb + 250 + p,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def analysis() -> dict[str, Any]:
+    return analyze(frame())
+
+
+def _drawn_outside_canvas(fig: Any) -> list[str]:
+    """Axes (with their labels, ticks, annotations) and legends that reach past the canvas."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    canvas = fig.bbox
+    outside = []
+    for artist in [*fig.axes, *fig.legends]:
+        if not artist.get_visible():
+            continue
+        box = artist.get_tightbbox(renderer)
+        if box.x0 < -1 or box.y0 < -1 or box.x1 > canvas.x1 + 1 or box.y1 > canvas.y1 + 1:
+            outside.append(f"{type(artist).__name__} {artist.get_label()!r}: {box.bounds}")
+    return outside
+
+
+@pytest.mark.parametrize("name", sorted(figs.BUILDERS))
+def test_each_figure_is_labelled_and_nothing_is_clipped(
+    analysis: dict[str, Any], name: str
+) -> None:
+    fig = figs.BUILDERS[name](analysis)
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    main_axes = [ax for ax in axes if ax.get_ylabel()]
+    assert main_axes, f"{name}: no labelled axes"
+    for ax in main_axes:
+        assert ax.get_xlabel() and ax.get_title()
+        assert ax.has_data()
+    assert _drawn_outside_canvas(fig) == []
+
+
+def test_latency_figure_has_one_panel_per_platform_and_a_band(analysis: dict[str, Any]) -> None:
+    fig = figs.latency_vs_batch(analysis)
+    titles = sorted(ax.get_title() for ax in fig.axes if ax.get_visible())
+    assert [t.split(": ")[1] for t in titles] == ["openvino/CPU/fp32", "torch/cpu/fp32"]
+    assert any(ax.collections for ax in fig.axes)  # fill_between bands
+
+
+def test_missing_section_raises_with_reason_and_save_all_skips_it(tmp_path: Path) -> None:
+    single = analyze(frame(platforms=1))
+    with pytest.raises(DataError, match="only one platform"):
+        figs.speedup(single)
+    paths = figs.save_all(single, tmp_path)
+    assert "speedup" not in paths
+    assert set(paths) == set(figs.BUILDERS) - {"speedup"}
+    for path in paths.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_importing_the_analysis_does_not_load_matplotlib() -> None:
+    code = "import sys, core.analysis.figures, core.analysis.summary; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
