@@ -1,0 +1,531 @@
+"""Predict latency and peak memory of (model, batch size, platform) from measured data.
+
+A platform is ``backend/device/precision``, with ``/throughput`` appended for throughput-mode
+rows (a different quantity). Per platform, the predictor fits log(per-image latency) with a
+roofline in log space (``core.predict_models.Roofline``): a smooth max of compute time
+(FLOPs) and memory time (traffic), plus launch overhead per layer per batch, with ridge-
+penalised corrections from the other features. Features come from the model itself (see
+``core.features``), so a zoo model that was never measured can be predicted.
+
+Choice of method, by leave-one-model-out CV (share within ±10% / MAPE):
+
+====================  =======================  ===================================
+method                synthetic roofline data  real: torch on H200 GPU fp32+fp16
+                      (25 models, 2 platforms  and 16-core CPU fp32, 33 torchvision
+                      x 7 batches, 3% noise)   models, batches 1-64 (594 cases)
+====================  =======================  ===================================
+roofline (chosen)     0.96 / 0.042             0.31 / 0.25 (CPU alone 0.46 / 0.18)
+roofline + boosting   0.95 / 0.043             0.29 / 0.25
+ridge on log features 0.19 / 0.35              0.23 / 0.32
+ridge + boosting      0.52 / 0.17              0.26 / 0.25
+FLOPs-only baseline   0.27 / 0.32              0.13 / 0.77
+====================  =======================  ===================================
+
+The real GPU figures are bounded by the data: eager PyTorch on that machine is host-bound,
+and 22% of its cases sit more than 10% off a smooth curve through their own model's batch
+sizes.
+
+Intervals are the quantiles of out-of-fold residuals in log space from grouped CV on the
+training data (all rows of a model held out together), so they describe the error on a
+model the predictor has not seen; per platform, equal-tailed (the 5% and 95% quantiles
+for interval=0.9), widened by (n+1)/n as in split-conformal prediction.
+
+latency_ms is time per batch, per_image_ms x batch_size: in latency mode exactly the
+measured median; in throughput mode the batch time at the measured throughput.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from core.errors import DataError, UnknownModelError, UsageError
+from core.features import (
+    FLOPS,
+    FeatureProvider,
+    common_keys,
+    design_matrix,
+    design_names,
+    features_from_rows,
+    lookup,
+    zoo_features,
+)
+from core.predict_models import Regressor, out_of_fold, residual_band
+
+log = logging.getLogger(__name__)
+
+MIN_MODELS = 3  # below this a held-out model is predicted from one or two others: noise
+FIT_CV_FOLDS = 10  # grouped folds for the interval residuals in fit(); LOMO when fewer models
+METHOD = "roofline"
+NOTE_INTERVAL = 0.9  # the interval whose held-out coverage evaluate() reports
+
+_REQUIRED = ("model", "backend", "device", "precision", "batch_size")
+_MEMORY_COLUMNS = ("peak_device_mem_mb", "peak_rss_mb")  # device memory first: GPUs report it
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    model: str
+    batch_size: int
+    platform: str
+    latency_ms: float  # per batch
+    latency_ms_low: float
+    latency_ms_high: float
+    interval: float  # the central probability of [low, high], e.g. 0.9
+    per_image_ms: float
+    peak_mem_mb: float | None
+    peak_mem_mb_low: float | None
+    peak_mem_mb_high: float | None
+    measured_latency_ms: float | None  # when this case was measured, for comparison
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def platform_label(backend: Any, device: Any, precision: Any, mode: Any = "latency") -> str:
+    label = f"{_text(backend)}/{_text(device)}/{_text(precision)}"
+    return label if _text(mode) in ("", "latency", "nan", "none") else f"{label}/{_text(mode)}"
+
+
+def platforms(df: pd.DataFrame) -> list[str]:
+    """The platforms that have usable rows (status ok, latency known), sorted."""
+    return sorted(_prepare(df)["platform"].unique().tolist())
+
+
+@dataclass(slots=True)
+class _Target:
+    regressor: Regressor
+    band: tuple[float, float]  # log-space offsets of the interval's ends
+    column: str
+
+
+@dataclass(slots=True)
+class _PlatformFit:
+    latency: _Target
+    memory: _Target | None
+    models: tuple[str, ...]
+    batch_range: tuple[int, int]
+
+
+@dataclass(slots=True)
+class _Data:
+    table: pd.DataFrame  # one row per (platform, model, batch_size)
+    features: dict[str, dict[str, float]]
+    keys: tuple[str, ...]  # the feature keys every model has
+    fallback_models: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return design_names(self.keys)
+
+    def design(self, rows: pd.DataFrame) -> np.ndarray:
+        feats = [self.features[m] for m in rows["model"]]
+        return design_matrix(feats, rows["batch_size"].tolist(), self.keys)
+
+
+class LatencyPredictor:
+    """Per-platform latency and peak-memory predictor: ``fit(df)``, then ``predict``."""
+
+    def __init__(self, features: FeatureProvider | None = None, interval: float = 0.9) -> None:
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, (int, float))
+            or not (0.0 < float(interval) < 1.0)
+        ):
+            raise UsageError(
+                f"Interval {interval!r} is out of range.",
+                "Give the interval's probability as a fraction, e.g. 0.9 for a 90% interval.",
+            )
+        self.interval = float(interval)
+        self._provider: FeatureProvider = features or zoo_features
+        self._data: _Data | None = None
+        self._fits: dict[str, _PlatformFit] = {}
+        self._skipped: dict[str, str] = {}
+        self._measured: dict[tuple[str, str, int], float] = {}
+
+    @property
+    def platforms(self) -> list[str]:
+        return sorted(self._fits)
+
+    @property
+    def skipped_platforms(self) -> dict[str, str]:
+        """Platforms in the data that got no model, with the reason."""
+        return dict(self._skipped)
+
+    def fit(self, df: pd.DataFrame) -> LatencyPredictor:
+        data = _load(df, self._provider)
+        fits: dict[str, _PlatformFit] = {}
+        skipped: dict[str, str] = {}
+        for platform, rows in data.table.groupby("platform", sort=True):
+            models = sorted(rows["model"].unique())
+            if len(models) < MIN_MODELS:
+                skipped[platform] = _too_few(platform, models)
+                log.warning("not fitting %s", skipped[platform])
+                continue
+            latency = _fit_target(data, rows, "per_image_ms", METHOD, self.interval)
+            mem_column = _memory_column(rows)
+            memory = None
+            if mem_column is not None:
+                memory = _fit_target(data, rows, mem_column, "memory", self.interval)
+            batches = rows["batch_size"]
+            fits[platform] = _PlatformFit(
+                latency, memory, tuple(models), (int(batches.min()), int(batches.max()))
+            )
+        if not fits:
+            raise DataError(
+                "; ".join(skipped.values()) + ".",
+                f"Measure at least {MIN_MODELS} different models on a platform.",
+            )
+        self._data, self._fits, self._skipped = data, fits, skipped
+        self._measured = {
+            (r.platform, r.model, int(r.batch_size)): float(r.per_image_ms * r.batch_size)
+            for r in data.table.itertuples(index=False)
+        }
+        return self
+
+    def predict(self, model: str, batch_size: int, platform: str | None = None) -> Prediction:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+            raise UsageError(f"Batch size {batch_size!r} is not a positive integer.")
+        if batch_size < 1:
+            raise UsageError(f"Batch size {batch_size} is not a positive integer.")
+        batch = int(batch_size)
+        name = self._resolve_platform(platform)
+        fit = self._fits[name]
+        x = design_matrix([self._model_features(model)], [batch], self._trained().keys)
+        if not fit.batch_range[0] <= batch <= fit.batch_range[1]:
+            log.warning(
+                "batch size %d is outside the measured range %d-%d on %s: extrapolating",
+                batch,
+                *fit.batch_range,
+                name,
+            )
+        log_per_image = float(fit.latency.regressor.predict(x)[0])
+        lat_low, lat_high = (math.exp(log_per_image + d) * batch for d in fit.latency.band)
+        mem = mem_low = mem_high = None
+        if fit.memory is not None:
+            log_mem = float(fit.memory.regressor.predict(x)[0])
+            mem = math.exp(log_mem)
+            mem_low, mem_high = (math.exp(log_mem + d) for d in fit.memory.band)
+        return Prediction(
+            model=model,
+            batch_size=batch,
+            platform=name,
+            latency_ms=math.exp(log_per_image) * batch,
+            latency_ms_low=lat_low,
+            latency_ms_high=lat_high,
+            interval=self.interval,
+            per_image_ms=math.exp(log_per_image),
+            peak_mem_mb=mem,
+            peak_mem_mb_low=mem_low,
+            peak_mem_mb_high=mem_high,
+            measured_latency_ms=self._measured.get((name, model, batch)),
+        )
+
+    def _trained(self) -> _Data:
+        if self._data is None:
+            raise UsageError("The predictor is not trained.", "Call fit(df) first.")
+        return self._data
+
+    def _resolve_platform(self, platform: str | None) -> str:
+        self._trained()
+        listing = ", ".join(self.platforms)
+        if platform is None:
+            if len(self._fits) == 1:
+                return self.platforms[0]
+            raise DataError(
+                f"The data hold {len(self._fits)} platforms; say which one to predict for.",
+                f"Use one of: {listing}.",
+            )
+        if platform in self._fits:
+            return platform
+        folded = [p for p in self._fits if p.lower() == platform.lower()]
+        if len(folded) == 1:
+            return folded[0]
+        if platform in self._skipped:
+            raise DataError(f"{self._skipped[platform]}.", f"Trained platforms: {listing}.")
+        raise DataError(
+            f"No measurements for platform {platform!r}.", f"Trained platforms: {listing}."
+        )
+
+    def _model_features(self, model: str) -> dict[str, float]:
+        data = self._trained()
+        if model in data.features:
+            return data.features[model]
+        feats = lookup(self._provider, model, unknown_is_none=False)
+        if feats is None:
+            raise UnknownModelError(model, difflib.get_close_matches(model, data.features, n=3))
+        missing = [k for k in data.keys if k not in feats]
+        if missing:
+            raise DataError(
+                f"Model {model!r} lacks the features {', '.join(missing)} the predictor uses.",
+                "Use the same feature provider for training and prediction.",
+            )
+        data.features[model] = feats
+        return feats
+
+
+def _fit_target(
+    data: _Data, rows: pd.DataFrame, column: str, kind: str, interval: float
+) -> _Target:
+    """Fit log(column) where it is known, and its band from out-of-fold residuals."""
+    rows = rows[rows[column] > 0]
+    x = data.design(rows)
+    y = np.log(rows[column].to_numpy())
+    oof = out_of_fold(x, y, rows["model"].to_numpy(), kind, data.names, FIT_CV_FOLDS)
+    band = residual_band(y - oof, interval)
+    return _Target(Regressor(kind, data.names).fit(x, y), band, column)
+
+
+def _memory_column(rows: pd.DataFrame) -> str | None:
+    for column in _MEMORY_COLUMNS:
+        known = rows[rows[column] > 0]
+        if known["model"].nunique() >= MIN_MODELS and len(known) >= len(rows) / 2:
+            return column
+    return None
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def evaluate(df: pd.DataFrame, features: FeatureProvider | None = None) -> dict[str, Any]:
+    """Leave-one-model-out CV of the predictor and of a FLOPs-only baseline, per platform.
+
+    Shares and MAPE are fractions (0.05 = 5%); spearman is over all held-out cases of a
+    platform (all batch sizes). JSON-serialisable: NaN becomes None.
+    """
+    return _evaluate(df, features or zoo_features, METHOD)
+
+
+def _evaluate(df: pd.DataFrame, provider: FeatureProvider, kind: str) -> dict[str, Any]:
+    data = _load(df, provider)
+    per_platform: dict[str, Any] = {}
+    notes: list[str] = []
+    skipped: list[str] = []
+    pooled: dict[str, list[np.ndarray]] = {"actual": [], "predicted": [], "baseline": []}
+    covered = 0
+    for platform, rows in data.table.groupby("platform", sort=True):
+        models = sorted(rows["model"].unique())
+        if len(models) < MIN_MODELS:
+            skipped.append(_too_few(platform, models))
+            continue
+        batch = rows["batch_size"].to_numpy(dtype=np.float64)
+        groups = rows["model"].to_numpy()
+        y = np.log(rows["per_image_ms"].to_numpy())
+        oof = out_of_fold(data.design(rows), y, groups, kind, data.names, None)
+        flops = np.array([data.features[m][FLOPS] for m in groups])
+        actual = np.exp(y) * batch
+        predicted = np.exp(oof) * batch
+        baseline = np.exp(_baseline_out_of_fold(np.log(flops * batch), np.log(actual), groups))
+        per_platform[platform] = _metrics(actual, predicted) | {
+            "baseline": _metrics(actual, baseline)
+        }
+        for key, values in (("actual", actual), ("predicted", predicted), ("baseline", baseline)):
+            pooled[key].append(values)
+        covered += _jackknife_coverage(y - oof, groups, NOTE_INTERVAL)
+        notes.extend(_memory_note(data, platform, rows))
+    if not per_platform:
+        raise DataError(
+            "; ".join(skipped) + ".",
+            f"Measure at least {MIN_MODELS} different models on a platform.",
+        )
+    actual = np.concatenate(pooled["actual"])
+    result = _metrics(actual, np.concatenate(pooled["predicted"]))
+    result["baseline"] = _metrics(actual, np.concatenate(pooled["baseline"]))
+    result["per_platform"] = per_platform
+    result["method"] = _method_text(kind, data.keys)
+    notes[:0] = [
+        f"Each model was held out with all its rows and predicted by a predictor trained on "
+        f"the other models: {len(actual)} predictions over {len(per_platform)} platform(s).",
+        f"{NOTE_INTERVAL:.0%} intervals built from the other models' held-out residuals (as "
+        f"predict() builds them) covered {covered / len(actual):.1%} of the held-out cases.",
+    ]
+    if data.fallback_models:
+        notes.append(
+            "No zoo features for " + ", ".join(data.fallback_models) + "; their params/flops "
+            "columns were used, so every model was described by FLOPs and params only."
+        )
+    notes.extend(f"Skipped: {text}." for text in skipped)
+    return cast(dict[str, Any], _json_ready(result | {"notes": notes}))
+
+
+def _memory_note(data: _Data, platform: str, rows: pd.DataFrame) -> list[str]:
+    column = _memory_column(rows)
+    if column is None:
+        return []
+    rows = rows[rows[column] > 0]
+    y = np.log(rows[column].to_numpy())
+    oof = out_of_fold(data.design(rows), y, rows["model"].to_numpy(), "memory", data.names, None)
+    m = _metrics(np.exp(y), np.exp(oof))
+    return [
+        f"Peak memory ({column}) on {platform}, leave-one-model-out: within ±10% "
+        f"{m['within_10pct']:.1%}, MAPE {m['mape']:.1%} over {m['n']} cases."
+    ]
+
+
+def _baseline_out_of_fold(
+    log_work: np.ndarray, log_latency: np.ndarray, groups: np.ndarray
+) -> np.ndarray:
+    """log(latency_ms) = a + b*log(FLOPs x batch) by least squares, each model held out."""
+    pred = np.empty(len(log_latency))
+    for model in np.unique(groups):
+        held = groups == model
+        slope, intercept = np.polyfit(log_work[~held], log_latency[~held], 1)
+        pred[held] = intercept + slope * log_work[held]
+    return pred
+
+
+def _jackknife_coverage(residuals: np.ndarray, groups: np.ndarray, interval: float) -> int:
+    """How many of a model's held-out residuals fall in the band of the other models'."""
+    hits = 0
+    for model in np.unique(groups):
+        held = groups == model
+        low, high = residual_band(residuals[~held], interval)
+        hits += int(np.sum((residuals[held] >= low) & (residuals[held] <= high)))
+    return hits
+
+
+def _metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    rel = np.abs(predicted - actual) / actual
+    rho = math.nan
+    if len(actual) >= 2 and np.ptp(actual) > 0 and np.ptp(predicted) > 0:
+        rho = float(spearmanr(actual, predicted)[0])
+    return {
+        "within_10pct": float(np.mean(rel <= 0.10)),
+        "within_5pct": float(np.mean(rel <= 0.05)),
+        "mape": float(np.mean(rel)),
+        "spearman": rho,
+        "n": int(len(actual)),
+    }
+
+
+_KIND_TEXT = {
+    "roofline": "a roofline fitted in log space (smooth max of c_F*FLOPs and c_T*memory "
+    "traffic, plus c_O*layers/batch launch overhead, times ridge-penalised corrections "
+    "from the other features)",
+    "roofline+gbm": "a roofline in log space plus gradient boosting on its residuals",
+    "ridge": "ridge regression on log features",
+    "ridge+gbm": "ridge regression on log features plus gradient boosting on its residuals",
+}
+
+
+def _method_text(kind: str, keys: Sequence[str]) -> str:
+    used = ", ".join(keys) or "flops"
+    return (
+        f"Per platform, log(per-image latency) by {_KIND_TEXT.get(kind, kind)}; model "
+        f"features: {used}, with batch size. Evaluated by leave-one-model-out cross-"
+        "validation (all rows of a model held out together). Baseline: per platform, "
+        "log(latency_ms) = a + b*log(FLOPs x batch) by least squares, same folds. "
+        "within_10pct/within_5pct: share of cases with relative error <= 10%/5%; mape: mean "
+        "absolute relative error as a fraction; spearman: rank correlation of predicted and "
+        "measured latency_ms over all held-out cases (all batch sizes)."
+    )
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return value
+
+
+# ------------------------------------------------------------------------ data loading
+
+
+def _load(df: pd.DataFrame, provider: FeatureProvider) -> _Data:
+    table = _prepare(df)
+    features: dict[str, dict[str, float]] = {}
+    fallback: list[str] = []
+    for model, rows in table.groupby("model", sort=True):
+        feats = lookup(provider, str(model))
+        if feats is None:
+            feats = features_from_rows(str(model), rows["params"], rows["flops"])
+            fallback.append(str(model))
+        features[str(model)] = feats
+    if fallback:
+        log.info("no provider features for %s; using their params/flops columns", fallback)
+    return _Data(table, features, common_keys(features.values()), fallback)
+
+
+def _prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """Usable rows, one per (platform, model, batch_size): the median of repeats."""
+    if not isinstance(df, pd.DataFrame):
+        raise DataError("The predictor needs a DataFrame in the long schema.")
+    missing = [c for c in _REQUIRED if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"The data lack the column(s) {', '.join(missing)}.",
+            "Give the long schema (a backbench results export; see MEASUREMENT_COLUMNS).",
+        )
+    rows = df
+    if "status" in df.columns:
+        rows = df[df["status"].astype(str).str.lower() == "ok"]
+    batch = pd.to_numeric(rows["batch_size"], errors="coerce")
+    mode = rows["mode"] if "mode" in rows.columns else pd.Series("latency", index=rows.index)
+    throughput_mode = mode.astype(str).str.lower() == "throughput"
+    # per_image_ms is the contract; derive it, as Measurement does, where a CSV lacks it.
+    derived = (_numeric(rows, "latency_ms_median") / batch).where(
+        ~throughput_mode, 1000.0 / _numeric(rows, "throughput_ips")
+    )
+    per_image = _numeric(rows, "per_image_ms")
+    per_image = per_image.where(per_image > 0, derived)
+    labels = [
+        platform_label(*values)
+        for values in zip(rows["backend"], rows["device"], rows["precision"], mode, strict=True)
+    ]
+    table = pd.DataFrame(
+        {
+            "platform": pd.Series(labels, index=rows.index, dtype=object),
+            "model": rows["model"].astype(str),
+            "batch_size": batch,
+            "per_image_ms": per_image,
+            **{column: _numeric(rows, column) for column in (*_MEMORY_COLUMNS, "params", "flops")},
+        }
+    )
+    usable = np.isfinite(table["per_image_ms"]) & (table["per_image_ms"] > 0)
+    usable &= np.isfinite(table["batch_size"]) & (table["batch_size"] >= 1)
+    table = table[usable]
+    if table.empty:
+        raise DataError(
+            "No usable latency in the data: no row has status 'ok' and a positive "
+            "per_image_ms or latency_ms_median.",
+            "Give measured rows with per_image_ms (or latency_ms_median and batch_size).",
+        )
+    table = table.astype({"batch_size": int})
+    grouped = table.groupby(["platform", "model", "batch_size"], sort=True, as_index=False)
+    return grouped.agg(
+        per_image_ms=("per_image_ms", "median"),
+        **{column: (column, "median") for column in _MEMORY_COLUMNS},
+        params=("params", "first"),
+        flops=("flops", "first"),
+    )
+
+
+def _numeric(rows: pd.DataFrame, column: str) -> pd.Series:
+    if column not in rows.columns:
+        return pd.Series(np.nan, index=rows.index, dtype=np.float64)
+    return pd.to_numeric(rows[column], errors="coerce").astype(np.float64)
+
+
+def _too_few(platform: str, models: Sequence[str]) -> str:
+    return (
+        f"leave-one-model-out needs at least {MIN_MODELS} models measured on the platform "
+        f"{platform}; got {len(models)}: {', '.join(models)}"
+    )
+
+
+def _text(value: Any) -> str:
+    return str(getattr(value, "value", value)).strip()
