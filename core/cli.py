@@ -243,15 +243,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         TimeRemainingColumn,
     )
 
-    from core.runner import run_sweep
+    from core.runner import run_sweep, validate_spec
 
-    store = _open_store(args.db)
     resume = None
     if args.resume:
+        store = _open_store(args.db)
         resume = store.get_run(args.resume)
         spec = resume.spec
     else:
-        spec = _spec_from_args(args)
+        spec = validate_spec(_spec_from_args(args))
+        store = _open_store(args.db)
     total = len(spec.cases()) - (len(store.completed_cases(resume.id)) if resume else 0)
     progress = Progress(
         SpinnerColumn(),
@@ -270,7 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with progress:
             task = progress.add_task("cases", total=total, live="")
             observer = _ProgressObserver(progress, task)
-            run = run_sweep(spec, store, observer=observer, resume=resume)  # type: ignore[arg-type]
+            run = run_sweep(spec, store, observer=observer, resume=resume, validate=False)  # type: ignore[arg-type]
             run_ref = run.id
     except KeyboardInterrupt:
         latest = store.latest_run()
@@ -441,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
 
     _add_analysis_commands(sub)
+    _add_agent_commands(sub)
     return parser
 
 
@@ -448,6 +450,14 @@ def _add_analysis_commands(sub: Any) -> None:
     try:
         from core.cli_analysis import add_commands
     except ImportError:  # the analysis commands arrive with issue 3
+        return
+    add_commands(sub)
+
+
+def _add_agent_commands(sub: Any) -> None:
+    try:
+        from core.cli_agent import add_commands
+    except ImportError:  # the agent commands arrive with issue 4
         return
     add_commands(sub)
 

@@ -85,11 +85,13 @@ def run_sweep(
     case_runner: CaseRunner | None = None,
     resume: Run | None = None,
     manifest: dict[str, Any] | None = None,
+    validate: bool = True,
 ) -> Run:
     """Run every case of ``spec`` (or the unfinished ones of ``resume``) and store them.
 
     KeyboardInterrupt marks the run interrupted and propagates, after the worker is
-    stopped; what was completed stays in the store.
+    stopped; what was completed stays in the store. ``validate=False`` is for callers
+    that already ran ``validate_spec`` (the CLI does, before it draws a progress bar).
     """
     observer = observer or SweepObserver()
     if resume is not None:
@@ -98,7 +100,8 @@ def run_sweep(
         done = store.completed_cases(run.id)
         store.set_run_status(run.id, RUN_RUNNING)
     else:
-        spec = validate_spec(spec)
+        if validate:
+            spec = validate_spec(spec)
         run = store.create_run(spec, manifest if manifest is not None else host_manifest(), name=spec.name)
         done = set()
     runner = case_runner or CaseRunner()
