@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # Piped output gets a wide console: the results table is wider than 80 columns, and a
 # file or a pager should receive it whole rather than truncated.
 console = Console() if Console().is_terminal else Console(width=200)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one-line errors, even when piped
 
 EXIT_INTERRUPTED = 130
 
@@ -442,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
 
     _add_analysis_commands(sub)
+    _add_gui_commands(sub)
     _add_agent_commands(sub)
     return parser
 
@@ -450,6 +451,14 @@ def _add_analysis_commands(sub: Any) -> None:
     try:
         from core.cli_analysis import add_commands
     except ImportError:  # the analysis commands arrive with issue 3
+        return
+    add_commands(sub)
+
+
+def _add_gui_commands(sub: Any) -> None:
+    try:
+        from core.cli_gui import add_commands
+    except ImportError:  # the gui command arrives with issue 5
         return
     add_commands(sub)
 

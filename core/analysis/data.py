@@ -54,7 +54,7 @@ class AnalysisInput:
     """Validated analysis input.
 
     ``frame`` has one row per ok measurement with numeric columns (NaN where unknown),
-    ``platform`` ("backend/device/precision", with " throughput" appended for
+    ``platform`` ("backend/device/precision", with "/throughput" appended, as core.predict.platform_label does, for
     throughput-mode rows) and ``accuracy_source`` (``MEASURED``, ``REFERENCE`` or None).
     """
 
@@ -162,7 +162,7 @@ def _platform_column(frame: pd.DataFrame) -> pd.Series:
         # Throughput mode (async, several requests) is another operating point, so it is
         # kept apart rather than averaged with latency mode.
         is_throughput = frame["mode"].astype("string").str.strip().str.lower() == "throughput"
-        platform = platform.mask(is_throughput.fillna(False), platform + " throughput")
+        platform = platform.mask(is_throughput.fillna(False), platform + "/throughput")
     return platform.astype(str)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -156,9 +155,9 @@ def test_ctrl_c_keeps_completed_cases_and_resume_finishes(tmp_path: Path) -> Non
         kept = store.measurements(run.id)
     assert run.status == "interrupted"
     assert kept and all(m.status.value == "ok" for m in kept)
-    # No worker outlives the CLI.
-    out = subprocess.run(["pgrep", "-f", "core.worker"], capture_output=True, text=True).stdout.split()
-    assert str(proc.pid) not in out and not [p for p in out if int(p) != os.getpid()]
+    # No worker outlives the CLI (workers carry their parent's pid on their command line).
+    left = subprocess.run(["pgrep", "-f", f"--parent-pid {proc.pid}"], capture_output=True, text=True).stdout
+    assert not left.split(), f"workers left behind: {left}"
 
     fast = ["--max-time", "0.3", "--target-ci", "0.5"]  # ignored on resume: the stored spec rules
     resumed = cli("run", "--db", str(db), "--resume", str(run.id), *fast)

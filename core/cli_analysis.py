@@ -1,0 +1,455 @@
+"""``backbench analyze | predict | report``: the analysis commands of the CLI.
+
+They read the long schema from a results store (every run by default, so that platforms
+measured in different runs can be compared; ``--run`` picks one) or from a CSV, and hand
+it to core.analysis, core.predict and core.report. Heavy libraries are imported inside
+the commands, so ``backbench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from core.errors import DataError, UsageError
+from core.report import EVALUATION_METRICS, evaluation_rows, fmt_number, fmt_share
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.console import Console
+
+log = logging.getLogger(__name__)
+
+SHOWN_MEMBERS = 8  # cluster members listed in the terminal before "... and N more"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedData:
+    """What a command analyses: the long-schema rows and where they came from."""
+
+    frame: pd.DataFrame
+    source: str  # "store PATH" or "CSV PATH"
+    runs: tuple[dict[str, Any], ...] = ()  # id, name, status of each included run
+    manifests: tuple[dict[str, Any], ...] = ()  # one per distinct environment
+
+    @property
+    def run_label(self) -> str | None:
+        if not self.runs:
+            return None
+        names = ", ".join(f"{r['name']} (id {r['id']})" for r in self.runs)
+        return f"run {names}" if len(self.runs) == 1 else f"{len(self.runs)} runs: {names}"
+
+
+def load_data(db: str | None, csv: str | None, run: str | None) -> LoadedData:
+    """Read the input of an analysis command. Raises UsageError/DataError/StoreError."""
+    if db is not None and csv is not None:
+        raise UsageError(
+            "--db and --csv were both given.", "Analyse either a results store or a CSV file."
+        )
+    if csv is not None:
+        return _load_csv(csv, run)
+    return _load_store(db, run)
+
+
+def _load_csv(path: str, run: str | None) -> LoadedData:
+    from core.analysis import load_csv
+
+    frame = load_csv(path)
+    source = f"CSV {path}"
+    if run is None:
+        return LoadedData(frame, source)
+    # A CSV exported from a store carries run_id/run_name, so --run can still select.
+    by_id = frame["run_id"].astype(str) == run if "run_id" in frame.columns else None
+    by_name = frame["run_name"].astype(str) == run if "run_name" in frame.columns else None
+    if by_id is None and by_name is None:
+        raise UsageError(
+            f"--run {run!r} cannot select from {path}: it has no run_id or run_name column.",
+            "Leave out --run, or export the run you want with `backbench results --run RUN --format csv`.",
+        )
+    chosen = by_name if by_name is not None and bool(by_name.any()) else by_id
+    if chosen is None or not bool(chosen.any()):
+        raise DataError(
+            f"No rows of run {run!r} in {path}.",
+            "Check the run_id/run_name columns for the runs it holds.",
+        )
+    return LoadedData(frame.loc[chosen].reset_index(drop=True), f"{source} (run {run})")
+
+
+def _load_store(db: str | None, run: str | None) -> LoadedData:
+    from core.cli import _open_store
+
+    store = _open_store(db, readonly=True)
+    try:
+        selected = store.get_run(run) if run is not None else None
+        frame = store.to_dataframe(selected.id if selected is not None else None)
+        if frame.empty:
+            where = f"run {selected.name!r} (id {selected.id}) of {store.path}" if selected else str(store.path)
+            raise DataError(
+                f"No measurements in {where}.",
+                f"Run `backbench run -m MODEL --batch 1,2,4 --db {store.path}` first.",
+            )
+        present = {int(v) for v in frame["run_id"].dropna().unique()}
+        runs = [selected] if selected is not None else [r for r in store.list_runs() if r.id in present]
+    finally:
+        store.close()
+    runs = sorted(runs, key=lambda r: r.id)
+    manifests: list[dict[str, Any]] = []
+    for r in runs:
+        if r.manifest and r.manifest not in manifests:
+            manifests.append(r.manifest)
+    return LoadedData(
+        frame,
+        f"store {store.path}",
+        tuple({"id": r.id, "name": r.name, "status": r.status} for r in runs),
+        tuple(manifests),
+    )
+
+
+# -- formatting ----------------------------------------------------------------------------
+
+
+def _params_text(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name} = {fmt_number(v, 4)}" for name, v in params.items())
+
+
+def _members(models: Sequence[str]) -> str:
+    shown = ", ".join(models[:SHOWN_MEMBERS])
+    extra = len(models) - SHOWN_MEMBERS
+    return shown + (f" ... and {extra} more" if extra > 0 else "")
+
+
+def _dump_json(obj: Any) -> str:
+    from core.analysis import to_jsonable
+
+    return json.dumps(to_jsonable(obj), indent=2, allow_nan=False)
+
+
+# -- analyze -------------------------------------------------------------------------------
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from core.analysis import analyze
+    from core.cli import _write_or_print, console, err_console
+
+    data = load_data(args.db, args.csv, args.run)
+    # analyze() records one run; with several, stderr says which were included so that
+    # stdout stays exactly analyze()'s object.
+    run_info = SimpleNamespace(**data.runs[0]) if len(data.runs) == 1 else None
+    result = analyze(data.frame, run=run_info, baseline=args.baseline)
+    if args.json:
+        if data.runs:
+            err_console.print(f"Analysed {escape(data.run_label or '')} from {escape(data.source)}", highlight=False)
+        _write_or_print(_dump_json(result), None)
+        return 0
+    _print_analysis(console, result, data)
+    if result["skipped"]:
+        err_console.print(f"[yellow]{len(result['skipped'])} part(s) skipped; see above.[/]")
+    return 0
+
+
+def _print_analysis(console: Console, result: Mapping[str, Any], data: LoadedData) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    inp = result["input"]
+    console.rule("[bold]backbench analysis")
+    console.print(f"Source: {escape(data.source)}")
+    if data.runs:
+        console.print(f"Included: {escape(data.run_label or '')}")
+    console.print(
+        f"{inp['rows_used']} of {inp['rows_read']} rows used "
+        f"({inp['rows_excluded_status']} not ok, {inp['rows_dropped_missing']} incomplete); "
+        f"{len(inp['models'])} models, platforms: {escape(', '.join(inp['platforms']))}; "
+        f"batch sizes: {', '.join(str(b) for b in inp['batch_sizes'])}",
+        highlight=False,
+    )
+
+    latency = result.get("latency_vs_batch")
+    if latency:
+        console.rule("Time per image vs batch size")
+        for platform, section in _per_platform(latency):
+            console.print(escape(section.get("says", "")), highlight=False)
+            fit = section.get("fit")
+            if fit:
+                console.print(
+                    f"  [bold]{escape(platform)}[/]: {escape(fit['formula'])}, {_params_text(fit['params'])}, "
+                    f"R² {fmt_number(fit['r2'])} ({escape(fit['criterion'])})",
+                    highlight=False,
+                )
+            table = Table(title=f"Clusters on {escape(platform)}", title_justify="left")
+            for name, justify in (("cluster", "right"), ("models", "left"), ("fit", "left"), ("R²", "right")):
+                table.add_column(name, justify=justify)  # type: ignore[arg-type]
+            batches = [str(b) for b in section.get("batch_sizes", [])]
+            for b in batches:
+                table.add_column(f"b{b} ms", justify="right")
+            for detail in section.get("cluster_details", []):
+                cfit = detail.get("fit") or {}
+                table.add_row(
+                    str(detail["label"]), escape(_members(detail["models"])),
+                    escape(cfit.get("formula", "-")), fmt_number(cfit.get("r2")),
+                    *(fmt_number(detail["centroids"].get(b)) for b in batches),
+                )  # fmt: skip
+            console.print(table)
+
+    memory = result.get("memory_vs_params")
+    if memory:
+        console.rule("Memory vs params")
+        console.print(escape(memory.get("says", "")), highlight=False)
+        table = Table()
+        for name, justify in (
+            ("platform", "left"), ("line", "right"), ("MB per MB weights", "right"),
+            ("MB per M params", "right"), ("intercept MB", "right"), ("R²", "right"),
+            ("n", "right"), ("models", "left"),
+        ):  # fmt: skip
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for fit in memory["fits"]:
+            table.add_row(
+                escape(fit["platform"]), str(fit["line"]), fmt_number(fit["slope"]),
+                fmt_number(fit["slope_mb_per_mparam"]), fmt_number(fit["intercept"]), fmt_number(fit["r2"]),
+                str(fit["n"]), escape(_members(fit.get("models", []))),
+            )  # fmt: skip
+        console.print(table)
+
+    accuracy = result.get("accuracy_density")
+    if accuracy:
+        console.rule("Accuracy density")
+        console.print(escape(accuracy.get("says", "")), highlight=False)
+
+    pareto = result.get("pareto")
+    if pareto:
+        console.rule("Accuracy vs FPS (Pareto front)")
+        for section in pareto["platforms"].values():
+            if section:
+                console.print(escape(section.get("says", "")), highlight=False)
+
+    speedup = result.get("speedup")
+    if speedup:
+        console.rule(f"Speed-up over {escape(speedup['baseline'])}")
+        console.print(escape(speedup.get("says", "")), highlight=False)
+        batches = sorted({int(b) for per in speedup["geomean"].values() for b in per}, key=int)
+        table = Table(caption="geometric mean over the models measured on both platforms")
+        table.add_column("platform")
+        for b in batches:
+            table.add_column(f"batch {b}", justify="right")
+        for platform, per in speedup["geomean"].items():
+            cells = [per.get(str(b)) for b in batches]
+            table.add_row(escape(platform), *(f"{fmt_number(c['speedup'])}x" if c else "-" for c in cells))
+        console.print(table)
+
+    if result.get("notes"):
+        console.rule("Notes")
+        for note in result["notes"]:
+            console.print(f"- {escape(note)}", highlight=False)
+    if result.get("skipped"):
+        console.rule("[yellow]Skipped")
+        for name, reason in result["skipped"].items():
+            console.print(f"- [bold]{name}[/]: {escape(reason)}", highlight=False)
+
+
+def _per_platform(section: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    per = section.get("per_platform")
+    if per:
+        return [(name, s) for name, s in per.items() if s]
+    return [(str(section.get("platform", "")), section)]
+
+
+# -- predict -------------------------------------------------------------------------------
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.evaluate:
+        if args.model or args.batch is not None or args.platform:
+            raise UsageError(
+                "--evaluate takes no -m, --batch or --platform.",
+                "It cross-validates on every model and platform in the data.",
+            )
+        return _evaluate(args)
+    if not args.model or args.batch is None:
+        raise UsageError(
+            "predict needs -m MODEL and --batch N (or --evaluate).",
+            "Example: backbench predict -m resnet50 --batch 8 --platform openvino/CPU/fp32",
+        )
+    if args.batch < 1:
+        raise UsageError(f"--batch {args.batch} is not a positive integer.")
+    from core.cli import _write_or_print, console
+    from core.predict import LatencyPredictor
+
+    data = load_data(args.db, args.csv, args.run)
+    platform, rows = _platform_rows(data.frame, args.platform)
+    # Training on the one platform asked for saves fitting the others.
+    prediction = LatencyPredictor().fit(rows).predict(args.model, args.batch, platform)
+    if args.json:
+        _write_or_print(_dump_json(prediction.to_dict()), None)
+        return 0
+    _print_prediction(console, prediction.to_dict(), data)
+    return 0
+
+
+def _platform_rows(frame: pd.DataFrame, wanted: str | None) -> tuple[str, pd.DataFrame]:
+    """The platform to predict for (the only one, or ``wanted``, matched ignoring case)
+    and the rows measured on it."""
+    from core.predict import platform_label, platforms
+
+    available = platforms(frame)
+    listing = ", ".join(available)
+    if wanted is None:
+        if len(available) > 1:
+            raise UsageError(
+                f"The data hold {len(available)} platforms; say which one with --platform.",
+                f"One of: {listing}.",
+            )
+        chosen = available[0]
+    else:
+        matches = [p for p in available if p.lower() == wanted.lower()]
+        if not matches:
+            raise UsageError(f"No measurements on platform {wanted!r}.", f"Measured: {listing}.")
+        chosen = wanted if wanted in matches else matches[0]
+    mode = frame["mode"] if "mode" in frame.columns else ["latency"] * len(frame)
+    labels = [
+        platform_label(*parts)
+        for parts in zip(frame["backend"], frame["device"], frame["precision"], mode, strict=True)
+    ]
+    return chosen, frame.loc[[label == chosen for label in labels]]
+
+
+def _print_prediction(console: Console, p: Mapping[str, Any], data: LoadedData) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    level = f"{p['interval']:.0%}"
+    table = Table(
+        title=f"Predicted {escape(p['model'])} at batch {p['batch_size']} on {escape(p['platform'])}",
+        caption=f"trained on {escape(data.source)}; interval: {level} from held-out residuals",
+    )
+    for name, justify in (("quantity", "left"), ("predicted", "right"), (f"{level} interval", "right"), ("measured", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    measured = p.get("measured_latency_ms")
+    table.add_row(
+        "latency per batch (ms)", fmt_number(p["latency_ms"]),
+        f"{fmt_number(p['latency_ms_low'])} - {fmt_number(p['latency_ms_high'])}", fmt_number(measured),
+    )  # fmt: skip
+    batch = p["batch_size"]
+    table.add_row(
+        "time per image (ms)", fmt_number(p["per_image_ms"]),
+        f"{fmt_number(p['latency_ms_low'] / batch)} - {fmt_number(p['latency_ms_high'] / batch)}",
+        fmt_number(measured / batch if measured is not None else None),
+    )  # fmt: skip
+    table.add_row(
+        "images per second", fmt_number(1000.0 / p["per_image_ms"]),
+        f"{fmt_number(1000.0 * batch / p['latency_ms_high'])} - {fmt_number(1000.0 * batch / p['latency_ms_low'])}",
+        fmt_number(1000.0 * batch / measured if measured else None),
+    )  # fmt: skip
+    if p.get("peak_mem_mb") is not None:
+        table.add_row(
+            "peak memory (MB)", fmt_number(p["peak_mem_mb"]),
+            f"{fmt_number(p['peak_mem_mb_low'])} - {fmt_number(p['peak_mem_mb_high'])}", "-",
+        )  # fmt: skip
+    console.print(table)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from core.cli import _write_or_print, console
+    from core.predict import evaluate
+
+    data = load_data(args.db, args.csv, args.run)
+    result = evaluate(data.frame)
+    if args.json:
+        _write_or_print(_dump_json(result), None)
+        return 0
+    _print_evaluation(console, result, data)
+    return 0
+
+
+def _print_evaluation(console: Console, result: Mapping[str, Any], data: LoadedData) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        title="Leave-one-model-out cross-validation: predictor vs FLOPs-only baseline",
+        caption="latency per batch; each model held out with all its rows",
+    )
+    table.add_column("platform")
+    table.add_column("n", justify="right")
+    for _, label in EVALUATION_METRICS:
+        table.add_column(label, justify="right")
+        table.add_column("FLOPs-only", justify="right", style="dim")
+    for row in evaluation_rows(result):
+        cells = []
+        for key, _ in EVALUATION_METRICS:
+            show = fmt_number if key == "spearman" else fmt_share
+            cells += [show(row[key]), show(row[f"baseline_{key}"])]
+        table.add_row(escape(row["platform"]), str(row["n"]), *cells)
+    console.print(f"Data: {escape(data.source)}" + (f"; {escape(data.run_label)}" if data.runs and data.run_label else ""))
+    console.print(table)
+    console.print(
+        f"Within ±10%: {fmt_share(result.get('within_10pct'))} of {result.get('n')} predictions "
+        f"(FLOPs-only baseline {fmt_share((result.get('baseline') or {}).get('within_10pct'))}). "
+        "For scale: nn-Meter reports 83.4% within ±10% on NCS2, at batch 1 only.",
+        highlight=False,
+    )
+    if result.get("method"):
+        console.print(f"[dim]Method: {escape(result['method'])}[/]", highlight=False)
+    for note in result.get("notes") or []:
+        console.print(f"- {escape(note)}", highlight=False)
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from core.cli import console, err_console
+    from core.report import write_report
+
+    data = load_data(args.db, args.csv, args.run)
+    with err_console.status("Writing the report (analysis, figures, cross-validation)..."):
+        index = write_report(
+            data.frame,
+            args.output,
+            title=args.title,
+            run_label=f"{data.source}; {data.run_label}" if data.runs else data.source,
+            predictor=not args.no_predict,
+            manifests=list(data.manifests),
+        )
+    console.print(f"Wrote {index}", highlight=False)
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def _add_input_options(p: argparse.ArgumentParser, run: bool = True) -> None:
+    p.add_argument("--db", metavar="PATH", help="results store (default $XDG_DATA_HOME/backbench/results.db)")
+    p.add_argument("--csv", metavar="FILE", help="a long-schema CSV (columns model, batch_size, per_image_ms, ...) instead of a store")
+    if run:
+        p.add_argument("--run", metavar="NAME|ID", help="run id or name (default: every run in the store)")
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("analyze", help="analyse stored results: clusters, fits, memory lines, Pareto, speed-ups")
+    _add_input_options(p)
+    p.add_argument("--json", action="store_true", help="print the analysis as one JSON object")
+    p.add_argument("--baseline", metavar="PLATFORM", help="platform (backend/device/precision) that speed-ups are relative to (default: the slowest)")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("predict", help="predict latency and memory of a model, or cross-validate the predictor")
+    p.add_argument("-m", "--model", metavar="MODEL", help="model to predict (a zoo name; need not have been measured)")
+    p.add_argument("--batch", type=int, metavar="N", help="batch size")
+    p.add_argument("--platform", metavar="NAME", help="backend/device/precision, e.g. openvino/CPU/fp32 (default: the only one)")
+    p.add_argument("--evaluate", action="store_true", help="leave-one-model-out cross-validation against a FLOPs-only baseline")
+    _add_input_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", help="write an HTML report with every figure and table")
+    _add_input_options(p)
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (replaced if it holds an earlier report)")
+    p.add_argument("--title", help="report title")
+    p.add_argument("--no-predict", action="store_true", help="leave out the predictor's cross-validation (the slowest part)")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,653 @@
+"""``write_report``: a self-contained HTML report of an analysis, in one folder.
+
+The folder holds ``index.html`` (inline CSS, no scripts, nothing fetched), ``figures/``
+(each figure as PNG and SVG), ``tables/`` (every table as CSV), ``analysis.json`` (what
+analyze() returned), ``prediction.json`` (the predictor's cross-validation, when it ran)
+and a marker file that lets a later report replace this one and nothing else. It is built
+in a temporary folder next to the target and moved into place at the end, so a failure
+never leaves half a report.
+
+Imports stay light at module level: the CLI imports the formatting helpers from here.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core import __version__
+from core.errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from core.analysis.data import AnalysisInput
+
+log = logging.getLogger(__name__)
+
+MARKER = ".backbench-report"
+FIGURE_DPI = 150
+HTML_ROW_LIMIT = 2000  # rows shown in one HTML table; the CSV always has them all
+NN_METER_WITHIN_10PCT = 0.834  # nn-Meter, NCS2, batch 1 (the issue's anchor)
+
+# (section id, heading, figures, analysis key whose "says" and skip reason apply)
+SECTIONS: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
+    ("accuracy", "Accuracy vs complexity", ("accuracy_bubbles",), "accuracy_density"),
+    ("accuracy_density", "Accuracy density", ("accuracy_density",), "accuracy_density"),
+    ("latency_vs_batch", "Time per image vs batch size", ("latency_vs_batch",), "latency_vs_batch"),
+    ("pareto", "Accuracy vs FPS, Pareto front", ("accuracy_vs_fps",), "pareto"),
+    ("memory_vs_params", "Memory vs parameters", ("memory_vs_params",), "memory_vs_params"),
+    ("speedup", "Cross-platform speed-up", ("speedup",), "speedup"),
+    ("prediction", "Latency prediction: leave-one-model-out evaluation", (), None),
+    ("measurements", "All measurements", (), None),
+)
+EVALUATION_METRICS: tuple[tuple[str, str], ...] = (
+    ("within_10pct", "within ±10%"),
+    ("within_5pct", "within ±5%"),
+    ("mape", "MAPE"),
+    ("spearman", "Spearman"),
+)
+
+
+# -- display formatting (shared with the CLI) ---------------------------------------------
+
+
+def fmt_number(value: Any, digits: int = 3) -> str:
+    """A number rounded for display to ``digits`` significant figures; '-' when unknown."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 1000):
+        return f"{int(value):,}"
+    magnitude = abs(value)
+    if magnitude >= 10**digits:
+        return f"{value:,.0f}"
+    if magnitude < 1e-3 and magnitude != 0:
+        return f"{value:.2e}"
+    return f"{value:.{digits}g}"
+
+
+def fmt_share(value: Any) -> str:
+    """A fraction as a percentage with one decimal; '-' when unknown."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    return f"{100.0 * value:.1f}%" if math.isfinite(value) else "-"
+
+
+def evaluation_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """evaluate()'s dict as rows: all platforms first, then each platform; each metric of
+    the predictor next to the FLOPs-only baseline's (``baseline_<metric>``)."""
+    rows = []
+    scopes = [("all platforms", result), *(result.get("per_platform") or {}).items()]
+    for scope, metrics in scopes:
+        baseline = metrics.get("baseline") or {}
+        row: dict[str, Any] = {"platform": scope, "n": metrics.get("n")}
+        for key, _ in EVALUATION_METRICS:
+            row[key] = metrics.get(key)
+            row[f"baseline_{key}"] = baseline.get(key)
+        rows.append(row)
+    return rows
+
+
+def evaluation_says(result: Mapping[str, Any]) -> str:
+    base = result.get("baseline") or {}
+    text = (
+        f"Holding out one model at a time, the predictor put {fmt_share(result.get('within_10pct'))} "
+        f"of {result.get('n')} latencies within ±10% of the measurement and "
+        f"{fmt_share(result.get('within_5pct'))} within ±5% (MAPE {fmt_share(result.get('mape'))}, "
+        f"Spearman {fmt_number(result.get('spearman'))}); the FLOPs-only baseline reached "
+        f"{fmt_share(base.get('within_10pct'))} within ±10% (MAPE {fmt_share(base.get('mape'))})."
+    )
+    per = result.get("per_platform") or {}
+    if len(per) > 1:
+        best = max(per, key=lambda p: per[p].get("within_10pct") or 0.0)
+        worst = min(per, key=lambda p: per[p].get("within_10pct") or 0.0)
+        text += (
+            f" Best platform: {best} ({fmt_share(per[best].get('within_10pct'))} within ±10%);"
+            f" hardest: {worst} ({fmt_share(per[worst].get('within_10pct'))})."
+        )
+    return text + (
+        f" For scale, nn-Meter reports {NN_METER_WITHIN_10PCT:.1%} within ±10% on NCS2 at batch 1 only."
+    )
+
+
+# -- tables -----------------------------------------------------------------------------------
+
+
+def _platform_parts(section: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    per = section.get("per_platform")
+    if per:
+        return [(name, s) for name, s in per.items() if s]
+    return [(str(section.get("platform", "")), section)]
+
+
+def _latency_tables(section: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    fits, curves, bands = [], [], []
+    for platform, part in _platform_parts(section):
+        groups = [("all models", sorted(part.get("curves", {})), part.get("centroids", {}), part.get("fit"))]
+        groups += [
+            (f"cluster {d['label']}", d["models"], d["centroids"], d.get("fit"))
+            for d in part.get("cluster_details", [])
+        ]
+        for group, models, centroids, fit in groups:
+            row: dict[str, Any] = {"platform": platform, "group": group, "n_models": len(models)}
+            row["models"] = ", ".join(models)
+            row["formula"] = fit["formula"] if fit else None
+            row.update({f"param_{k}": v for k, v in (fit["params"] if fit else {}).items()})
+            row["r2"] = fit["r2"] if fit else None
+            row.update({f"centroid_ms_b{b}": v for b, v in centroids.items()})
+            fits.append(row)
+            if fit:
+                band = fit["band"]
+                bands += [
+                    {"platform": platform, "group": group, "batch_size": x, "fit_ms": f, "lower_ms": lo, "upper_ms": hi}
+                    for x, f, lo, hi in zip(band["batch_size"], band["fit_ms"], band["lower_ms"], band["upper_ms"], strict=True)
+                ]
+        for model, curve in part.get("curves", {}).items():
+            cluster = part.get("clusters", {}).get(model)
+            curves += [
+                {"platform": platform, "model": model, "cluster": cluster, "batch_size": int(b), "per_image_ms": v}
+                for b, v in curve.items()
+            ]
+    return {"latency_fits": fits, "latency_curves": curves, "latency_bands": bands}
+
+
+def _tables(analysis: Mapping[str, Any], evaluation: Mapping[str, Any] | None) -> dict[str, list[dict[str, Any]]]:
+    tables: dict[str, list[dict[str, Any]]] = {}
+    accuracy = analysis.get("accuracy_density")
+    if accuracy:
+        tables["accuracy"] = [
+            {
+                "model": m["model"], "params_m": m["params_m"], "gflops": m["gflops"],
+                "top1": m["top1"], "top5": m["top5"], "density": m["density"],
+                "density_ci95_low": (m["density_ci95"] or [None, None])[0],
+                "density_ci95_high": (m["density_ci95"] or [None, None])[1],
+                "accuracy_source": m["accuracy_source"], "n_eval_images": m["n_eval_images"],
+            }
+            for m in accuracy["models"]
+        ]  # fmt: skip
+    latency = analysis.get("latency_vs_batch")
+    if latency:
+        tables.update(_latency_tables(latency))
+    pareto = analysis.get("pareto")
+    if pareto:
+        tables["pareto"] = [
+            {"platform": platform, **{k: p[k] for k in ("model", "fps", "per_image_ms", "top1", "on_front", "accuracy_source")}}
+            for platform, part in pareto["platforms"].items() if part
+            for p in sorted(part["points"], key=lambda p: -p["fps"])
+        ]  # fmt: skip
+    memory = analysis.get("memory_vs_params")
+    if memory:
+        keys = ("platform", "line", "memory_column", "batch_size", "slope", "slope_mb_per_mparam", "slope_se", "intercept", "r2", "n")
+        tables["memory_fits"] = [{**{k: f[k] for k in keys}, "models": ", ".join(f["models"])} for f in memory["fits"]]
+        tables["memory_points"] = [
+            {"platform": platform, **point}
+            for platform, part in memory["per_platform"].items() if part
+            for point in part["points"]
+        ]  # fmt: skip
+    speedup = analysis.get("speedup")
+    if speedup:
+        tables["speedup"] = [dict(row) for row in speedup["table"]]
+        tables["speedup_geomean"] = [
+            {"platform": platform, "baseline": speedup["baseline"], "batch_size": int(b), **cell}
+            for platform, per in speedup["geomean"].items()
+            for b, cell in per.items() if cell
+        ]  # fmt: skip
+    if evaluation:
+        tables["prediction"] = evaluation_rows(evaluation)
+    return tables
+
+
+# -- HTML -----------------------------------------------------------------------------------
+
+CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d232a;background:#f5f6f8;margin:0}
+main{max-width:1280px;margin:0 auto;padding:1.5rem 2rem 4rem}
+h1{font-size:1.7rem;margin:.2rem 0}h2{font-size:1.3rem;margin:0 0 .6rem}h3{font-size:1rem;margin:1.2rem 0 .4rem}
+.sub{color:#5b6570;margin:0 0 1rem}
+section{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:1.2rem 1.4rem;margin:1.2rem 0}
+.figrow{display:grid;grid-template-columns:minmax(0,1fr);gap:1rem;align-items:start;margin-bottom:1rem}
+.figrow.side{grid-template-columns:minmax(0,max-content) minmax(16rem,1fr)}
+@media (max-width:1000px){.figrow.side{grid-template-columns:minmax(0,1fr)}}
+figure{margin:0}figure img{max-width:100%;height:auto;border:1px solid #eef0f3}
+figcaption{font-size:.85rem;color:#5b6570}
+.says{background:#f0f6ff;border-left:4px solid #3b7dd8;padding:.6rem .9rem;border-radius:4px}
+.says p{margin:.2rem 0 .6rem}.says h4{margin:0 0 .3rem;font-size:.85rem;text-transform:uppercase;color:#3b5a85}
+.skip{background:#fff7e6;border-left:4px solid #e0a030;padding:.5rem .9rem;border-radius:4px}
+.scroll{max-height:30rem;overflow:auto;border:1px solid #e3e6ea;border-radius:4px}
+table{border-collapse:collapse;font-size:.85rem;width:100%}
+th,td{padding:.3rem .6rem;border-bottom:1px solid #eceff2;text-align:left;vertical-align:top}
+th{background:#f0f2f5;position:sticky;top:0;font-weight:600}
+th.g{text-align:center;border-bottom:1px solid #cfd5dc;position:static}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr:nth-child(even) td{background:#fafbfc}
+td.wrap{max-width:28rem}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1.2rem;margin:0}
+dl.facts dt{color:#5b6570}dl.facts dd{margin:0}
+a{color:#1f5fb8}ul{margin:.3rem 0;padding-left:1.3rem}
+.muted{color:#5b6570;font-size:.85rem}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+LABELS: dict[str, str] = {
+    "params_m": "params (M)", "gflops": "GFLOPs", "top1": "top-1 %", "top5": "top-5 %",
+    "density": "top-1 % per M params", "density_ci95_low": "95% CI low",
+    "density_ci95_high": "95% CI high", "accuracy_source": "accuracy source",
+    "n_eval_images": "eval images", "n_models": "models (n)", "formula": "fit",
+    "params": "parameters", "r2": "R²", "fps": "FPS", "per_image_ms": "ms / image",
+    "on_front": "Pareto-optimal", "memory_column": "memory", "batch_size": "batch",
+    "slope": "MB per MB of weights", "slope_mb_per_mparam": "MB per M params",
+    "slope_se": "slope SE", "intercept": "intercept (MB)", "latency_ms_median": "ms / batch",
+    "throughput_ips": "images / s", "peak_rss_mb": "peak RSS (MB)",
+    "peak_device_mem_mb": "device mem (MB)",
+}  # fmt: skip
+# The keys each section shows in HTML (the CSV has every column).
+HTML_KEYS: dict[str, tuple[str, ...]] = {
+    "accuracy": ("model", "params_m", "gflops", "top1", "top5", "density", "density_ci95_low",
+                 "density_ci95_high", "n_eval_images", "accuracy_source"),
+    "latency_fits": ("platform", "group", "n_models", "models", "formula", "params", "r2"),
+    "pareto": ("platform", "model", "fps", "per_image_ms", "top1", "on_front", "accuracy_source"),
+    "memory_fits": ("platform", "line", "slope", "slope_mb_per_mparam", "intercept", "r2", "n",
+                    "models", "memory_column", "batch_size"),
+    "measurements": ("model", "platform", "batch_size", "per_image_ms", "latency_ms_median",
+                     "throughput_ips", "peak_rss_mb", "peak_device_mem_mb", "params_m", "gflops"),
+}  # fmt: skip
+
+
+def _kind(rows: Sequence[Mapping[str, Any]], key: str) -> str:
+    values = [r.get(key) for r in rows if r.get(key) is not None]
+    if values and all(isinstance(v, bool) for v in values):
+        return "bool"
+    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "num"
+    return "text"
+
+
+def _cell(value: Any, kind: str) -> str:
+    if kind == "share":
+        return f'<td class="n">{_e(fmt_share(value))}</td>'
+    if kind == "num":
+        return f'<td class="n">{_e(fmt_number(value))}</td>'
+    if kind == "bool":
+        return f"<td>{'yes' if value else ''}</td>"
+    return f'<td class="wrap">{_e("-" if value is None else value)}</td>'
+
+
+def _html_table(
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    csv_name: str | None,
+    kinds: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    groups: Sequence[tuple[str, int]] = (),
+) -> str:
+    """An HTML table of ``rows``; columns with no value in any row are left out. ``groups``
+    is an optional header row of (label, column span)."""
+    keys = [k for k in keys if any(r.get(k) is not None for r in rows)] if not groups else keys
+    kinds = {k: (kinds or {}).get(k) or _kind(rows, k) for k in keys}
+    names = {**LABELS, **(labels or {})}
+    numeric = {k for k in keys if kinds[k] in ("num", "share")}
+    head = "".join(
+        f'<th{" class=n" if k in numeric else ""}>{_e(names.get(k, k.replace("_", " ")))}</th>'
+        for k in keys
+    )
+    group_row = "".join(f'<th colspan="{span}" class="g">{_e(label)}</th>' for label, span in groups)
+    shown = rows[:HTML_ROW_LIMIT]
+    body = "".join(
+        "<tr>" + "".join(_cell(row.get(k), kinds[k]) for k in keys) + "</tr>" for row in shown
+    )
+    thead = (f"<tr>{group_row}</tr>" if groups else "") + f"<tr>{head}</tr>"
+    out = f'<div class="scroll"><table><thead>{thead}</thead><tbody>{body}</tbody></table></div>'
+    notes = [f"first {len(shown)} of {len(rows)} rows shown"] if len(rows) > len(shown) else []
+    if csv_name:
+        notes.append(f'<a href="tables/{csv_name}.csv">{csv_name}.csv</a> (full precision)')
+    return out + (f'<p class="muted">{"; ".join(notes)}</p>' if notes else "")
+
+
+def _latency_html(rows: Sequence[Mapping[str, Any]]) -> str:
+    shown = [
+        {
+            **r,
+            "models": "(all)" if r["group"] == "all models" else r["models"],
+            "params": ", ".join(
+                f"{k.removeprefix('param_')} = {fmt_number(v, 4)}"
+                for k, v in r.items() if k.startswith("param_") and v is not None
+            ),
+        }
+        for r in rows
+    ]  # fmt: skip
+    centroid_keys = [k for k in rows[0] if k.startswith("centroid_ms_b")] if rows else []
+    labels = {k: f"b{k.removeprefix('centroid_ms_b')}" for k in centroid_keys}
+    return (
+        "<h3>Fits by group</h3>"
+        + _html_table(shown, HTML_KEYS["latency_fits"], None)
+        + "<h3>Centroids: mean time per image (ms) at each batch size</h3>"
+        + _html_table(rows, ["platform", "group", *centroid_keys], "latency_fits", labels=labels)
+    )
+
+
+def _speedup_html(section: Mapping[str, Any]) -> str:
+    batches = sorted({int(r["batch_size"]) for r in section["table"]})
+    rows: list[dict[str, Any]] = []
+    for platform, per in section["geomean"].items():
+        mean = {f"b{b}": (per.get(str(b)) or {}).get("speedup") for b in batches}
+        rows.append({"platform": platform, "model": "geometric mean", **mean})
+        cells: dict[str, dict[str, Any]] = {}
+        for r in section["table"]:
+            if r["platform"] == platform:
+                cells.setdefault(r["model"], {})[f"b{r['batch_size']}"] = r["speedup"]
+        rows += [{"platform": platform, "model": m, **cells[m]} for m in sorted(cells)]
+    keys = ["platform", "model", *(f"b{b}" for b in batches)]
+    labels = {f"b{b}": f"batch {b}" for b in batches}
+    caption = (
+        f"<h3>Speed-up (×) over {_e(section['baseline'])}: baseline time / platform time per "
+        "image</h3>"
+    )
+    return caption + _html_table(rows, keys, "speedup", labels=labels)
+
+
+def _prediction_html(evaluation: Mapping[str, Any]) -> str:
+    rows = evaluation_rows(evaluation)
+    keys = ["platform", "n"]
+    groups = [("", 2)]
+    kinds: dict[str, str] = {"n": "num"}
+    labels: dict[str, str] = {}
+    for key, label in EVALUATION_METRICS:
+        keys += [key, f"baseline_{key}"]
+        groups.append((label, 2))
+        kind = "num" if key == "spearman" else "share"
+        kinds.update({key: kind, f"baseline_{key}": kind})
+        labels.update({key: "predictor", f"baseline_{key}": "FLOPs-only"})
+    table = _html_table(rows, keys, "prediction", kinds=kinds, labels=labels, groups=groups)
+    notes = "".join(f"<li>{_e(n)}</li>" for n in evaluation.get("notes") or [])
+    method = _e(evaluation.get("method", ""))
+    return f'{table}<ul>{notes}</ul><p class="muted">Method: {method}</p>'
+
+
+def _says_block(analysis: Mapping[str, Any], key: str | None, extra: str | None = None) -> str:
+    paragraphs: list[str] = []
+    section = analysis.get(key) if key else None
+    if section and key == "latency_vs_batch":
+        paragraphs = [part.get("says", "") for _, part in _platform_parts(section)]
+    elif section and key == "pareto":
+        paragraphs = [part.get("says", "") for part in section["platforms"].values() if part]
+    elif section:
+        paragraphs = [section.get("says", "")]
+    if extra:
+        paragraphs.append(extra)
+    body = "".join(f"<p>{_e(p)}</p>" for p in paragraphs if p)
+    return f'<div class="says"><h4>What this says</h4>{body}</div>' if body else ""
+
+
+def _figure_html(name: str, heading: str, width_px: int) -> str:
+    return (
+        f'<figure><a href="figures/{name}.svg"><img src="figures/{name}.png" width="{width_px}" '
+        f'alt="{_e(heading)}"></a><figcaption>{_e(heading)}: '
+        f'<a href="figures/{name}.png">PNG</a> · <a href="figures/{name}.svg">SVG</a></figcaption>'
+        "</figure>"
+    )
+
+
+def _section_html(sid: str, heading: str, figure_names: Sequence[str], key: str | None,
+                  ctx: Mapping[str, Any]) -> str:  # fmt: skip
+    analysis, tables, widths = ctx["analysis"], ctx["tables"], ctx["figure_widths"]
+    evaluation = ctx["evaluation"] if sid == "prediction" else None
+    out = [f'<section id="{sid}"><h2>{_e(heading)}</h2>']
+    reasons = [analysis["skipped"].get(key, "no data")] if key and not analysis.get(key) else []
+    if not reasons:
+        reasons = [ctx["fig_skipped"][f] for f in figure_names if f in ctx["fig_skipped"]]
+    if sid == "prediction" and evaluation is None:
+        reasons.append(ctx["prediction_reason"])
+    if reasons:
+        out.append(f'<p class="skip"><strong>Skipped:</strong> {_e("; ".join(reasons))}</p>')
+    says = _says_block(analysis, key, evaluation_says(evaluation) if evaluation else None)
+    shown = [f for f in figure_names if f in widths]
+    if shown:
+        # A narrow figure gets its text beside it; a wide one keeps the full width.
+        side = max(widths[f] for f in shown) <= 820
+        figs = "".join(_figure_html(f, heading, widths[f]) for f in shown)
+        out.append(f'<div class="figrow{" side" if side else ""}"><div>{figs}</div>{says}</div>')
+    else:
+        out.append(says)
+    if sid in ("accuracy_density", "pareto", "memory_vs_params") and tables.get(SECTION_TABLE[sid]):
+        name = SECTION_TABLE[sid]
+        out.append(_html_table(tables[name], HTML_KEYS[name], name))
+    if sid == "latency_vs_batch" and tables.get("latency_fits"):
+        out.append(_latency_html(tables["latency_fits"]))
+    if sid == "speedup" and analysis.get("speedup"):
+        out.append(_speedup_html(analysis["speedup"]))
+    if evaluation:
+        out.append(_prediction_html(evaluation))
+    if sid == "measurements":
+        out.append(_html_table(ctx["measurement_rows"], HTML_KEYS["measurements"], "measurements"))
+    links = [f'<a href="tables/{n}.csv">{n}.csv</a>' for n in CSV_ONLY.get(sid, ()) if n in tables]
+    if links:
+        out.append(f'<p class="muted">More data: {", ".join(links)}</p>')
+    out.append("</section>")
+    return "".join(out)
+
+
+SECTION_TABLE = {"accuracy_density": "accuracy", "pareto": "pareto", "memory_vs_params": "memory_fits"}
+CSV_ONLY: dict[str, tuple[str, ...]] = {
+    "latency_vs_batch": ("latency_curves", "latency_bands"),
+    "memory_vs_params": ("memory_points",),
+    "speedup": ("speedup_geomean",),
+}
+
+
+def _manifest_html(manifests: Sequence[Mapping[str, Any]]) -> str:
+    items = []
+    for m in manifests:
+        gpus = "; ".join(f"{g.get('name')} (driver {g.get('driver')})" for g in m.get("gpus") or [])
+        packages = ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items() if v)
+        cores = f"{m.get('cores_physical') or '?'} physical, {m.get('cores_logical') or '?'} logical"
+        facts = [
+            ("host", m.get("host")), ("OS", m.get("os")), ("CPU", m.get("cpu_model")),
+            ("cores", cores), ("governor", m.get("governor")),
+            ("memory", f"{fmt_number(m.get('memory_total_mb'))} MB"), ("GPU", gpus or "none"),
+            ("python", m.get("python")), ("packages", packages),
+        ]  # fmt: skip
+        items.append(_facts(facts))
+    if not items:
+        return ""
+    return f"<h3>Environment{'s' if len(items) > 1 else ''}</h3>" + "<hr>".join(items)
+
+
+def _facts(facts: Sequence[tuple[str, Any]]) -> str:
+    cells = "".join(f"<dt>{_e(k)}</dt><dd>{_e('-' if v is None else v)}</dd>" for k, v in facts)
+    return f'<dl class="facts">{cells}</dl>'
+
+
+def _summary_html(analysis: Mapping[str, Any], ctx: Mapping[str, Any]) -> str:
+    inp = analysis["input"]
+    rows = (
+        f"{inp['rows_used']} used of {inp['rows_read']} read ({inp['rows_excluded_status']} with "
+        f"status other than ok excluded, {inp['rows_dropped_missing']} incomplete dropped)"
+    )
+    facts = [
+        ("data", ctx["run_label"] or "-"), ("rows", rows),
+        ("platforms", ", ".join(inp["platforms"])),
+        ("models", f"{len(inp['models'])}: {', '.join(inp['models'])}"),
+        ("batch sizes", ", ".join(str(b) for b in inp["batch_sizes"])),
+    ]  # fmt: skip
+    out = ['<section id="summary"><h2>Data</h2>', _facts(facts)]
+    if analysis.get("notes"):
+        out.append("<h3>Notes</h3><ul>")
+        out += [f"<li>{_e(n)}</li>" for n in analysis["notes"]]
+        out.append("</ul>")
+    if ctx["all_skipped"]:
+        out.append("<h3>Skipped parts</h3><ul>")
+        out += [f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in ctx["all_skipped"].items()]
+        out.append("</ul>")
+    out.append(_manifest_html(ctx["manifests"]))
+    toc = " · ".join(f'<a href="#{sid}">{_e(h)}</a>' for sid, h, _, _ in SECTIONS)
+    out.append(f'<p class="muted">Sections: {toc} · <a href="analysis.json">analysis.json</a>')
+    out.append("</p></section>")
+    return "".join(out)
+
+
+def _index_html(title: str, ctx: Mapping[str, Any]) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime())
+    body = [
+        f'<h1>{_e(title)}</h1><p class="sub">backbench {_e(__version__)} · generated {stamp}</p>',
+        _summary_html(ctx["analysis"], ctx),
+        *(_section_html(sid, heading, figs, key, ctx) for sid, heading, figs, key in SECTIONS),
+    ]
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>\n"
+        + "\n".join(body)
+        + "\n</main></body></html>\n"
+    )
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def _check_target(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file, not a folder.", "Give a folder for the report with -o.")
+    if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()):
+        raise UsageError(
+            f"{out} exists and is not a backbench report; it was left untouched.",
+            "Give a new or empty folder with -o, or move that folder away first.",
+        )
+
+
+def _measurement_rows(inp: AnalysisInput) -> list[dict[str, Any]]:
+    frame = inp.frame.copy()
+    frame["params_m"] = frame["params"] / 1e6
+    frame["gflops"] = frame["flops"] / 1e9
+    frame = frame.sort_values(["platform", "model", "batch_size"], kind="stable")
+    keys = [k for k in HTML_KEYS["measurements"] if k in frame.columns]
+    from core.analysis import to_jsonable
+
+    return list(to_jsonable(frame[keys].to_dict(orient="records")))
+
+
+def _build(folder: Path, data: pd.DataFrame, inp: AnalysisInput, title: str, run_label: str | None,
+           predictor: bool, manifests: Sequence[Mapping[str, Any]]) -> None:  # fmt: skip
+    import pandas as pd
+
+    from core.analysis import analyze, to_jsonable
+    from core.analysis.figures import build_all
+
+    started = time.perf_counter_ns()
+    log.info("Analysing %d rows", len(inp.frame))
+    analysis = analyze(inp)
+    (folder / "figures").mkdir()
+    (folder / "tables").mkdir()
+    figures, fig_skipped = build_all(analysis)
+    for name, figure in figures.items():
+        log.info("Saving figure %s", name)
+        figure.savefig(folder / "figures" / f"{name}.png", dpi=FIGURE_DPI)
+        figure.savefig(folder / "figures" / f"{name}.svg")
+    evaluation: dict[str, Any] | None = None
+    prediction_reason = "not requested"
+    if predictor:
+        log.info("Cross-validating the latency predictor (leave one model out)")
+        from core.predict import evaluate
+
+        try:
+            evaluation = evaluate(data)
+        except DataError as exc:
+            prediction_reason = str(exc)
+            log.info("prediction skipped: %s", exc)
+    tables = _tables(analysis, evaluation)
+    for name, rows in tables.items():
+        pd.DataFrame.from_records(rows).to_csv(folder / "tables" / f"{name}.csv", index=False)
+    data.to_csv(folder / "tables" / "measurements.csv", index=False)
+    (folder / "analysis.json").write_text(json.dumps(analysis, indent=1, allow_nan=False), encoding="utf-8")
+    if evaluation is not None:
+        text = json.dumps(to_jsonable(evaluation), indent=1, allow_nan=False)
+        (folder / "prediction.json").write_text(text, encoding="utf-8")
+    all_skipped = dict(analysis.get("skipped") or {})
+    section_of = {figure: key for _, _, figs, key in SECTIONS for figure in figs}
+    all_skipped.update(
+        {f"figure {k}": v for k, v in fig_skipped.items() if section_of.get(k) not in all_skipped}
+    )
+    if evaluation is None:
+        all_skipped["prediction"] = prediction_reason
+    ctx = {
+        "analysis": analysis, "tables": tables, "figures": figures, "fig_skipped": fig_skipped,
+        "evaluation": evaluation, "prediction_reason": prediction_reason, "manifests": manifests,
+        "run_label": run_label, "all_skipped": all_skipped, "measurement_rows": _measurement_rows(inp),
+        "figure_widths": {n: round(f.get_size_inches()[0] * 100) for n, f in figures.items()},
+    }  # fmt: skip
+    (folder / "index.html").write_text(_index_html(title, ctx), encoding="utf-8")
+    marker = {"backbench": __version__, "created_at": time.time()}
+    (folder / MARKER).write_text(json.dumps(marker), encoding="utf-8")
+    log.info("Report built in %.1f s", (time.perf_counter_ns() - started) / 1e9)
+
+
+def _move_into_place(built: Path, out: Path) -> None:
+    if not out.exists():
+        os.replace(built, out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, old)
+    try:
+        os.replace(built, out)
+    except OSError:
+        os.replace(old, out)
+        raise
+    try:
+        shutil.rmtree(old)
+    except OSError as exc:
+        log.warning("Could not remove the previous report %s: %s", old, exc)
+
+
+def write_report(
+    data: pd.DataFrame | AnalysisInput,
+    out_dir: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    run_label: str | None = None,
+    predictor: bool = True,
+    manifests: Sequence[Mapping[str, Any]] | None = None,
+) -> Path:
+    """Write the report folder ``out_dir`` and return the path of its index.html.
+
+    ``data`` is long-schema rows (or an AnalysisInput); ``manifests`` are the environment
+    manifests of the runs, shown in the data summary. An existing ``out_dir`` is replaced
+    only when it holds an earlier report (or nothing). Raises DataError for unusable
+    data and UsageError for a target that cannot be written.
+    """
+    from core.analysis.data import AnalysisInput, coerce_input
+
+    out = Path(out_dir).expanduser().absolute()
+    _check_target(out)
+    inp = coerce_input(data)
+    frame = inp.frame if isinstance(data, AnalysisInput) else data
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        built = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        built.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
+    except OSError as exc:
+        raise UsageError(f"Cannot write the report to {out}: {exc.strerror or exc}.", "Choose another -o folder.") from exc
+    try:
+        _build(built, frame, inp, title or "backbench report", run_label, predictor, manifests or ())
+        _move_into_place(built, out)
+    except OSError as exc:
+        shutil.rmtree(built, ignore_errors=True)
+        raise UsageError(f"Cannot write the report to {out}: {exc.strerror or exc}.", "Check free space and permissions, or choose another -o folder.") from exc
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+    log.info("Wrote the report %s", out)
+    return out / "index.html"

@@ -1,0 +1,205 @@
+"""The HTML report: a complete, self-contained folder, escaped, never clobbering."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.analysis.figures import BUILDERS
+from core.errors import DataError, UsageError
+from core.report import MARKER, evaluation_rows, fmt_number, fmt_share, write_report
+from core.zoo import model_complexity
+
+MODELS = ("squeezenet1_1", "mobilenet_v3_small", "resnet18", "resnet50", "vgg11", "densenet121")
+TWO_PLATFORMS = (("torch", "cpu", "fp32", 1.0), ("openvino", "CPU", "fp32", 0.45))
+HOSTILE = "<script>alert('x')</script>&"
+
+
+def synthetic(
+    models: tuple[str, ...] = MODELS,
+    platforms: tuple[tuple[str, str, str, float], ...] = TWO_PLATFORMS,
+    batches: tuple[int, ...] = (1, 2, 4, 8),
+    memory: bool = True,
+    seed: int = 3,
+) -> pd.DataFrame:
+    """Per-image time from FLOPs with a per-batch overhead; RSS on two lines by size."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for model in models:
+        facts = model_complexity(model)
+        params, flops = (facts.params, facts.flops) if facts else (3_000_000, 1_500_000_000)
+        weights_mb = params * 4 / 2**20
+        for backend, device, precision, factor in platforms:
+            for batch in batches:
+                per_image = factor * (flops / 4e8 * (0.6 + 0.4 / batch) + 3.0 / batch)
+                per_image *= float(np.exp(rng.normal(0, 0.03)))
+                rss = 300 + 1.7 * weights_mb if params > 50e6 else 250 + 0.9 * weights_mb
+                rows.append(
+                    {
+                        "model": model, "backend": backend, "device": device,
+                        "precision": precision, "batch_size": batch, "mode": "latency",
+                        "per_image_ms": per_image, "latency_ms_median": per_image * batch,
+                        "throughput_ips": 1000.0 / per_image,
+                        "peak_rss_mb": rss + rng.normal(0, 2) if memory else None,
+                        "params": params, "flops": flops, "status": "ok",
+                    }
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reports") / "full"
+    manifest = {
+        "host": "lab-<1>",
+        "cpu_model": "Xeon",
+        "cores_logical": 8,
+        "packages": {"torch": "2.4"},
+    }
+    index = write_report(
+        synthetic(), out, title="Lab & co", run_label="CSV x.csv", predictor=False,
+        manifests=[manifest],
+    )  # fmt: skip
+    assert index == out / "index.html"
+    return out
+
+
+def test_report_holds_every_figure_table_and_the_analysis(full_report: Path) -> None:
+    for name in BUILDERS:
+        for ext in ("png", "svg"):
+            path = full_report / "figures" / f"{name}.{ext}"
+            assert path.is_file() and path.stat().st_size > 1000, path
+    tables = {p.name for p in (full_report / "tables").glob("*.csv")}
+    assert {"measurements.csv", "accuracy.csv", "latency_fits.csv", "pareto.csv"} <= tables
+    assert {"memory_fits.csv", "speedup.csv", "speedup_geomean.csv"} <= tables
+    measured = pd.read_csv(full_report / "tables" / "measurements.csv")
+    assert len(measured) == len(MODELS) * 2 * 4
+    analysis = json.loads(
+        (full_report / "analysis.json").read_text(), parse_constant=lambda c: pytest.fail(c)
+    )
+    assert analysis["speedup"] is not None and analysis["latency_vs_batch"] is not None
+    assert (full_report / MARKER).is_file()
+    assert not list(full_report.parent.glob(".full.*")), "temporary folders left behind"
+
+
+def test_index_links_every_file_and_fetches_nothing(full_report: Path) -> None:
+    page = (full_report / "index.html").read_text()
+    for name in BUILDERS:
+        assert f'src="figures/{name}.png"' in page
+        assert f'href="figures/{name}.svg"' in page
+    for link in re.findall(r'(?:href|src)="([^"#]+)"', page):
+        assert not re.match(r"[a-z]+:", link), f"external asset {link}"
+        assert (full_report / link).is_file(), f"broken link {link}"
+    assert "<script" not in page
+    # Generated text and numbers from the analysis are on the page.
+    analysis = json.loads((full_report / "analysis.json").read_text())
+    assert analysis["speedup"]["says"].split(":")[0] in page
+    assert "Lab &amp; co" in page and "lab-&lt;1&gt;" in page  # title and manifest escaped
+    assert '<td class="n">' in page  # numbers right-aligned
+    # predictor=False is a skipped part with its reason, not a silent gap.
+    assert re.search(r"<b>prediction</b>: not requested", page)
+
+
+def test_model_names_are_escaped_everywhere(tmp_path: Path) -> None:
+    frame = synthetic(models=("resnet18", "vgg11", HOSTILE), platforms=TWO_PLATFORMS[:1])
+    index = write_report(frame, tmp_path / "r", predictor=False)
+    page = index.read_text()
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;" in page
+    assert HOSTILE in (tmp_path / "r" / "tables" / "measurements.csv").read_text()
+
+
+def test_skipped_sections_are_listed_with_reasons(tmp_path: Path) -> None:
+    frame = synthetic(platforms=TWO_PLATFORMS[:1], memory=False, models=MODELS[:4])
+    page = write_report(frame, tmp_path / "r", predictor=False).read_text()
+    summary = page.split('<section id="accuracy">')[0]
+    assert "Skipped parts" in summary
+    assert re.search(r"<b>speedup</b>: only one platform", summary)
+    assert re.search(r"<b>memory_vs_params</b>: [^<]*memory", summary)
+    speedup = page.split('<section id="speedup">')[1].split("</section>")[0]
+    assert "Skipped:" in speedup and "only one platform" in speedup
+    assert not (tmp_path / "r" / "figures" / "speedup.png").exists()
+
+
+def test_prediction_section_shows_evaluation_or_the_reason(tmp_path: Path) -> None:
+    small = synthetic(models=MODELS[:2], platforms=TWO_PLATFORMS[:1], batches=(1, 2, 4))
+    page = write_report(small, tmp_path / "few", predictor=True).read_text()
+    prediction = page.split('<section id="prediction">')[1].split("</section>")[0]
+    assert "Skipped:" in prediction and "at least 3 models" in prediction
+
+    frame = synthetic(models=MODELS[:4], platforms=TWO_PLATFORMS[:1], batches=(1, 2, 4))
+    out = tmp_path / "ok"
+    page = write_report(frame, out, predictor=True).read_text()
+    prediction = page.split('<section id="prediction">')[1].split("</section>")[0]
+    assert "Skipped" not in prediction and "FLOPs-only" in prediction
+    evaluation = json.loads((out / "prediction.json").read_text())
+    assert f"{100 * evaluation['within_10pct']:.1f}%" in prediction
+    rows = pd.read_csv(out / "tables" / "prediction.csv")
+    assert list(rows["platform"]) == ["all platforms", "torch/cpu/fp32"]
+
+
+def test_refuses_to_clobber_a_folder_that_is_not_a_report(tmp_path: Path) -> None:
+    target = tmp_path / "thesis"
+    target.mkdir()
+    (target / "chapter1.tex").write_text("precious")
+    with pytest.raises(UsageError, match="not a backbench report"):
+        write_report(synthetic(), target, predictor=False)
+    assert (target / "chapter1.tex").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis"]
+    file_target = tmp_path / "file.html"
+    file_target.write_text("x")
+    with pytest.raises(UsageError, match="is a file"):
+        write_report(synthetic(), file_target, predictor=False)
+
+
+def test_replaces_an_earlier_report_whole(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    frame = synthetic(models=MODELS[:3], platforms=TWO_PLATFORMS[:1])
+    write_report(frame, out, predictor=False)
+    (out / "stale.txt").write_text("from the old report")
+    write_report(frame, out, predictor=False)
+    assert not (out / "stale.txt").exists()
+    assert (out / "index.html").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_a_failure_leaves_no_half_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.report
+
+    def broken(*args: object) -> str:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(core.report, "_index_html", broken)
+    with pytest.raises(RuntimeError):
+        write_report(synthetic(models=MODELS[:3]), tmp_path / "r", predictor=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unusable_data_is_a_data_error_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="per_image_ms"):
+        write_report(pd.DataFrame({"model": ["a"], "batch_size": [1]}), tmp_path / "r")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_display_formatting_rounds_only_for_display() -> None:
+    assert fmt_number(0.123456) == "0.123"
+    assert fmt_number(12345.6) == "12,346"
+    assert fmt_number(7) == "7"
+    assert fmt_number(None) == "-" and fmt_number(float("nan")) == "-"
+    assert fmt_number(0.0000123) == "1.23e-05"
+    assert fmt_share(0.8345) == "83.5%" and fmt_share(None) == "-"
+    rows = evaluation_rows(
+        {"n": 4, "within_10pct": 0.5, "baseline": {"within_10pct": 0.25}, "per_platform": {}}
+    )
+    assert rows == [
+        {
+            "platform": "all platforms", "n": 4, "within_10pct": 0.5, "baseline_within_10pct": 0.25,
+            "within_5pct": None, "baseline_within_5pct": None, "mape": None,
+            "baseline_mape": None, "spearman": None, "baseline_spearman": None,
+        }
+    ]  # fmt: skip
