@@ -120,8 +120,29 @@ CREATE TABLE samples (
 ) WITHOUT ROWID;
 """
 
+# The agent's persistent job queue (service/jobs.py). A job's run is created when the job
+# starts, and a resumed job keeps measuring into that same run.
+_V2_AGENT_JOBS = """
+CREATE TABLE agent_jobs (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_request_id TEXT NOT NULL UNIQUE,
+    state             TEXT NOT NULL,
+    spec_json         TEXT NOT NULL,
+    options_json      TEXT NOT NULL DEFAULT '{}',
+    run_id            INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+    reason            TEXT,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    submitted_at      REAL NOT NULL,
+    started_at        REAL,
+    finished_at       REAL,
+    peer_uid          INTEGER
+);
+CREATE INDEX agent_jobs_by_state ON agent_jobs(state, id);
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration("runs, measurements, samples and environments", sql=_V1),
+    Migration("the agent's job queue", sql=_V2_AGENT_JOBS),
 ]
 
 # The tables version 1 creates; a version-0 file holding other tables is not ours.

@@ -341,7 +341,7 @@ def test_fresh_file_gets_every_migration_and_no_backup(
 ) -> None:
     monkeypatch.setattr(store_schema, "MIGRATIONS", [*store_schema.MIGRATIONS, add_jobs_table()])
     with Store(db) as store:
-        assert store.query("PRAGMA user_version")[0][0] == 2
+        assert store.query("PRAGMA user_version")[0][0] == store_schema.current_version()
         assert store.query("SELECT COUNT(*) FROM jobs")[0][0] == 0
     assert list(db.parent.glob("*.bak-*")) == []
 
@@ -351,16 +351,17 @@ def test_failed_migration_leaves_the_file_at_its_old_version(
 ) -> None:
     with Store(db) as store:
         store.create_run(make_spec("keep"), MANIFEST)
+    old_version = store_schema.current_version()
     broken = store_schema.Migration(
         "broken", sql="CREATE TABLE t (x); INSERT INTO missing VALUES (1);"
     )
     monkeypatch.setattr(store_schema, "MIGRATIONS", [*store_schema.MIGRATIONS, broken])
     with pytest.raises(StoreError, match="upgrade") as err:
         Store(db)
-    assert "bak-v1" in err.value.message
+    assert f"bak-v{old_version}" in err.value.message
     monkeypatch.undo()
     with Store(db) as store:
-        assert store.query("PRAGMA user_version")[0][0] == 1
+        assert store.query("PRAGMA user_version")[0][0] == old_version
         assert store.get_run("keep").name == "keep"
         assert store.query("SELECT COUNT(*) FROM sqlite_master WHERE name = 't'")[0][0] == 0
 

@@ -1,0 +1,259 @@
+"""A blocking client for the agent, and the SSH tunnel that reaches a remote one.
+
+``AgentClient`` connects, says hello (checking the protocol's major version), sends
+requests and returns their results, keeping the notifications that arrive meanwhile.
+``SshTunnel`` forwards a remote agent's Unix socket to a local one with the system's
+``ssh -N -L``, so no TCP port is ever opened; it closes the tunnel on exit.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import select
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from core import __version__
+from core.errors import AgentUnavailableError
+from core.protocol import (
+    PROTOCOL_VERSION,
+    FrameError,
+    LineDecoder,
+    Notification,
+    Response,
+    check_version,
+    encode,
+    make_request,
+    parse_message,
+)
+
+log = logging.getLogger(__name__)
+
+START_HINT = "start it with `backbench agent` or `systemctl start backbench-agent`"
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_REMOTE_SOCKET = "/run/backbench/agent.sock"
+SSH_WAIT_S = 30.0
+
+
+def unavailable(path: str | os.PathLike[str], exc: OSError | None = None) -> AgentUnavailableError:
+    if exc is not None and exc.errno in (errno.EACCES, errno.EPERM):
+        return AgentUnavailableError(
+            f"Permission denied on the agent socket {path}.",
+            "Join the group that owns it (usually backbench: `sudo usermod -aG backbench $USER`, "
+            "then log in again).",
+        )
+    return AgentUnavailableError(
+        f"No agent at {path}: {START_HINT}.",
+        "Or point to it with --socket PATH (or --ssh HOST for a remote one).",
+    )
+
+
+class AgentClient:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        name: str = f"backbench {__version__}",
+        hello: bool = True,
+    ) -> None:
+        self.path = str(path)
+        self.timeout_s = timeout_s
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
+            self.sock.close()
+            raise unavailable(self.path, exc) from None
+        except OSError as exc:
+            self.sock.close()
+            raise AgentUnavailableError(
+                f"Cannot connect to the agent at {self.path}: {exc.strerror or exc}.",
+                f"Check the path; {START_HINT}.",
+            ) from None
+        self._decoder = LineDecoder()
+        self._lines: deque[bytes] = deque()
+        self._ids = itertools.count(1)
+        self.notifications: deque[dict[str, Any]] = deque()
+        self.hello: dict[str, Any] = {}
+        if hello:
+            self.hello = self.call("hello", protocol_version=PROTOCOL_VERSION, client=name)
+            check_version(str(self.hello.get("protocol_version")), peer_role="agent")
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.sock.sendall(encode(msg))
+
+    def _read_line(self, deadline: float | None) -> bytes | None:
+        while not self._lines:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.sock], [], [], wait)
+            if not ready:
+                return None
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise AgentUnavailableError(
+                    f"The agent at {self.path} closed the connection.",
+                    "It may have stopped or restarted; check its log.",
+                )
+            for item in self._decoder.feed(data):
+                if isinstance(item, FrameError):
+                    log.warning("Dropped an oversized message from the agent")
+                else:
+                    self._lines.append(item)
+        return self._lines.popleft()
+
+    def _read_message(self, deadline: float | None) -> Any:
+        line = self._read_line(deadline)
+        return None if line is None else parse_message(line)
+
+    def call(self, method: str, **params: Any) -> Any:
+        """Send a request and wait for its reply; raise its error as a ProtocolError."""
+        request_id = next(self._ids)
+        self.send(make_request(request_id, method, **params))
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            msg = self._read_message(deadline)
+            if msg is None:
+                raise AgentUnavailableError(
+                    f"The agent at {self.path} did not answer {method} "
+                    f"within {self.timeout_s:.0f} s.",
+                    "Check the agent's log.",
+                )
+            if isinstance(msg, Notification):
+                self.notifications.append({"method": msg.method, "params": msg.params})
+            elif isinstance(msg, Response) and msg.id == request_id:
+                if msg.error is not None:
+                    raise msg.error.to_exception()
+                return msg.result
+
+    def notification(self, timeout_s: float | None = None) -> dict[str, Any] | None:
+        """The next notification, waiting up to ``timeout_s`` (None: forever)."""
+        if self.notifications:
+            return self.notifications.popleft()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            msg = self._read_message(deadline)
+            if msg is None:
+                return None
+            if isinstance(msg, Notification):
+                return {"method": msg.method, "params": msg.params}
+
+
+class SshTunnel:
+    """``ssh -N -L local.sock:remote.sock [user@]host`` for the life of the object."""
+
+    def __init__(
+        self,
+        host: str,
+        remote_socket: str = DEFAULT_REMOTE_SOCKET,
+        ssh: str = "ssh",
+        wait_s: float = SSH_WAIT_S,
+    ) -> None:
+        self.host = host
+        self.remote_socket = remote_socket
+        self.ssh = ssh
+        self.wait_s = wait_s
+        self.folder: Path | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def local_socket(self) -> Path:
+        if self.folder is None:
+            raise RuntimeError("the tunnel is not open")
+        return self.folder / "agent.sock"
+
+    def open(self) -> Path:
+        exe = shutil.which(self.ssh)
+        if exe is None:
+            raise AgentUnavailableError(
+                "ssh is not installed here.", "Install an OpenSSH client, or use --socket."
+            )
+        self.folder = Path(tempfile.mkdtemp(prefix="backbench-ssh-"))  # mode 0700
+        command = [
+            exe,
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-o",
+            "StreamLocalBindUnlink=yes",
+            "-o",
+            "BatchMode=yes",
+            "-L",
+            f"{self.local_socket}:{self.remote_socket}",
+            self.host,
+        ]
+        log.info("Opening the tunnel: %s", " ".join(command))
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + self.wait_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                stderr = (
+                    self.proc.stderr.read().decode(errors="replace").strip()
+                    if self.proc.stderr
+                    else ""
+                )
+                self.close()
+                raise AgentUnavailableError(
+                    f"ssh to {self.host} failed (exit status {self.proc.returncode}): {stderr or 'no message'}",
+                    f"Check that `ssh {self.host}` works and that an agent listens on {self.remote_socket} "
+                    "there (--remote-socket PATH).",
+                )
+            if self.local_socket.exists():
+                return self.local_socket
+            time.sleep(0.05)
+        self.close()
+        raise AgentUnavailableError(
+            f"The SSH tunnel to {self.host} did not come up within {self.wait_s:.0f} s.",
+            f"Check that `ssh {self.host}` works without a password prompt.",
+        )
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+    def __enter__(self) -> Path:
+        return self.open()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def connect(socket_path: str | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AgentClient:
+    from service.config import default_socket_path
+
+    return AgentClient(socket_path or default_socket_path(), timeout_s=timeout_s)

@@ -1,0 +1,214 @@
+"""The agent's settings: command-line options, default locations, and the test switch.
+
+Defaults follow DESIGN.md: the socket is ``$XDG_RUNTIME_DIR/backbench/agent.sock`` for a
+user and ``$RUNTIME_DIRECTORY/agent.sock`` (``/run/backbench``) under systemd; the store
+is the CLI's default store, or ``$STATE_DIRECTORY/results.db`` under systemd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import __version__
+from core.errors import UsageError
+from core.paths import data_dir, default_db_path
+from core.supervisor import PhaseLimits, default_worker_command
+
+# Test-only: lets a client ask the agent to inject worker faults (crash, hang, ...).
+# Never set in production; without it the `test_faults` submit parameter is refused.
+ALLOW_FAULTS_ENV = "BACKBENCH_ALLOW_FAULTS"
+SOCKET_NAME = "agent.sock"
+DEFAULT_CLIENT_QUEUE_SAMPLES = 20_000
+DEFAULT_MAX_UPLOAD_MB = 2048
+DEFAULT_MAX_QUEUED_JOBS = 1000
+
+
+def _first_dir(var: str) -> Path | None:
+    """systemd passes RuntimeDirectory= and friends as colon-separated absolute paths."""
+    value = os.environ.get(var, "")
+    first = value.split(":")[0]
+    return Path(first) if first and os.path.isabs(first) else None
+
+
+def default_socket_path() -> Path:
+    runtime = _first_dir("RUNTIME_DIRECTORY")
+    if runtime is not None:
+        return runtime / SOCKET_NAME
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "backbench" / SOCKET_NAME
+    # No per-user runtime dir (a container, su without a session): a private temp folder.
+    return Path(tempfile.gettempdir()) / f"backbench-{os.getuid()}" / SOCKET_NAME
+
+
+def default_agent_db() -> Path:
+    state = _first_dir("STATE_DIRECTORY")
+    return state / "results.db" if state is not None else default_db_path()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    socket_path: Path
+    db_path: Path
+    uploads_dir: Path
+    group: str | None = None
+    model_dirs: tuple[Path, ...] = ()
+    limits: PhaseLimits = field(default_factory=PhaseLimits)
+    max_mem_mb: int | None = None
+    worker_command: tuple[str, ...] = ()
+    client_queue_samples: int = DEFAULT_CLIENT_QUEUE_SAMPLES
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB << 20
+    max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS
+    allow_faults: bool = False
+    verbose: bool = False
+
+    @property
+    def allowed_dirs(self) -> tuple[Path, ...]:
+        """Where model and weights files named by a client may live."""
+        return (self.uploads_dir, *self.model_dirs)
+
+
+def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be positive, got {text!r}")
+        return value
+
+    return parse
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    seconds = _positive(float, "a time limit")
+    defaults = PhaseLimits()
+    parser.add_argument("--version", action="version", version=f"backbench-agent {__version__}")
+    parser.add_argument(
+        "--socket", help=f"Unix socket to listen on (default {default_socket_path()})"
+    )
+    parser.add_argument("--db", help=f"results store and job queue (default {default_agent_db()})")
+    parser.add_argument(
+        "--group", help="give this group read/write access to the socket (mode 0660)"
+    )
+    parser.add_argument(
+        "--model-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose model and weights files jobs may name (repeatable); "
+        "uploaded files are always allowed",
+    )
+    parser.add_argument("--uploads-dir", help="where uploads are kept (default: beside the store)")
+    parser.add_argument(
+        "--max-upload-mb", type=_positive(int, "--max-upload-mb"), default=DEFAULT_MAX_UPLOAD_MB
+    )
+    parser.add_argument(
+        "--max-mem-mb",
+        type=_positive(int, "--max-mem-mb"),
+        help="address-space limit (RLIMIT_AS) of each worker",
+    )
+    parser.add_argument("--load-limit-s", type=seconds, default=defaults.load_s)
+    parser.add_argument("--compile-limit-s", type=seconds, default=defaults.compile_s)
+    parser.add_argument(
+        "--measure-limit-s",
+        type=seconds,
+        help="watchdog limit of the measure phase (default: from the stopping rule)",
+    )
+    parser.add_argument(
+        "--heartbeat-s",
+        type=seconds,
+        default=defaults.heartbeat_s,
+        help="a worker silent this long is hung and is killed",
+    )
+    parser.add_argument(
+        "--term-grace-s",
+        type=seconds,
+        default=defaults.term_grace_s,
+        help="time between SIGTERM and SIGKILL for a stuck worker",
+    )
+    parser.add_argument(
+        "--worker-command", help="command that starts a worker (default: this Python)"
+    )
+    parser.add_argument(
+        "--client-queue-samples",
+        type=_positive(int, "--client-queue-samples"),
+        default=DEFAULT_CLIENT_QUEUE_SAMPLES,
+        help="telemetry samples kept per slow client before the oldest are dropped",
+    )
+    parser.add_argument(
+        "--max-queued-jobs",
+        type=_positive(int, "--max-queued-jobs"),
+        default=DEFAULT_MAX_QUEUED_JOBS,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backbench-agent",
+        description="The backbench agent: runs benchmark jobs from a queue and streams live "
+        "telemetry to clients on a Unix socket (JSON-RPC, one message per line).",
+    )
+    add_agent_arguments(parser)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    socket_path = Path(args.socket).expanduser() if args.socket else default_socket_path()
+    db_path = Path(args.db).expanduser() if args.db else default_agent_db()
+    if args.uploads_dir:
+        uploads = Path(args.uploads_dir).expanduser()
+    elif args.db or _first_dir("STATE_DIRECTORY"):
+        uploads = db_path.parent / "uploads"
+    else:
+        uploads = data_dir() / "uploads"
+    model_dirs = []
+    for text in args.model_dir:
+        path = Path(text).expanduser()
+        if not path.is_dir():
+            raise UsageError(
+                f"--model-dir {text} is not a folder.", "Give an existing folder of model files."
+            )
+        model_dirs.append(path.resolve())
+    worker = (
+        tuple(shlex.split(args.worker_command))
+        if args.worker_command
+        else tuple(default_worker_command())
+    )
+    if not worker:
+        raise UsageError("--worker-command is empty.", "Give the command that starts a worker.")
+    limits = PhaseLimits(
+        load_s=args.load_limit_s,
+        compile_s=args.compile_limit_s,
+        measure_s=args.measure_limit_s,
+        heartbeat_s=args.heartbeat_s,
+        term_grace_s=args.term_grace_s,
+    )
+    return AgentConfig(
+        socket_path=socket_path.absolute(),
+        db_path=db_path.absolute(),
+        uploads_dir=uploads.absolute(),
+        group=args.group,
+        model_dirs=tuple(model_dirs),
+        limits=limits,
+        max_mem_mb=args.max_mem_mb,
+        worker_command=worker,
+        client_queue_samples=args.client_queue_samples,
+        max_upload_bytes=args.max_upload_mb << 20,
+        max_queued_jobs=args.max_queued_jobs,
+        allow_faults=os.environ.get(ALLOW_FAULTS_ENV) == "1",
+        verbose=args.verbose,
+    )
+
+
+def parse_config(argv: Sequence[str] | None = None) -> AgentConfig:
+    return config_from_args(build_parser().parse_args(argv))

@@ -1,0 +1,316 @@
+"""The job executor: one thread that takes queued jobs in order and measures them.
+
+It runs one job at a time on the host (so "one job per device" holds trivially, and two
+jobs never perturb each other's timings), each case in its own worker through the same
+runner as the CLI (``core.runner.run_sweep`` with ``core.supervisor.CaseRunner``).
+Every measurement is committed as soon as it exists. Events and telemetry leave through
+the LoopBridge, never touching a socket from this thread.
+
+Stopping the agent (SIGTERM) cancels the running case; the cases completed stay, the
+cut-off case is recorded as cancelled, and the job and its run become interrupted, so
+``resume`` measures the rest (the cut-off case again from scratch).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+from core.errors import StoreError
+from core.protocol import (
+    JOB_CANCELLED,
+    JOB_CASE_FAILED,
+    JOB_CASE_FINISHED,
+    JOB_CASE_STARTED,
+    JOB_FINISHED,
+    JOB_INTERRUPTED,
+    JOB_STARTED,
+    make_job_event,
+)
+from core.results import Case, Measurement, Status
+from core.runner import RUN_CANCELLED, RUN_INTERRUPTED, SweepObserver, run_sweep
+from core.store import Store
+from core.supervisor import CaseObserver, CaseRunner
+from core.worker import WorkerJob
+from service.config import AgentConfig
+from service.jobs import CANCELLED, FAILED, FINISHED, INTERRUPTED, Job, JobQueue
+from service.telemetry import LoopBridge
+
+log = logging.getLogger(__name__)
+
+WORKER_FAULTS = ("segfault", "hang", "alloc", "exit", "spin")
+TEST_FAULTS = (*WORKER_FAULTS, "diskfull")
+IDLE_POLL_S = 1.0
+
+
+class _FaultyCaseRunner(CaseRunner):
+    """Test hook (BACKBENCH_ALLOW_FAULTS=1 only): inject a fault into chosen cases."""
+
+    def __init__(
+        self, faults: dict[int, str], cases: list[Case], store: Store, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.faults = faults
+        self.cases = cases
+        self.store = store
+
+    def run(
+        self,
+        job: WorkerJob,
+        observer: CaseObserver | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Measurement:
+        fault = self.faults.get(self.cases.index(job.case))
+        if fault == "diskfull":
+            # The store can grow no further from now on, as on a full disk.
+            pages = int(self.store.query("PRAGMA page_count")[0][0])
+            self.store.query(f"PRAGMA max_page_count = {pages}")
+            log.warning("test fault: the store is capped at %d pages", pages)
+        elif fault:
+            job = WorkerJob(job.case, job.source, job.rule, job.max_mem_mb, fault)
+        return super().run(job, observer, cancel)
+
+
+class _JobObserver(SweepObserver):
+    def __init__(self, executor: JobExecutor, job: Job) -> None:
+        self.executor = executor
+        self.bridge = executor.bridge
+        self.job = job
+        self.cases = job.spec.cases()
+        self.case_index: int | None = None
+        self.ok = 0
+        self.failed = 0
+
+    def on_case_start(self, index: int, total: int, case: Case) -> None:
+        self.case_index = self.cases.index(case)
+        self.executor._set_progress(self.job, self.case_index, "starting")
+        self.bridge.event(
+            make_job_event(
+                JOB_CASE_STARTED,
+                self.job.id,
+                case_index=self.case_index,
+                cases_total=len(self.cases),
+                case=case.to_dict(),
+                label=case.label(),
+            ),
+            self.job.id,
+        )
+
+    def on_case_end(self, index: int, total: int, measurement: Measurement) -> None:
+        case_index = self.cases.index(measurement.case)
+        if measurement.status is Status.OK:
+            self.ok += 1
+            msg = make_job_event(
+                JOB_CASE_FINISHED,
+                self.job.id,
+                case_index=case_index,
+                measurement=measurement.to_dict(),
+            )
+        else:
+            self.failed += 1
+            failure = measurement.failure.value if measurement.failure else None
+            msg = make_job_event(
+                JOB_CASE_FAILED,
+                self.job.id,
+                case_index=case_index,
+                status=measurement.status.value,
+                failure=failure,
+                reason=f"{failure}: {measurement.error}" if failure else measurement.error,
+                measurement=measurement.to_dict(),
+            )
+        self.case_index = None
+        self.bridge.event(msg, self.job.id)
+
+    def on_phase(self, phase: str) -> None:
+        if self.case_index is not None:
+            self.executor._set_progress(self.job, self.case_index, phase)
+
+    def on_samples(self, samples: np.ndarray) -> None:
+        if self.case_index is not None:
+            self.bridge.samples(self.job.id, self.case_index, samples)
+
+    def on_memory(self, rss_mb: float | None, device_memory: dict[str, float]) -> None:
+        if self.case_index is not None:
+            self.bridge.memory(self.job.id, self.case_index, rss_mb, device_memory)
+
+
+class JobExecutor(threading.Thread):
+    def __init__(
+        self,
+        queue: JobQueue,
+        store: Store,
+        config: AgentConfig,
+        bridge: LoopBridge,
+        manifest: dict[str, Any],
+    ) -> None:
+        super().__init__(name="backbench-executor", daemon=True)
+        self.queue = queue
+        self.store = store
+        self.config = config
+        self.bridge = bridge
+        self.manifest = manifest
+        self._wake = threading.Event()
+        self._cancel = threading.Event()
+        self._stopping = False
+        self._running: Job | None = None
+        self.progress: dict[str, Any] | None = None  # replaced whole, read from the loop
+
+    # -- called from the loop --------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel the running job if it is ``job_id``; True when it was running."""
+        running = self._running
+        if running is not None and running.id == job_id:
+            self._cancel.set()
+            return True
+        return False
+
+    def stop(self) -> None:
+        """Take no more jobs and cancel the running case."""
+        self._stopping = True
+        self._cancel.set()
+        self._wake.set()
+
+    @property
+    def running_job_id(self) -> int | None:
+        running = self._running
+        return None if running is None else running.id
+
+    # -- executor thread -------------------------------------------------------------------
+
+    def _set_progress(self, job: Job, case_index: int | None, phase: str) -> None:
+        cases = job.spec.cases()
+        self.progress = {
+            "job_id": job.id,
+            "case_index": case_index,
+            "cases_total": len(cases),
+            "phase": phase,
+            "case": cases[case_index].label() if case_index is not None else None,
+        }
+
+    def run(self) -> None:
+        while not self._stopping:
+            try:
+                job = self.queue.next_queued()
+            except StoreError as exc:
+                log.error("Cannot read the job queue: %s", exc)
+                job = None
+            if job is None:
+                self._wake.wait(IDLE_POLL_S)
+                self._wake.clear()
+                continue
+            try:
+                self._run_job(job)
+            except Exception:  # a bug: keep the agent serving, and say where to look
+                log.exception("Job %d failed inside the agent", job.id)
+                self._finish(job, FAILED, "internal error in the agent; its log has the details")
+            finally:
+                self._running = None
+                self.progress = None
+
+    def _case_runner(self, job: Job) -> CaseRunner:
+        kwargs: dict[str, Any] = {
+            "worker_command": list(self.config.worker_command),
+            "limits": self.config.limits,
+            "max_mem_mb": self.config.max_mem_mb,
+        }
+        faults = job.options.get("test_faults") or {}
+        if self.config.allow_faults and faults and job.attempts == 1:
+            parsed = {int(k): str(v) for k, v in faults.items()}
+            return _FaultyCaseRunner(parsed, job.spec.cases(), self.store, **kwargs)
+        return CaseRunner(**kwargs)
+
+    def _run_job(self, job: Job) -> None:
+        self._cancel = threading.Event()
+        if self._stopping:
+            return
+        self._running = job  # before the state change, so a cancel from now on reaches it
+        started = self.queue.mark_started(job.id)
+        if started is None:  # cancelled between the queue read and now
+            return
+        job = started
+        self._running = job
+        self._set_progress(job, None, "starting")
+        observer = _JobObserver(self, job)
+        try:
+            if job.run_id is None:
+                run = self.store.create_run(
+                    job.spec, self.manifest, name=job.spec.name or f"job-{job.id}"
+                )
+                self.queue.set_run(job.id, run.id)
+            else:
+                run = self.store.get_run(job.run_id)
+            self.bridge.event(
+                make_job_event(
+                    JOB_STARTED,
+                    job.id,
+                    run_id=run.id,
+                    run_name=run.name,
+                    cases_total=job.cases_total,
+                    attempt=job.attempts,
+                ),
+                job.id,
+            )
+            log.info("Job %d started (run %d, attempt %d)", job.id, run.id, job.attempts)
+            final = run_sweep(
+                job.spec,
+                self.store,
+                observer=observer,
+                cancel=self._cancel,
+                case_runner=self._case_runner(job),
+                resume=run,
+            )
+        except StoreError as exc:  # a full disk, a store gone bad: the store itself is intact
+            reason = str(exc)
+            if observer.case_index is not None:
+                self.bridge.event(
+                    make_job_event(
+                        JOB_CASE_FAILED,
+                        job.id,
+                        case_index=observer.case_index,
+                        status=Status.FAILED.value,
+                        failure="error",
+                        reason=reason,
+                    ),
+                    job.id,
+                )
+            self._finish(job, FAILED, reason)
+            return
+        summary = {"run_id": final.id, "cases_ok": observer.ok, "cases_failed": observer.failed}
+        if self._stopping:
+            try:
+                self.store.set_run_status(final.id, RUN_INTERRUPTED)
+            except StoreError as exc:
+                log.error("Could not mark run %d interrupted: %s", final.id, exc)
+            self._finish(
+                job, INTERRUPTED, "the agent was stopped; `resume` finishes the job", summary
+            )
+        elif final.status == RUN_CANCELLED:
+            self._finish(job, CANCELLED, "cancelled by a client", summary)
+        else:
+            self._finish(job, FINISHED, None, summary)
+
+    def _finish(
+        self, job: Job, state: str, reason: str | None, summary: dict[str, Any] | None = None
+    ) -> None:
+        try:
+            self.queue.finish(job.id, state, reason)
+        except StoreError as exc:
+            log.error("Could not record job %d as %s: %s", job.id, state, exc)
+        event = {INTERRUPTED: JOB_INTERRUPTED, CANCELLED: JOB_CANCELLED}.get(state, JOB_FINISHED)
+        self.bridge.event(
+            make_job_event(event, job.id, state=state, reason=reason, **(summary or {})), job.id
+        )
+        level = logging.INFO if state in (FINISHED, CANCELLED) else logging.WARNING
+        log.log(level, "Job %d %s%s", job.id, state, f": {reason}" if reason else "")
+
+    def wait_stopped(self, timeout_s: float) -> bool:
+        """After ``stop``: wait for the running job to wind down; False on timeout."""
+        self.join(timeout_s)
+        return not self.is_alive()

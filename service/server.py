@@ -1,0 +1,285 @@
+"""The agent's clients: a Unix-socket server on asyncio, one reader and one sender per client.
+
+Every frame is untrusted. The reader splits lines with ``LineDecoder`` (memory bounded
+per line), checks each with ``parse_message`` and ``validate_params``, and answers
+anything wrong with an error reply; nothing a peer sends can stop the agent. Replies
+never carry internal exception text.
+
+Everything sent to a client goes through its ``ClientQueue``: replies and job events are
+never dropped, telemetry is dropped oldest-first with a ``gap`` notice. The sender task
+writes from that queue and waits on ``drain`` without holding up the loop, so a stalled
+client only fills its own bounded queue; one whose event queue overflows is cut off. A
+client that sends requests without reading the replies is simply not read from until it
+catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from core.errors import BackbenchError, ProtocolError
+from core.protocol import (
+    HANDSHAKE_REQUIRED,
+    METHOD_NOT_FOUND,
+    METHODS,
+    TOPIC_JOBS,
+    TOPIC_TELEMETRY,
+    VERSION_MISMATCH,
+    ClientQueue,
+    FrameError,
+    LineDecoder,
+    MessageError,
+    Request,
+    make_error,
+    make_error_from,
+    make_internal_error,
+    make_result,
+    parse_message,
+    validate_params,
+)
+
+if TYPE_CHECKING:
+    from service.handlers import Api
+
+log = logging.getLogger(__name__)
+
+READ_BYTES = 1 << 16
+WRITE_HIGH_WATER = 256 * 1024
+PAUSE_READING_EVENTS = 256  # replies pending before we stop reading a client's requests
+CLOSE_FLUSH_S = 2.0
+_client_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Client:
+    writer: asyncio.StreamWriter
+    queue: ClientQueue
+    id: int = field(default_factory=lambda: next(_client_ids))
+    pid: int | None = None
+    uid: int | None = None
+    name: str = ""
+    greeted: bool = False
+    topics: set[str] = field(default_factory=set)
+    job_filter: int | None = None
+    closing: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wants(self, topic: str, job_id: int) -> bool:
+        return topic in self.topics and (self.job_filter is None or self.job_filter == job_id)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "client_id": self.id,
+            "name": self.name,
+            "uid": self.uid,
+            "pid": self.pid,
+            "topics": sorted(self.topics),
+            "queue": self.queue.stats(),
+        }
+
+
+def peer_credentials(sock: socket.socket | None) -> tuple[int | None, int | None]:
+    """(pid, uid) of the peer process, from SO_PEERCRED (Linux)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or option is None:
+        return None, None
+    try:
+        pid, uid, _gid = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+        )
+    except OSError:
+        return None, None
+    return pid, uid
+
+
+class AgentServer:
+    def __init__(self, api: Api, client_queue_samples: int) -> None:
+        self.api = api
+        self.client_queue_samples = client_queue_samples
+        self.clients: set[Client] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self, sock: socket.socket) -> None:
+        self._server = await asyncio.start_unix_server(self._serve_client, sock=sock)
+
+    def stop_listening(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def close(self, flush_s: float = CLOSE_FLUSH_S) -> None:
+        """Give clients ``flush_s`` to receive what is queued, then disconnect them."""
+        self.stop_listening()
+        for client in list(self.clients):
+            client.closing = True
+            client.wake.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=flush_s)
+        for client in list(self.clients):
+            client.writer.transport.abort()
+
+    # -- publishing (loop thread) -------------------------------------------------------------
+
+    def _push(self, client: Client, msg: dict[str, Any]) -> None:
+        if not client.queue.push_event(msg):
+            if not client.closing:
+                log.warning("Client %d is not reading its events; disconnecting it", client.id)
+                client.closing = True
+                client.writer.transport.abort()
+            return
+        self._kick(client)
+
+    @staticmethod
+    def _kick(client: Client) -> None:
+        client.drained.clear()
+        client.wake.set()
+
+    def publish_event(self, msg: dict[str, Any], job_id: int) -> None:
+        self.api.on_job_event(msg)
+        for client in list(self.clients):
+            if client.wants(TOPIC_JOBS, job_id):
+                self._push(client, msg)
+
+    def publish_samples(self, job_id: int, case_index: int, samples: list[list[int]]) -> None:
+        for client in list(self.clients):
+            if client.wants(TOPIC_TELEMETRY, job_id):
+                client.queue.push_telemetry(job_id, samples, case_index)
+                self._kick(client)
+
+    def publish_memory(self, job_id: int, case_index: int, reading: dict[str, Any]) -> None:
+        for client in list(self.clients):
+            if client.wants(TOPIC_TELEMETRY, job_id):
+                client.queue.push_memory(
+                    job_id, reading["t_ns"], reading["rss_mb"], reading["device_memory"], case_index
+                )
+                self._kick(client)
+
+    def reply(self, client: Client, msg: dict[str, Any]) -> None:
+        try:
+            self._push(client, msg)
+        except ProtocolError as exc:  # a result too large for one frame
+            self._push(client, make_error_from(msg.get("id"), exc))
+
+    # -- one connection -------------------------------------------------------------------------
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        client = Client(writer, ClientQueue(self.client_queue_samples))
+        client.pid, client.uid = peer_credentials(writer.get_extra_info("socket"))
+        writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.clients.add(client)
+        log.info("Client %d connected (pid %s, uid %s)", client.id, client.pid, client.uid)
+        sender = asyncio.create_task(self._sender(client))
+        self._tasks.add(sender)
+        sender.add_done_callback(self._tasks.discard)
+        try:
+            await self._read_loop(client, reader)
+        except (ConnectionError, OSError) as exc:
+            log.info("Client %d: connection lost (%s)", client.id, exc)
+        except Exception:
+            log.exception("Client %d: unexpected error; disconnecting it", client.id)
+        finally:
+            client.closing = True
+            client.wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(sender), CLOSE_FLUSH_S)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                writer.transport.abort()
+            self.clients.discard(client)
+            self.api.on_disconnect(client)
+            log.info("Client %d disconnected (%s)", client.id, client.queue.stats())
+
+    async def _read_loop(self, client: Client, reader: asyncio.StreamReader) -> None:
+        decoder = LineDecoder()
+        while not client.closing:
+            if client.queue.pending_events > PAUSE_READING_EVENTS:
+                await client.drained.wait()
+                continue
+            data = await reader.read(READ_BYTES)
+            if not data:
+                return
+            for item in decoder.feed(data):
+                await self._handle(client, item)
+                if client.closing:
+                    return
+
+    async def _sender(self, client: Client) -> None:
+        writer = client.writer
+        try:
+            while True:
+                client.wake.clear()
+                frames = client.queue.pop_frames()
+                if frames:
+                    writer.write(b"".join(frames))
+                    await writer.drain()
+                    continue
+                client.drained.set()
+                if client.closing or writer.transport.is_closing():
+                    break
+                await client.wake.wait()
+        except (ConnectionError, OSError) as exc:
+            log.info("Client %d: write failed (%s)", client.id, exc)
+            client.closing = True
+        finally:
+            client.drained.set()
+            writer.close()
+
+    # -- one frame ------------------------------------------------------------------------------
+
+    async def _handle(self, client: Client, item: bytes | FrameError) -> None:
+        if isinstance(item, FrameError):
+            self.reply(client, make_error_from(None, item))
+            return
+        try:
+            msg = parse_message(item)
+        except MessageError as exc:
+            self.reply(client, make_error(exc.request_id, exc.code, exc.message, hint=exc.hint))
+            return
+        if not isinstance(msg, Request):
+            # Notifications and replies from a client need no answer (JSON-RPC 2.0).
+            log.debug("Client %d sent a %s; ignored", client.id, type(msg).__name__)
+            return
+        await self._dispatch(client, msg)
+
+    async def _dispatch(self, client: Client, req: Request) -> None:
+        try:
+            if not client.greeted and req.method != "hello":
+                if req.method not in METHODS:
+                    raise ProtocolError(METHOD_NOT_FOUND, f"Unknown method {req.method[:40]!r}.")
+                raise ProtocolError(
+                    HANDSHAKE_REQUIRED,
+                    "Send hello first.",
+                    "The first request on a connection must be hello with your protocol_version.",
+                )
+            params = dict(req.params)
+            extra = self.api.take_test_params(req.method, params)
+            params = validate_params(req.method, params)
+            params.update(extra)
+            result = await self.api.call(client, req.method, params)
+        except BackbenchError as exc:
+            self.reply(client, make_error_from(req.id, exc))
+            if (
+                isinstance(exc, ProtocolError)
+                and exc.code == VERSION_MISMATCH
+                and not client.greeted
+            ):
+                # A failed handshake ends the connection; a bad second hello on a
+                # connection that already agreed on a version only gets the error.
+                log.warning(
+                    "Client %d speaks another protocol version; disconnecting it", client.id
+                )
+                client.closing = True  # the sender flushes the refusal, then closes
+            return
+        except Exception:
+            log.exception("Client %d: %s failed", client.id, req.method)
+            self.reply(client, make_internal_error(req.id))
+            return
+        self.reply(client, make_result(req.id, result))
