@@ -441,34 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("worker_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_worker)
 
-    _add_analysis_commands(sub)
-    _add_gui_commands(sub)
-    _add_agent_commands(sub)
+    # Each family of commands lives in its own module, imported here only to declare its
+    # options; the heavy work is imported inside each command function.
+    from core import cli_agent, cli_analysis, cli_gui
+
+    for module in (cli_analysis, cli_agent, cli_gui):
+        module.add_commands(sub)
     return parser
-
-
-def _add_analysis_commands(sub: Any) -> None:
-    try:
-        from core.cli_analysis import add_commands
-    except ImportError:  # the analysis commands arrive with issue 3
-        return
-    add_commands(sub)
-
-
-def _add_gui_commands(sub: Any) -> None:
-    try:
-        from core.cli_gui import add_commands
-    except ImportError:  # the gui command arrives with issue 5
-        return
-    add_commands(sub)
-
-
-def _add_agent_commands(sub: Any) -> None:
-    try:
-        from core.cli_agent import add_commands
-    except ImportError:  # the agent commands arrive with issue 4
-        return
-    add_commands(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
