@@ -1,0 +1,406 @@
+"""The run launcher: what to measure, where, and when to stop.
+
+Models come from the chosen agent's ``list_models`` (searchable, with the paper and quick
+suites one click away); backends and devices are those the agent's ``list_devices``
+reports, so a run is only offered where it can run. Submitting sends the spec with a
+fresh ``client_request_id``; if the connection drops before the reply, pressing Submit
+again with the same spec reuses that id, so the agent never queues the job twice.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import uuid
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.errors import ProtocolError
+from core.results import Mode, Precision
+from gui.agent_client import CONNECTION_LOST
+from gui.agents_panel import AgentConnection, AgentRegistry
+from gui.settings import load_choices, open_settings, save_choices
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+SUITES = ("paper", "quick")
+FALLBACK_DEVICES = {"torch": ["cpu"]}
+
+
+def _model_label(card: dict[str, Any]) -> str:
+    parts = [card["name"]]
+    params, flops = card.get("params"), card.get("flops")
+    details = []
+    if isinstance(params, (int, float)) and params > 0:
+        details.append(f"{params / 1e6:.1f} M params")
+    if isinstance(flops, (int, float)) and flops > 0:
+        details.append(f"{flops / 1e9:.2f} GFLOP")
+    if details:
+        parts.append(f"({', '.join(details)})")
+    return " ".join(parts)
+
+
+def _row(*widgets: QWidget) -> QWidget:
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget, 1)
+    return box
+
+
+class _CompactList(QListWidget):
+    """A list that asks for little height, and takes what the panel can spare."""
+
+    def sizeHint(self) -> QSize:
+        return QSize(240, 110)
+
+
+class LauncherPanel(QWidget):
+    submitted = Signal(object, dict)  # (AgentConnection, the job dict from the agent)
+
+    def __init__(self, registry: AgentRegistry, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.registry = registry
+        self._unanswered: tuple[str, str, str] | None = None  # (agent, spec json, request id)
+        self._choices = load_choices(open_settings())
+        self._devices: dict[str, list[str]] = dict(FALLBACK_DEVICES)
+
+        self.agent_combo = QComboBox()
+        self.agent_combo.currentIndexChanged.connect(lambda _i: self._agent_changed())
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search models, e.g. resnet* or mobile")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self._filter_models)
+        self.model_list = _CompactList()
+        self.model_list.setMinimumHeight(90)
+        self.model_list.itemChanged.connect(lambda _item: self._update_summary())
+        self.suite_buttons: dict[str, QPushButton] = {}
+        suites = QHBoxLayout()
+        for suite in SUITES:
+            button = QPushButton(f"{suite.capitalize()} suite")
+            button.setToolTip(f"Check the models of the {suite} suite")
+            button.clicked.connect(lambda _checked=False, s=suite: self.select_suite(s))
+            self.suite_buttons[suite] = button
+            suites.addWidget(button)
+        clear = QPushButton("Clear")
+        clear.clicked.connect(lambda: self.set_checked_models([]))
+        suites.addWidget(clear)
+
+        self.backend_combo = QComboBox()
+        self.backend_combo.currentIndexChanged.connect(lambda _i: self._fill_devices())
+        self.device_combo = QComboBox()
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems([p.value for p in Precision])
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems([m.value for m in Mode])
+        self.mode_combo.setToolTip("latency: one synchronous request; throughput: async streams")
+        self.batch_boxes: dict[int, QCheckBox] = {}
+        batch_grid = QGridLayout()
+        batch_grid.setContentsMargins(0, 0, 0, 0)
+        for i, size in enumerate(BATCH_SIZES):
+            box = QCheckBox(str(size))
+            box.setChecked(size == 1)
+            box.toggled.connect(lambda _on: self._update_summary())
+            self.batch_boxes[size] = box
+            batch_grid.addWidget(box, i // 4, i % 4)
+        batch_widget = QWidget()
+        batch_widget.setLayout(batch_grid)
+
+        self.target_ci = QDoubleSpinBox()
+        self.target_ci.setRange(0.1, 50.0)
+        self.target_ci.setDecimals(1)
+        self.target_ci.setSuffix(" %")
+        self.target_ci.setValue(1.0)
+        self.target_ci.setToolTip("Stop once the 95% CI half-width of the median is within this")
+        self.min_iters = QSpinBox()
+        self.min_iters.setRange(1, 100_000)
+        self.min_iters.setValue(10)
+        self.max_time = QDoubleSpinBox()
+        self.max_time.setRange(0.1, 3600.0)
+        self.max_time.setDecimals(1)
+        self.max_time.setSuffix(" s")
+        self.max_time.setValue(10.0)
+        self.max_time.setToolTip("At most this long in the timed loop, per case")
+        self.run_name = QLineEdit()
+        self.run_name.setPlaceholderText("optional")
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Backend, device:", _row(self.backend_combo, self.device_combo))
+        form.addRow("Precision, mode:", _row(self.precision_combo, self.mode_combo))
+        form.addRow("Batch sizes:", batch_widget)
+        form.addRow("Target CI:", self.target_ci)
+        form.addRow("Min iterations:", self.min_iters)
+        form.addRow("Max time/case:", self.max_time)
+        form.addRow("Run name:", self.run_name)
+
+        models_box = QGroupBox("Models")
+        models_layout = QVBoxLayout(models_box)
+        models_layout.addWidget(self.search)
+        models_layout.addLayout(suites)
+        models_layout.addWidget(self.model_list, 1)
+
+        self.summary = QLabel()
+        self.submit_button = QPushButton("Submit run")
+        self.submit_button.setToolTip("Queue this run on the chosen agent (Ctrl+R)")
+        self.submit_button.clicked.connect(self.submit)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        agent_row = QHBoxLayout()
+        agent_row.addWidget(QLabel("Agent:"))
+        agent_row.addWidget(self.agent_combo, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(agent_row)
+        layout.addWidget(models_box, 1)
+        layout.addLayout(form)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.submit_button)
+        layout.addWidget(self.status)
+
+        self._restore_choices()
+        registry.added.connect(self._on_agent_added)
+        registry.removed.connect(self._on_agent_removed)
+        for connection in registry.connections:
+            self._on_agent_added(connection)
+        self._update_summary()
+
+    # -- agents ------------------------------------------------------------------------------
+
+    def current_agent(self) -> AgentConnection | None:
+        name = self.agent_combo.currentData()
+        return self.registry.get(name) if isinstance(name, str) else None
+
+    def _on_agent_added(self, connection: AgentConnection) -> None:
+        self.agent_combo.addItem(connection.name, connection.name)
+        connection.changed.connect(lambda c=connection: self._on_agent_changed(c))
+        if connection.name == self._choices.get("agent"):
+            self.agent_combo.setCurrentIndex(self.agent_combo.count() - 1)
+
+    def _on_agent_removed(self, connection: AgentConnection) -> None:
+        index = self.agent_combo.findData(connection.name)
+        if index >= 0:
+            self.agent_combo.removeItem(index)
+
+    def _on_agent_changed(self, connection: AgentConnection) -> None:
+        if connection is self.current_agent():
+            self._agent_changed()
+
+    def _agent_changed(self) -> None:
+        connection = self.current_agent()
+        self._fill_models(connection.models if connection else [])
+        self._fill_backends(connection.devices if connection and connection.devices else FALLBACK_DEVICES)
+        self.submit_button.setEnabled(connection is not None)
+
+    # -- models ------------------------------------------------------------------------------
+
+    def _fill_models(self, cards: list[dict[str, Any]]) -> None:
+        names = [c["name"] for c in cards]
+        shown = [self.model_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.model_list.count())]
+        if names == shown:
+            return
+        checked = set(self.checked_models()) or set(self._choices.get("models") or [])
+        self.model_list.blockSignals(True)
+        self.model_list.clear()
+        for card in cards:
+            item = QListWidgetItem(_model_label(card))
+            item.setData(Qt.ItemDataRole.UserRole, card["name"])
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if card["name"] in checked else Qt.CheckState.Unchecked)
+            item.setToolTip(str(card.get("notes") or card.get("family") or card["name"]))
+            self.model_list.addItem(item)
+        self.model_list.blockSignals(False)
+        self._filter_models(self.search.text())
+        self._update_summary()
+
+    def _filter_models(self, text: str) -> None:
+        pattern = text.strip().lower()
+        glob = any(ch in pattern for ch in "*?[")
+        for i in range(self.model_list.count()):
+            item = self.model_list.item(i)
+            name = str(item.data(Qt.ItemDataRole.UserRole)).lower()
+            match = not pattern or (fnmatch.fnmatch(name, pattern) if glob else pattern in name)
+            item.setHidden(not match)
+
+    def checked_models(self) -> list[str]:
+        return [
+            str(self.model_list.item(i).data(Qt.ItemDataRole.UserRole))
+            for i in range(self.model_list.count())
+            if self.model_list.item(i).checkState() == Qt.CheckState.Checked
+        ]
+
+    def set_checked_models(self, names: list[str]) -> None:
+        wanted = set(names)
+        self.model_list.blockSignals(True)
+        for i in range(self.model_list.count()):
+            item = self.model_list.item(i)
+            on = item.data(Qt.ItemDataRole.UserRole) in wanted
+            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+        self.model_list.blockSignals(False)
+        self._update_summary()
+
+    def select_suite(self, suite: str) -> None:
+        connection = self.current_agent()
+        if connection is None or not connection.is_connected:
+            self._say("Connect to an agent first: the suites come from its model list.", error=True)
+            return
+
+        def done(result: Any, error: ProtocolError | None) -> None:
+            if error is not None:
+                self._say(f"Could not load the {suite} suite: {error.message}", error=True)
+                return
+            names = [m.get("name") for m in (result or {}).get("models", []) if isinstance(m, dict)]
+            self.set_checked_models([n for n in names if isinstance(n, str)])
+            self._say(f"Selected the {suite} suite ({len(names)} models).")
+
+        connection.client.request("list_models", {"suite": suite}, done)
+
+    # -- backends and devices ----------------------------------------------------------------
+
+    def _fill_backends(self, devices: dict[str, list[str]]) -> None:
+        self._devices = devices
+        current = self.backend_combo.currentText() or self._choices.get("backend", "torch")
+        names = list(devices)
+        if [self.backend_combo.itemText(i) for i in range(self.backend_combo.count())] != names:
+            self.backend_combo.blockSignals(True)
+            self.backend_combo.clear()
+            self.backend_combo.addItems(names)
+            self.backend_combo.blockSignals(False)
+        index = self.backend_combo.findText(current)
+        self.backend_combo.setCurrentIndex(max(0, index))
+        self._fill_devices()
+
+    def _fill_devices(self) -> None:
+        devices = self._devices.get(self.backend_combo.currentText(), [])
+        current = self.device_combo.currentText() or self._choices.get("device", "")
+        self.device_combo.clear()
+        self.device_combo.addItems(devices)
+        index = self.device_combo.findText(current)
+        self.device_combo.setCurrentIndex(max(0, index))
+
+    # -- the spec ----------------------------------------------------------------------------
+
+    def batch_sizes(self) -> list[int]:
+        return [size for size, box in self.batch_boxes.items() if box.isChecked()]
+
+    def spec_dict(self) -> dict[str, Any]:
+        """The run spec as the protocol's submit takes it."""
+        spec: dict[str, Any] = {
+            "models": self.checked_models(),
+            "backend": self.backend_combo.currentText() or "torch",
+            "device": self.device_combo.currentText() or "cpu",
+            "precision": self.precision_combo.currentText(),
+            "batch_sizes": self.batch_sizes(),
+            "mode": self.mode_combo.currentText(),
+            "stopping": {
+                "target_ci": round(self.target_ci.value() / 100.0, 6),
+                "min_iters": self.min_iters.value(),
+                "max_time_s": self.max_time.value(),
+            },
+        }
+        name = self.run_name.text().strip()
+        if name:
+            spec["name"] = name
+        return spec
+
+    def _update_summary(self) -> None:
+        models, sizes = len(self.checked_models()), len(self.batch_sizes())
+        self.summary.setText(f"{models} model(s) x {sizes} batch size(s) = {models * sizes} case(s)")
+
+    def submit(self) -> None:
+        connection = self.current_agent()
+        if connection is None or not connection.is_connected:
+            self._say("No connected agent to run on. " + (connection.status_text if connection else ""), error=True)
+            return
+        spec = self.spec_dict()
+        if not spec["models"]:
+            self._say("Choose at least one model (or a suite).", error=True)
+            return
+        if not spec["batch_sizes"]:
+            self._say("Choose at least one batch size.", error=True)
+            return
+        key = json.dumps(spec, sort_keys=True)
+        if self._unanswered and self._unanswered[:2] == (connection.name, key):
+            request_id = self._unanswered[2]  # the agent may have queued it: same id, no twin
+        else:
+            request_id = uuid.uuid4().hex
+        self._unanswered = (connection.name, key, request_id)
+        self._save_choices(connection, spec)
+        self.submit_button.setEnabled(False)
+        self._say(f"Submitting {len(spec['models']) * len(spec['batch_sizes'])} case(s) to {connection.name}...")
+
+        def done(result: Any, error: ProtocolError | None) -> None:
+            self.submit_button.setEnabled(True)
+            if error is not None:
+                if error.code != CONNECTION_LOST:
+                    self._unanswered = None
+                    text = error.message + (f" {error.hint}" if error.hint else "")
+                else:
+                    text = f"{error.message} Submit again once reconnected; it will not be queued twice."
+                self._say(f"Not submitted: {text}", error=True)
+                return
+            self._unanswered = None
+            job = dict((result or {}).get("job") or {})
+            again = " (already queued earlier)" if (result or {}).get("duplicate") else ""
+            self._say(f"Job {job.get('job_id', '?')} queued on {connection.name}{again}.")
+            self.submitted.emit(connection, job)
+
+        connection.client.request("submit", {"spec": spec, "client_request_id": request_id}, done)
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.status.setStyleSheet("color: #b00020;" if error else "")
+        self.status.setText(text)
+
+    # -- remembered choices ------------------------------------------------------------------
+
+    def _save_choices(self, connection: AgentConnection | None, spec: dict[str, Any]) -> None:
+        self._choices = {**spec, "agent": connection.name if connection else self._choices.get("agent")}
+        self._choices.pop("name", None)  # a run name is for one run
+        save_choices(open_settings(), self._choices)
+
+    def save_choices(self) -> None:
+        """Remember the current choices (the window calls this when it closes)."""
+        spec = self.spec_dict()
+        if not self.model_list.count():  # no agent listed models: keep the last choice
+            spec["models"] = list(self._choices.get("models") or [])
+        self._save_choices(self.current_agent(), spec)
+
+    def _restore_choices(self) -> None:
+        c = self._choices
+        sizes = c.get("batch_sizes")
+        if isinstance(sizes, list) and sizes:
+            for size, box in self.batch_boxes.items():
+                box.setChecked(size in sizes)
+        for combo, key in ((self.precision_combo, "precision"), (self.mode_combo, "mode")):
+            index = combo.findText(str(c.get(key, "")))
+            if index >= 0:
+                combo.setCurrentIndex(index)
+        stopping = c.get("stopping") if isinstance(c.get("stopping"), dict) else {}
+        for box, key, scale in ((self.target_ci, "target_ci", 100.0), (self.min_iters, "min_iters", 1),
+                                (self.max_time, "max_time_s", 1.0)):  # fmt: skip
+            value = stopping.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                box.setValue(type(box.value())(value * scale))

@@ -1,0 +1,153 @@
+"""What the GUI remembers between sessions, through QSettings (an INI file per user).
+
+Stored: the agents added (local sockets and SSH hosts), the launcher's last choices, the
+window geometry and dock state. The file is user-editable, so everything read back is
+checked and anything malformed is skipped with a log line, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSettings
+
+logger = logging.getLogger(__name__)
+
+ORGANIZATION = "backbench"
+APPLICATION = "backbench-gui"
+AGENTS_KEY = "agents/list"
+CHOICES_KEY = "launcher/choices"
+GEOMETRY_KEY = "window/geometry"
+STATE_KEY = "window/state"
+TAB_KEY = "window/tab"
+LOCAL_KIND = "local"
+SSH_KIND = "ssh"
+SYSTEM_SOCKET = "/run/backbench/agent.sock"
+
+
+def default_local_socket() -> str:
+    """Where a local agent listens: the user's agent if one is there, else the system one.
+
+    The user's socket is ``$XDG_RUNTIME_DIR/backbench/agent.sock``; without a runtime dir
+    (su, containers) the agent falls back to a private temp folder, and so do we.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isabs(xdg):
+        user = Path(xdg) / "backbench" / "agent.sock"
+    else:
+        user = Path(tempfile.gettempdir()) / f"backbench-{os.getuid()}" / "agent.sock"
+    if user.exists() or not Path(SYSTEM_SOCKET).exists():
+        return str(user)
+    return SYSTEM_SOCKET
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """How to reach one agent: a local socket, or a remote socket over SSH."""
+
+    name: str
+    kind: str = LOCAL_KIND
+    socket_path: str = ""  # local kind
+    ssh_host: str = ""  # ssh kind: [user@]host
+    remote_socket: str = SYSTEM_SOCKET
+    ssh_options: tuple[str, ...] = ()
+
+    @property
+    def is_remote(self) -> bool:
+        return self.kind == SSH_KIND
+
+    @property
+    def address(self) -> str:
+        return f"{self.ssh_host}:{self.remote_socket}" if self.is_remote else self.socket_path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "socket_path": self.socket_path,
+            "ssh_host": self.ssh_host, "remote_socket": self.remote_socket,
+            "ssh_options": list(self.ssh_options),
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AgentSpec | None:
+        """None when ``data`` is not a usable agent entry."""
+        if not isinstance(data, dict):
+            return None
+        text = {k: data.get(k, "") for k in ("name", "kind", "socket_path", "ssh_host", "remote_socket")}
+        options = data.get("ssh_options", [])
+        if not all(isinstance(v, str) for v in text.values()) or not isinstance(options, list):
+            return None
+        if not all(isinstance(o, str) for o in options):
+            return None
+        if text["kind"] == SSH_KIND:
+            ok = bool(text["ssh_host"]) and not text["ssh_host"].startswith("-")
+        else:
+            ok = text["kind"] == LOCAL_KIND and bool(text["socket_path"])
+        if not ok or not text["name"]:
+            return None
+        return cls(
+            name=text["name"], kind=text["kind"], socket_path=text["socket_path"],
+            ssh_host=text["ssh_host"], remote_socket=text["remote_socket"] or SYSTEM_SOCKET,
+            ssh_options=tuple(options),
+        )  # fmt: skip
+
+
+def open_settings() -> QSettings:
+    """The user's settings file (INI everywhere, so tests can redirect it with setPath)."""
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANIZATION, APPLICATION)
+
+
+def _read_json(settings: QSettings, key: str) -> Any:
+    raw = settings.value(key)
+    if raw is None:
+        return None
+    try:
+        return json.loads(str(raw))
+    except ValueError:
+        logger.warning("Ignoring the unreadable setting %s in %s", key, settings.fileName())
+        return None
+
+
+def load_agents(settings: QSettings) -> list[AgentSpec]:
+    data = _read_json(settings, AGENTS_KEY)
+    if not isinstance(data, list):
+        return []
+    agents: list[AgentSpec] = []
+    for entry in data:
+        spec = AgentSpec.from_dict(entry)
+        if spec is None:
+            logger.warning("Ignoring a malformed agent entry in %s", settings.fileName())
+        elif spec.name not in {a.name for a in agents}:
+            agents.append(spec)
+    return agents
+
+
+def save_agents(settings: QSettings, agents: list[AgentSpec]) -> None:
+    settings.setValue(AGENTS_KEY, json.dumps([a.to_dict() for a in agents]))
+
+
+def load_choices(settings: QSettings) -> dict[str, Any]:
+    data = _read_json(settings, CHOICES_KEY)
+    return data if isinstance(data, dict) else {}
+
+
+def save_choices(settings: QSettings, choices: dict[str, Any]) -> None:
+    settings.setValue(CHOICES_KEY, json.dumps(choices))
+
+
+def load_bytes(settings: QSettings, key: str) -> QByteArray | None:
+    value = settings.value(key)
+    return value if isinstance(value, QByteArray) and not value.isEmpty() else None
+
+
+def load_int(settings: QSettings, key: str, default: int = 0) -> int:
+    value = settings.value(key, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default

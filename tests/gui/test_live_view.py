@@ -1,0 +1,223 @@
+"""The live view without an agent: ring buffers, rolling percentiles, a panel fed by
+hand-made events and telemetry, units from the metric catalogue, panels side by side."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.protocol import JOB_CASE_FINISHED, JOB_CASE_STARTED, JOB_FINISHED, JOB_STARTED
+from gui.agent_client import memory_array, samples_array
+from gui.agents_panel import AgentRegistry
+from gui.live_view import (
+    LATENCY_CAPACITY,
+    LivePanel,
+    LiveView,
+    format_duration,
+    rolling_percentiles,
+)
+from gui.ring_buffer import RingBuffer
+from gui.settings import AgentSpec
+
+# -- ring buffer ------------------------------------------------------------------------------
+
+
+def test_ring_buffer_keeps_the_newest_rows_in_order() -> None:
+    ring = RingBuffer(5, 2)
+    ring.append([[0, 0], [1, 10], [2, 20]])
+    assert ring.latest().tolist() == [[0, 0], [1, 10], [2, 20]]
+    ring.append([[3, 30], [4, 40], [5, 50], [6, 60]])  # wraps around
+    assert len(ring) == 5 and ring.total == 7
+    assert ring.column(0).tolist() == [2, 3, 4, 5, 6]
+    assert ring.latest(2).tolist() == [[5, 50], [6, 60]]
+
+
+def test_ring_buffer_matches_a_list_over_random_appends() -> None:
+    rng = np.random.default_rng(3)
+    ring, reference, counter = RingBuffer(37, 1), [], 0
+    for _ in range(300):
+        k = int(rng.integers(0, 60))
+        block = np.arange(counter, counter + k, dtype=float)
+        counter += k
+        ring.append(block)
+        reference.extend(block.tolist())
+        assert ring.latest()[:, 0].tolist() == reference[-37:]
+    assert ring.total == counter
+
+
+def test_ring_buffer_latest_is_a_view_not_a_copy() -> None:
+    ring = RingBuffer(4, 1)
+    ring.append(np.arange(3.0))
+    assert np.shares_memory(ring.latest(), ring._data)
+
+
+def test_ring_buffer_rejects_the_wrong_width() -> None:
+    with pytest.raises(ValueError, match="width 2"):
+        RingBuffer(4, 2).append([[1, 2, 3]])
+
+
+# -- rolling percentiles ----------------------------------------------------------------------
+
+
+def test_rolling_percentiles_match_brute_force() -> None:
+    values = np.random.default_rng(1).lognormal(size=2000)
+    positions, table = rolling_percentiles(values, window=100, points=50)
+    assert len(positions) == 50 and positions[-1] == 1999
+    for j, i in enumerate(positions):
+        window = values[max(0, i - 99) : i + 1]
+        assert table[j] == pytest.approx(np.percentile(window, [50, 90, 99]))
+
+
+def test_rolling_percentiles_over_the_part_on_screen() -> None:
+    values = np.arange(5000, dtype=float)
+    positions, table = rolling_percentiles(values, window=500, points=100, start=4000)
+    assert positions[0] == 4000 and positions[-1] == 4999 and len(positions) == 100
+    assert table[0, 0] == pytest.approx(np.median(values[3501:4001]))
+
+
+def test_rolling_percentiles_of_nothing_and_of_few() -> None:
+    positions, table = rolling_percentiles(np.zeros(0))
+    assert len(positions) == 0 and table.shape == (0, 3)
+    positions, table = rolling_percentiles(np.array([5.0, 1.0, 3.0]))
+    assert positions.tolist() == [0, 1, 2]
+    assert table[-1, 0] == 3.0  # the median of all three so far
+
+
+def test_format_duration() -> None:
+    assert format_duration(42) == "42 s"
+    assert format_duration(125) == "2 min 05 s"
+    assert format_duration(3 * 3600 + 60) == "3 h 01 min"
+    assert format_duration(float("nan")) == "?"
+
+
+# -- telemetry parsing -----------------------------------------------------------------------
+
+
+def test_samples_and_memory_arrays_from_wire_data() -> None:
+    assert samples_array([[1, 10], [2, 20]]).tolist() == [[1, 10], [2, 20]]
+    assert samples_array([[1, 2, 3]]).shape == (0, 2)  # malformed: nothing, never a crash
+    assert samples_array("junk").shape == (0, 2)
+    memory = memory_array([{"t_ns": 5, "rss_mb": 100.5, "device_memory": {"cuda:0": 30, "cuda:1": 12}},
+                           {"t_ns": 6, "rss_mb": None, "device_memory": {}}, "junk"])  # fmt: skip
+    assert memory.shape == (2, 3)
+    assert memory[0].tolist() == [5.0, 100.5, 42.0]
+    assert np.isnan(memory[1, 1]) and np.isnan(memory[1, 2])
+
+
+# -- a panel fed by hand ----------------------------------------------------------------------
+
+
+def _points(curve) -> int:
+    x, _y = curve.getData()
+    return 0 if x is None else len(x)
+
+
+def _samples(start: int, k: int, latency_ns: int) -> np.ndarray:
+    return np.column_stack([np.arange(start, start + k), np.full(k, latency_ns)]).astype(np.int64)
+
+
+def test_panel_follows_a_job_and_draws(qtbot) -> None:
+    panel = LivePanel(title="edge")
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.on_job_event(JOB_STARTED, {"job_id": 7, "cases_total": 2, "run_id": 1})
+    panel.on_job_event(JOB_CASE_STARTED, {"job_id": 7, "case_index": 0, "cases_total": 2, "label": "resnet18 b1"})
+    panel.on_telemetry(7, _samples(0, 600, 2_000_000), memory_array([{"t_ns": 10**9, "rss_mb": 300.0,
+                                                                       "device_memory": {}}]))  # fmt: skip
+    panel.on_telemetry(7, _samples(600, 100, 4_000_000), memory_array([]))
+    assert panel.redraw() is True
+    assert panel.redraw() is False  # nothing new: no redraw
+    x, y = panel.latency_curve.getData()
+    assert len(x) == 700 and y[-1] == pytest.approx(4e-3)  # seconds, shown with an SI prefix (ms)
+    _x, p99 = panel.rolling_curves["p99"].getData()
+    assert p99[-1] == pytest.approx(4e-3)
+    _x, median = panel.rolling_curves["median"].getData()
+    assert median[-1] == pytest.approx(2e-3)  # 400 of the last 500 are 2 ms
+    edges, counts = panel.hist_curve.getData()
+    assert counts.sum() == 700
+    assert "median 2.00 ms" in panel.stats.text() and "p99 4.00 ms" in panel.stats.text()
+    assert "RSS 300 MB" in panel.stats.text()
+    assert "job 7 running: resnet18 b1" in panel.heading.text()
+    assert panel.eta.text() == "ETA after the first case"
+    panel.on_job_event(JOB_CASE_FINISHED, {"job_id": 7, "case_index": 0})
+    assert panel.progress.value() == 1 and panel.progress.maximum() == 2
+    assert panel.eta.text().startswith("ETA ") and "first" not in panel.eta.text()
+    # The next case starts from an empty latency trace; memory keeps the job's history.
+    panel.on_job_event(JOB_CASE_STARTED, {"job_id": 7, "case_index": 1, "cases_total": 2, "label": "resnet18 b2"})
+    panel.redraw()
+    assert _points(panel.latency_curve) == 0
+    assert len(panel.memory) == 1
+    panel.on_gap(250)
+    panel.on_telemetry(7, _samples(0, 10, 1_000_000), memory_array([]))
+    panel.redraw()
+    panel.flush()  # the text is refreshed a few times a second; flush draws it now
+    assert "250 samples dropped" in panel.stats.text()
+    assert not panel.slow_parts_pending
+    panel.on_job_event(JOB_FINISHED, {"job_id": 7, "state": "finished"})
+    assert panel.eta.text() == "finished"
+
+
+def test_panel_caps_memory_whatever_arrives(qtbot) -> None:
+    panel = LivePanel(title="x")
+    qtbot.addWidget(panel)
+    for start in range(0, 3 * LATENCY_CAPACITY, 5000):
+        panel.on_telemetry(1, _samples(start, 5000, 1000), memory_array([]))
+    assert len(panel.latency) == LATENCY_CAPACITY
+    assert panel.latency.total == panel.samples_received == 3 * LATENCY_CAPACITY
+    panel.redraw()
+    x, _y = panel.latency_curve.getData()
+    assert x[-1] == 3 * LATENCY_CAPACITY - 1  # iterations keep counting across the ring
+
+
+def test_units_come_from_the_metric_catalogue(qtbot) -> None:
+    panel = LivePanel(title="x")
+    qtbot.addWidget(panel)
+    panel.apply_units({"latency_ns": "ns", "rss_mb": "MiB"})
+    assert panel.latency_plot.getAxis("left").labelUnits == "s"
+    assert panel.memory_plot.getAxis("left").labelUnits == "MiB"
+    panel.apply_units({"latency_ns": "ticks"})
+    panel.on_telemetry(1, _samples(0, 3, 5), memory_array([]))
+    panel.redraw()
+    assert panel.latency_plot.getAxis("left").labelUnits == "ticks"
+    assert "median 5 ticks" in panel.stats.text()
+
+
+def test_events_of_another_job_are_ignored(qtbot) -> None:
+    panel = LivePanel(title="x")
+    qtbot.addWidget(panel)
+    panel.on_job_event(JOB_STARTED, {"job_id": 1, "cases_total": 3})
+    panel.on_job_event(JOB_CASE_FINISHED, {"job_id": 2, "case_index": 0})
+    assert panel.cases_done == 0
+    panel.on_subscribed({"running": {"job_id": 4, "case_index": 2, "cases_total": 5, "case": "vgg16 b8"}})
+    assert panel.job_id == 4 and panel.cases_done == 2 and "vgg16 b8" in panel.heading.text()
+
+
+def test_one_panel_per_agent_side_by_side(qtbot, tmp_path) -> None:
+    registry = AgentRegistry(persist=False)
+    view = LiveView(registry)
+    qtbot.addWidget(view)
+    assert view.placeholder.isVisibleTo(view)
+    for name in ("edge", "cloud"):
+        registry.add(AgentSpec(name=name, socket_path=str(tmp_path / f"{name}.sock")))
+    assert list(view.panels) == ["edge", "cloud"]
+    assert view.splitter.count() == 2 and not view.placeholder.isVisibleTo(view)
+    edge = view.panels["edge"]
+    registry.get("edge").client.telemetry.emit(3, _samples(0, 5, 1000), memory_array([]))
+    assert edge.samples_received == 5 and view.panels["cloud"].samples_received == 0
+    assert "No agent at" in edge.heading.text()  # nothing listens on that socket
+    registry.remove("cloud")
+    assert list(view.panels) == ["edge"]
+    registry.stop_all()
+
+
+def test_the_view_timer_draws_and_catches_up_the_slow_parts(qtbot) -> None:
+    view = LiveView(None)
+    panel = LivePanel(title="timer")
+    view.add_panel(panel)
+    qtbot.addWidget(view)
+    view.show()
+    panel.on_telemetry(1, _samples(0, 10, 2_000_000), memory_array([]))
+    qtbot.waitUntil(lambda: _points(panel.latency_curve) == 10, timeout=5000)  # no explicit redraw
+    panel.on_telemetry(1, _samples(10, 10, 3_000_000), memory_array([]))
+    qtbot.waitUntil(lambda: "20 iterations shown" in panel.stats.text(), timeout=5000)
+    assert panel.redraw_count >= 2
