@@ -12,7 +12,6 @@ import logging
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 from importlib import metadata
@@ -105,7 +104,7 @@ def manifest() -> dict[str, Any]:
     except (AttributeError, OSError):
         affinity = None
     return {
-        "host": socket.gethostname(),
+        "host": platform.node(),
         "os": platform.platform(),
         "kernel": platform.release(),
         "machine": platform.machine(),
