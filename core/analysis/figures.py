@@ -91,8 +91,12 @@ def _label_points(
 ) -> None:
     """Label points, each at the spot around it (right, left, diagonals, above, below)
     that overlaps the fewest labels already placed, the other points and the axes edge.
-    Earlier points are placed first. Call after scales and data are set."""
+    Earlier points are placed first. Call after scales, data, titles and legends are
+    set: the layout is run first so that the spacing is measured at the final axes size."""
     n = len(xs)
+    engine = ax.figure.get_layout_engine()
+    if engine is not None:
+        engine.execute(ax.figure)
     font = [sizes] * n if isinstance(sizes, (int, float)) else list(sizes)
     radii = radii_pt or [3.0] * n
     ax.autoscale_view()
@@ -106,7 +110,7 @@ def _label_points(
     placed: list[tuple[float, ...]] = []
     for i in range(n):
         cx, cy = centres[i]
-        width = 0.58 * font[i] * len(labels[i]) * px_per_pt
+        width = (0.62 * font[i] * len(labels[i]) + 2.0) * px_per_pt  # + a gap to neighbours
         height = 1.25 * font[i] * px_per_pt
         distance = (radii[i] * 0.8 + 2.0) * px_per_pt
         options = []
@@ -115,7 +119,8 @@ def _label_points(
             y0 = cy + fy * distance - {"bottom": 0.0, "top": height, "center": height / 2}[va]
             box = (x0, y0, x0 + width, y0 + height)
             outside = width * height - _overlap(box, frame)
-            cost = 4 * outside + sum(_overlap(box, other) for other in placed)
+            # Text on text is unreadable; text on a translucent bubble is only untidy.
+            cost = 4 * outside + 3 * sum(_overlap(box, other) for other in placed)
             cost += 0.5 * sum(_overlap(box, m) for j, m in enumerate(markers) if j != i)
             options.append((cost, k, box))
         _, spot, box = min(options)
@@ -151,6 +156,7 @@ def accuracy_bubbles(analysis: Mapping[str, Any]) -> Figure:
     axes = fig.subplots(1, 2)
     biggest = max((m["params_m"] or 0.0) for m in models) or 1.0
     scale = 1500.0 / biggest  # the largest bubble gets 1500 pt^2
+    labels: list[tuple[Axes, list[float], list[float], list[str], list[float]]] = []
     for ax, key, title in zip(axes, ("top1", "top5"), ("Top-1", "Top-5"), strict=False):
         chosen = [m for m in models if m[key] is not None]
         xs = [m["gflops"] for m in chosen]
@@ -168,32 +174,44 @@ def accuracy_bubbles(analysis: Mapping[str, Any]) -> Figure:
             )
         _log_if_wide(ax, xs, "x")
         ax.margins(0.12)
-        _label_points(
-            ax, xs, ys, [m["model"] for m in chosen], radii_pt=[math.sqrt(s) / 2 for s in sizes]
-        )
+        labels.append((ax, xs, ys, [m["model"] for m in chosen], [math.sqrt(s) / 2 for s in sizes]))
         ax.set_xlabel("GFLOPs per image (FLOPs = 2 × MACs)")
         ax.set_ylabel(f"{title} accuracy (%)")
         ax.set_title(f"{title} accuracy vs computation")
         ax.grid(True, alpha=0.3)
     if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(loc="lower right", fontsize=8)
-    size_handles = [
-        axes[1].scatter(
-            [], [], s=params_m * scale, c="none", edgecolors="k", label=f"{params_m:g} M params"
-        )
-        for params_m in _size_legend_values(biggest)
-    ]
-    axes[1].legend(
-        handles=size_handles,
-        loc="lower right",
-        fontsize=8,
-        labelspacing=1.8,
-        borderpad=1.2,
-        handletextpad=1.6,
-        title="bubble area",
-        title_fontsize=8,
-    )
+        axes[0].legend(loc="best", fontsize=8, framealpha=0.85)
+    _bubble_size_key(fig, axes[1], biggest, scale)
+    for ax, xs, ys, names, radii in labels:  # last: they need the final axes size
+        _label_points(ax, xs, ys, names, radii_pt=radii)
     return fig
+
+
+def _bubble_size_key(fig: Figure, ax: Axes, biggest: float, scale: float) -> None:
+    """The bubble-area key, outside the panels on the right. A legend row is only
+    0.7 font sizes tall and a circle is drawn centred on it, so the row spacing and the
+    frame padding are set from the largest key circle: circles never touch each other or
+    the frame, whatever the data's size range, and each label stays level with its circle."""
+    values = _size_legend_values(biggest)
+    fontsize = 8.0
+    diameter_pt = math.sqrt(max(values) * scale) + 1.0  # marker diameter = sqrt(area), + edge
+    overflow_pt = max(diameter_pt - 0.7 * fontsize, 0.0)  # beyond the row, both sides together
+    handles = [
+        ax.scatter([], [], s=v * scale, c="none", edgecolors="k", label=f"{v:g} M params")
+        for v in values
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside right center",
+        fontsize=fontsize,
+        labelspacing=(overflow_pt + 5.0) / fontsize,
+        borderpad=(overflow_pt / 2 + 4.0) / fontsize,
+        handlelength=diameter_pt / fontsize,
+        handletextpad=0.8,
+        scatterpoints=1,
+        title="bubble area",
+        title_fontsize=fontsize,
+    )
 
 
 def _size_legend_values(biggest: float) -> list[float]:
@@ -262,78 +280,104 @@ def _platform_sections(section: dict[str, Any]) -> list[tuple[str, dict[str, Any
 
 def latency_vs_batch(analysis: Mapping[str, Any]) -> Figure:
     """Per-image time against batch size: models as points coloured by cluster, cluster
-    centroids, the fitted curve and its 95% prediction band; one panel per platform."""
+    centroids, the fitted curve and its 95% prediction band; one panel per platform, each
+    with its own legend below it (clusters and fits differ between platforms)."""
     section = _section(analysis, "latency_vs_batch", "latency vs batch")
     panels = _platform_sections(section)
     rows, cols = _grid(len(panels))
-    fig = _new_figure(6.2 * cols, 4.8 * rows)
+    fig = _new_figure(6.2 * cols, 5.4 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (platform, data) in zip(axes, panels, strict=False):
-        colors = _colors(max(data["n_clusters"], 1))
-        clusters = data["clusters"]
-        all_times: list[float] = []
-        for model, curve in data["curves"].items():
-            xs = [float(b) for b in curve]
-            ys = list(curve.values())
-            all_times += ys
-            color = colors[clusters[model]] if model in clusters else "#999999"
-            ax.plot(xs, ys, "o", ms=3.5, color=color, alpha=0.5, lw=0)
-            ax.plot(xs, ys, "-", color=color, alpha=0.15, lw=0.8)
-        for detail in data["cluster_details"]:
-            color = colors[detail["label"]]
-            n_members = len(detail["models"])
-            label = f"cluster {detail['label']} ({n_members} model{'' if n_members == 1 else 's'})"
-            fit = detail.get("fit")
-            if data["n_clusters"] > 1 and fit:
-                label += f": {fit['formula']}, R² {fit['r2']:.2f}"
-            cx = [float(b) for b in detail["centroids"]]
-            ax.plot(
-                cx,
-                list(detail["centroids"].values()),
-                "D",
-                ms=6,
-                color=color,
-                mec="k",
-                mew=0.6,
-                label=label,
-            )
-            if data["n_clusters"] > 1 and fit:
-                _draw_fit(ax, fit, color)
-        overall = data.get("fit")
-        if overall:
-            # With clusters the pooled band spans every cluster and hides them: line only.
-            _draw_fit(ax, overall, "k", dashed=data["n_clusters"] > 1, band=data["n_clusters"] <= 1)
-            pooled = f"all models: {overall['formula']} (R² {overall['r2']:.2f})"
-            ax.plot([], [], "k--" if data["n_clusters"] > 1 else "k-", label=pooled)
-        ax.fill_between([], [], [], color="0.5", alpha=0.3, label="95% prediction band")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(data["batch_sizes"], [str(b) for b in data["batch_sizes"]])
-        ax.minorticks_off()
-        _log_if_wide(ax, all_times, "y")
-        if ax.get_yscale() == "log" and all_times:
-            # The band's lower edge is clipped at 0 ms, which a log axis would chase down
-            # to nothing: bound the axis by the measurements instead.
-            ax.set_ylim(min(all_times) / 1.6, max(all_times) * 1.6)
-        ax.set_xlabel("Batch size")
-        ax.set_ylabel("Per-image time (ms)")
-        ax.set_title(f"Per-image time vs batch size: {platform}", fontsize=10)
-        ax.grid(True, alpha=0.3)
+        _latency_panel(ax, platform, data)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(2, len(labels)), fontsize=8)
     return fig
 
 
+def _latency_panel(ax: Axes, platform: str, data: Mapping[str, Any]) -> None:
+    from matplotlib.ticker import LogFormatter, NullLocator
+    from matplotlib.transforms import ScaledTranslation
+
+    colors = _colors(max(data["n_clusters"], 1))
+    clusters = data["clusters"]
+    clustered = data["n_clusters"] > 1
+    times: list[float] = []
+    for model, curve in data["curves"].items():
+        xs = [float(b) for b in curve]
+        ys = list(curve.values())
+        times += ys
+        color = colors[clusters[model]] if model in clusters else "#999999"
+        ax.plot(xs, ys, "o", ms=3.5, color=color, alpha=0.5, lw=0)
+        ax.plot(xs, ys, "-", color=color, alpha=0.15, lw=0.8)
+    bands: list[float] = []
+    for detail in data["cluster_details"]:
+        color = colors[detail["label"]]
+        n_members = len(detail["models"])
+        label = f"cluster {detail['label']} ({n_members} model{'' if n_members == 1 else 's'})"
+        fit = detail.get("fit")
+        if clustered and fit:
+            label += f": {_fit_text(fit)}"
+        cx = [float(b) for b in detail["centroids"]]
+        ax.plot(cx, list(detail["centroids"].values()), "D", ms=6, color=color, mec="k", mew=0.6,
+                label=label)  # fmt: skip
+        if clustered and fit:
+            bands += _draw_fit(ax, fit, color)
+    overall = data.get("fit")
+    if overall:
+        # With clusters the pooled band spans every cluster and hides them: line only.
+        bands += _draw_fit(ax, overall, "k", dashed=clustered, band=not clustered)
+        pooled = f"all models: {_fit_text(overall)}"
+        ax.plot([], [], "k--" if clustered else "k-", label=pooled)
+    if bands:
+        ax.fill_between([], [], [], color="0.5", alpha=0.3, label="95% prediction band")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(data["batch_sizes"], [str(b) for b in data["batch_sizes"]])
+    ax.xaxis.set_minor_locator(NullLocator())
+    if times and min(times) > 0:
+        # Always log: the fit and its band are multiplicative (symmetric on this axis).
+        # Show the bands, but never at the cost of squeezing the measurements.
+        ax.set_yscale("log")
+        # Plain numbers ("3", "200"), not 3×10⁰; minor labels only on a short range.
+        ax.yaxis.set_major_formatter(LogFormatter())
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.2, 0.6)))
+        low = max(min(bands + times), min(times) / 6.0)
+        high = min(max(bands + times), max(times) * 6.0)
+        ax.set_ylim(low / 1.15, high * 1.15)
+    ax.set_xlabel("Batch size")
+    ax.set_ylabel("Per-image time (ms)")
+    ax.set_title(f"Per-image time vs batch size: {platform}", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        # Below the panel, under the x label: a fixed offset in points, so it holds
+        # whatever size the layout gives the axes.
+        below = ax.transAxes + ScaledTranslation(0, -32 / 72, ax.figure.dpi_scale_trans)
+        ax.legend(
+            handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below,
+            ncols=1 if max(map(len, labels)) > 46 else 2, fontsize=7.5, frameon=False,
+            title="◆ centroid (geometric mean); curves chosen by AICc;\n"
+            "R² on the log scale over all points (against the centroids)", title_fontsize=7.5,
+        )  # fmt: skip
+
+
+def _fit_text(fit: Mapping[str, Any]) -> str:
+    text = f"{fit['formula']}, R² {fit['r2']:.2f}"
+    centroids = fit.get("r2_centroids")  # absent from analyses saved before it was added
+    return text if centroids is None else f"{text} ({centroids:.2f})"
+
+
 def _draw_fit(
-    ax: Axes, fit: dict[str, Any], color: Any, dashed: bool = False, band: bool = True
-) -> None:
+    ax: Axes, fit: Mapping[str, Any], color: Any, dashed: bool = False, band: bool = True
+) -> list[float]:
+    """Draw the fitted curve (and its band); return the band's finite values."""
     grid = fit["band"]
     ax.plot(grid["batch_size"], grid["fit_ms"], "--" if dashed else "-", color=color, lw=1.4)
-    if band:
-        ax.fill_between(
-            grid["batch_size"], grid["lower_ms"], grid["upper_ms"], color=color, alpha=0.15, lw=0
-        )
+    if not band:
+        return []
+    lower = [math.nan if v is None else v for v in grid["lower_ms"]]
+    upper = [math.nan if v is None else v for v in grid["upper_ms"]]
+    ax.fill_between(grid["batch_size"], lower, upper, color=color, alpha=0.15, lw=0)
+    return [v for v in lower + upper if math.isfinite(v) and v > 0]
 
 
 def accuracy_vs_fps(analysis: Mapping[str, Any]) -> Figure:
@@ -372,15 +416,6 @@ def accuracy_vs_fps(analysis: Mapping[str, Any]) -> Figure:
         )
         _log_if_wide(ax, [p["fps"] for p in points], "x")
         ax.margins(0.12)
-        ordered = front + rest  # the front's labels get the best spots
-        _label_points(
-            ax,
-            [p["fps"] for p in ordered],
-            [p["top1"] for p in ordered],
-            [p["model"] for p in ordered],
-            [7.5] * len(front) + [6.0] * len(rest),
-            [3.6] * len(front) + [2.6] * len(rest),
-        )
         ax.set_xlabel(f"Images per second at batch {data['batch_size']} (FPS)")
         ax.set_ylabel("Top-1 accuracy (%)")
         ax.set_title(f"Accuracy vs speed: {platform}", fontsize=10)
@@ -388,6 +423,17 @@ def accuracy_vs_fps(analysis: Mapping[str, Any]) -> Figure:
         ax.legend(loc="best", fontsize=8)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
+    for ax, (_, data) in zip(axes, panels, strict=False):  # last: at the final axes size
+        front = sorted((p for p in data["points"] if p["on_front"]), key=lambda p: p["fps"])
+        ordered = front + [p for p in data["points"] if not p["on_front"]]
+        _label_points(
+            ax,
+            [p["fps"] for p in ordered],
+            [p["top1"] for p in ordered],
+            [p["model"] for p in ordered],
+            [7.5] * len(front) + [6.0] * (len(ordered) - len(front)),
+            [3.6] * len(front) + [2.6] * (len(ordered) - len(front)),
+        )
     return fig
 
 

@@ -47,13 +47,14 @@ def curve_rows(
     seed: int = 0,
     batches: tuple[int, ...] = BATCHES,
 ) -> pd.DataFrame:
-    """Models in groups whose per-image time is factor*(a + b/x), with relative noise."""
+    """Models in groups whose per-image time is factor*(a + b/x), with multiplicative
+    noise: times exp(noise * N(0, 1)), the error model the curve fit assumes."""
     rng = np.random.default_rng(seed)
     rows = []
     for g, (a, b) in enumerate(groups):
         for i in range(per_group):
             for x in batches:
-                ms = factor * (a + b / x) * (1 + noise * rng.standard_normal())
+                ms = factor * (a + b / x) * math.exp(noise * rng.standard_normal())
                 rows.append(
                     {
                         "model": f"g{g}_m{i}",
@@ -255,7 +256,7 @@ def test_inverse_curve_recovered_with_parameters_within_5_percent() -> None:
 def test_power_law_is_selected_for_power_law_data() -> None:
     rng = np.random.default_rng(5)
     x = np.tile([1, 2, 4, 8, 16, 32, 64], 4).astype(float)
-    y = 5.0 * x**-0.3 * (1 + 0.02 * rng.standard_normal(x.size))
+    y = 5.0 * x**-0.3 * np.exp(0.02 * rng.standard_normal(x.size))
     best, _, _ = fit_curve(x, y)
     assert best is not None and best.form == "power"
     assert best.params["b"] == pytest.approx(-0.3, abs=0.02)
@@ -267,14 +268,59 @@ def test_prediction_band_covers_about_95_percent_of_new_points() -> None:
 
     def draw(reps: int) -> tuple[np.ndarray, np.ndarray]:
         x = np.tile(xs, reps)
-        return x, 3.0 + 12.0 / x + 0.3 * rng.standard_normal(x.size)
+        return x, (3.0 + 12.0 / x) * np.exp(0.1 * rng.standard_normal(x.size))
 
     best, _, _ = fit_curve(*draw(8), forms=("inverse",))
     assert best is not None
     x_new, y_new = draw(400)
+    fitted, lower, upper = best.band(x_new)
+    # Built on the log scale: symmetric there, so lower * upper = fit^2.
+    assert np.allclose(np.log(upper) - np.log(fitted), np.log(fitted) - np.log(lower))
+    inside = (np.log(y_new) >= np.log(lower)) & (np.log(y_new) <= np.log(upper))
+    assert 0.92 <= float(np.mean(inside)) <= 0.98
+
+
+def test_band_stays_positive_and_covers_new_models_spanning_decades() -> None:
+    """Models whose levels differ by orders of magnitude, as real backbones do: the band
+    for one more model is positive at every batch size (an additive band went below 0 ms
+    here) and holds about 95% of fresh models' points on the log scale."""
+    rng = np.random.default_rng(21)
+    xs = np.array([1, 2, 4, 8, 16, 32, 64], dtype=float)
+
+    def models(n: int) -> tuple[np.ndarray, np.ndarray]:
+        levels = np.exp(rng.normal(0.0, 1.0, n))  # about 0.14x to 7x the median model
+        x = np.tile(xs, n)
+        level = np.repeat(levels, xs.size)
+        return x, level * (2.0 + 8.0 / x) * np.exp(0.04 * rng.standard_normal(x.size))
+
+    x, y = models(40)
+    best, _, _ = fit_curve(x, y)
+    assert best is not None and best.form == "inverse"
+    _, lower, upper = best.band(np.geomspace(1, 64, 50))
+    assert np.all(lower > 0) and np.all(np.isfinite(upper))
+    x_new, y_new = models(2000)
     _, lower, upper = best.band(x_new)
-    coverage = float(np.mean((y_new >= lower) & (y_new <= upper)))
-    assert 0.92 <= coverage <= 0.98
+    inside = (np.log(y_new) >= np.log(lower)) & (np.log(y_new) <= np.log(upper))
+    assert 0.92 <= float(np.mean(inside)) <= 0.98
+    # The spread is between models; the trend through the centroids is near exact.
+    assert best.r2 < 0.5 and best.r2_centroids > 0.99
+
+
+def test_fit_is_least_squares_on_the_log_scale() -> None:
+    """A few points far above the curve pull an additive fit up; on the log scale a
+    point 10x too slow weighs as much as one 10x too fast."""
+    x = np.repeat([1.0, 2.0, 4.0, 8.0, 16.0], 2)
+    truth = 2.0 + 8.0 / x
+    y = truth * np.tile([10.0, 0.1], 5)  # symmetric on the log scale
+    best, _, _ = fit_curve(x, y, forms=("inverse",))
+    assert best is not None
+    assert best.params["a"] == pytest.approx(2.0, rel=1e-6)
+    assert best.params["b"] == pytest.approx(8.0, rel=1e-6)
+
+
+def test_non_positive_times_cannot_be_fitted() -> None:
+    best, _, reason = fit_curve([1, 2, 4, 8], [3.0, 2.0, 0.0, 1.0])
+    assert best is None and "positive" in reason
 
 
 def test_too_few_points_gives_a_reason() -> None:
@@ -379,11 +425,19 @@ def test_analyze_full_data_gives_every_section_as_strict_json(full_analysis: dic
     assert set(latency["per_platform"]) == {"torch/cpu/fp32", "openvino/CPU/fp32"}
     assert latency["fit"]["criterion"].startswith("lowest AICc")
     assert latency["centroids"]["1"] > latency["centroids"]["32"]
-    band = latency["fit"]["band"]
+    fit = latency["fit"]
+    assert fit["r2_scale"] == "log" and -1.0 <= fit["r2_raw"] <= 1.0
+    band = fit["band"]
     assert all(
-        lo <= f <= hi
+        0 < lo <= f <= hi
         for lo, f, hi in zip(band["lower_ms"], band["fit_ms"], band["upper_ms"], strict=True)
     )
+    for detail in latency["cluster_details"]:
+        assert detail["fit"]["r2"] > 0.9  # within a cluster the 2% noise is all there is
+        assert min(detail["fit"]["band"]["lower_ms"]) > 0
+    # Centroids are geometric means over the models.
+    at_1 = [curve["1"] for curve in latency["curves"].values()]
+    assert latency["centroids"]["1"] == pytest.approx(math.exp(np.mean(np.log(at_1))))
     assert result["speedup"]["geomean"]["openvino/CPU/fp32"]["1"]["speedup"] == pytest.approx(2.0)
     assert result["input"]["run"] == {"name": "demo"}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,68 @@ def test_latency_figure_has_one_panel_per_platform_and_a_band(analysis: dict[str
     titles = sorted(ax.get_title() for ax in fig.axes if ax.get_visible())
     assert [t.split(": ")[1] for t in titles] == ["openvino/CPU/fp32", "torch/cpu/fp32"]
     assert any(ax.collections for ax in fig.axes)  # fill_between bands
+
+
+def test_each_latency_panel_has_a_legend_for_its_own_clusters() -> None:
+    data = frame()
+    slow_ov = data["backend"] == "openvino"
+    # openvino: one group of models only, so its clusters and fits differ from torch's.
+    data = data[~slow_ov | data["model"].str.startswith("model_0")]
+    analysis = analyze(data)
+    fig = figs.latency_vs_batch(analysis)
+    assert fig.legends == []  # no shared legend that describes one panel only
+    per = analysis["latency_vs_batch"]["per_platform"]
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 2
+    for ax in panels:
+        platform = ax.get_title().split(": ")[1]
+        legend = ax.get_legend()
+        assert legend is not None
+        texts = [t.get_text() for t in legend.get_texts()]
+        wanted = [
+            f"cluster {d['label']} ({len(d['models'])} model"
+            for d in per[platform]["cluster_details"]
+        ]
+        assert len([t for t in texts if t.startswith("cluster ")]) == len(wanted)
+        assert all(any(t.startswith(w) for t in texts) for w in wanted)
+        pooled = per[platform]["fit"]
+        expected = (
+            f"all models: {pooled['formula']}, R² {pooled['r2']:.2f} ({pooled['r2_centroids']:.2f})"
+        )
+        assert expected in texts
+        assert ax.get_yscale() == "log"
+        for band in ax.collections:  # fill_between: every vertex above 0 ms
+            for path in band.get_paths():
+                assert (path.vertices[:, 1] > 0).all()
+    assert _drawn_outside_canvas(fig) == []
+
+
+def test_bubble_size_key_circles_clear_each_other_and_the_frame() -> None:
+    """Few, small models: the key's largest circle is the largest bubble (1500 pt²)."""
+    rows = [
+        {"model": m, "batch_size": 1, "per_image_ms": 5.0, "params": p, "flops": f,
+         "top1": t, "top5": t + 20}
+        for m, p, f, t in (("a", 1.2e6, 1e8, 60.0), ("b", 2.5e6, 6e8, 65.0), ("c", 10e6, 3e9, 70.0))
+    ]  # fmt: skip
+    fig = figs.accuracy_bubbles(analyze(pd.DataFrame(rows)))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (key,) = fig.legends
+    frame = key.get_frame().get_window_extent(renderer)
+    circles = []
+    for handle in key.legend_handles:
+        ((cx, cy),) = handle.get_offset_transform().transform(handle.get_offsets())
+        radius = np.sqrt(handle.get_sizes()[0]) / 2 * fig.dpi / 72
+        circles.append((cx, cy, radius))
+        assert frame.x0 < cx - radius and cx + radius < frame.x1
+        assert frame.y0 < cy - radius and cy + radius < frame.y1
+    assert len(circles) >= 2 and max(r for *_, r in circles) > 15  # big enough to matter
+    for (x1, y1, r1), (x2, y2, r2) in pairwise(circles):
+        assert np.hypot(x1 - x2, y1 - y2) > r1 + r2
+    for text, (_, cy, _) in zip(key.get_texts(), circles, strict=True):
+        box = text.get_window_extent(renderer)
+        assert abs((box.y0 + box.y1) / 2 - cy) < 4  # each label level with its circle
+    assert _drawn_outside_canvas(fig) == []
 
 
 def test_missing_section_raises_with_reason_and_save_all_skips_it(tmp_path: Path) -> None:
