@@ -180,11 +180,11 @@ def _print_analysis(console: Console, result: Mapping[str, Any], data: LoadedDat
             if fit:
                 console.print(
                     f"  [bold]{escape(platform)}[/]: {escape(fit['formula'])}, {_params_text(fit['params'])}, "
-                    f"R² {fmt_number(fit['r2'])} ({escape(fit['criterion'])})",
+                    f"R² {fmt_number(fit['r2'])} on the log scale ({escape(fit['criterion'])})",
                     highlight=False,
                 )
             table = Table(title=f"Clusters on {escape(platform)}", title_justify="left")
-            for name, justify in (("cluster", "right"), ("models", "left"), ("fit", "left"), ("R²", "right")):
+            for name, justify in (("cluster", "right"), ("models", "left"), ("fit", "left"), ("R² (log)", "right")):
                 table.add_column(name, justify=justify)  # type: ignore[arg-type]
             batches = [str(b) for b in section.get("batch_sizes", [])]
             for b in batches:

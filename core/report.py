@@ -144,7 +144,8 @@ def _latency_tables(section: Mapping[str, Any]) -> dict[str, list[dict[str, Any]
             row["models"] = ", ".join(models)
             row["formula"] = fit["formula"] if fit else None
             row.update({f"param_{k}": v for k, v in (fit["params"] if fit else {}).items()})
-            row["r2"] = fit["r2"] if fit else None
+            row["r2_log"] = fit["r2"] if fit else None
+            row["r2_centroids"] = fit.get("r2_centroids") if fit else None
             row.update({f"centroid_ms_b{b}": v for b, v in centroids.items()})
             fits.append(row)
             if fit:
@@ -248,7 +249,7 @@ LABELS: dict[str, str] = {
     "density": "top-1 % per M params", "density_ci95_low": "95% CI low",
     "density_ci95_high": "95% CI high", "accuracy_source": "accuracy source",
     "n_eval_images": "eval images", "n_models": "models (n)", "formula": "fit",
-    "params": "parameters", "r2": "R²", "fps": "FPS", "per_image_ms": "ms / image",
+    "params": "parameters", "r2": "R²", "r2_log": "R² (log scale, all points)", "r2_centroids": "R² (centroids)", "fps": "FPS", "per_image_ms": "ms / image",
     "on_front": "Pareto-optimal", "memory_column": "memory", "batch_size": "batch",
     "slope": "MB per MB of weights", "slope_mb_per_mparam": "MB per M params",
     "slope_se": "slope SE", "intercept": "intercept (MB)", "latency_ms_median": "ms / batch",
@@ -259,7 +260,7 @@ LABELS: dict[str, str] = {
 HTML_KEYS: dict[str, tuple[str, ...]] = {
     "accuracy": ("model", "params_m", "gflops", "top1", "top5", "density", "density_ci95_low",
                  "density_ci95_high", "n_eval_images", "accuracy_source"),
-    "latency_fits": ("platform", "group", "n_models", "models", "formula", "params", "r2"),
+    "latency_fits": ("platform", "group", "n_models", "models", "formula", "params", "r2_log", "r2_centroids"),
     "pareto": ("platform", "model", "fps", "per_image_ms", "top1", "on_front", "accuracy_source"),
     "memory_fits": ("platform", "line", "slope", "slope_mb_per_mparam", "intercept", "r2", "n",
                     "models", "memory_column", "batch_size"),

@@ -68,7 +68,7 @@ class LatencyBatchPlot(AnalysisPlot):
 
         def y_of(values: Any) -> np.ndarray:
             arr = np.asarray(values, dtype=float)
-            # The band's lower edge is clipped at 0 ms; a log axis cannot show 0.
+            # A log axis cannot show 0 or less; bands are positive now, but keep the plot safe.
             return np.log10(np.maximum(arr, floor)) if log_y else arr
 
         self.add_legend()
@@ -88,7 +88,7 @@ class LatencyBatchPlot(AnalysisPlot):
             name = f"cluster {label} ({members} models)" if label >= 0 else "not clustered"
             fit = details.get(label, {}).get("fit") if n_clusters > 1 else None
             if fit:
-                name += f": {fit['formula']}, R² {fit['r2']:.2f}"
+                name += f": {fit['formula']}, R² (log) {fit['r2']:.2f}"
             tips = [
                 tip_text(
                     m,
@@ -130,7 +130,7 @@ class LatencyBatchPlot(AnalysisPlot):
         if overall:
             pooled = n_clusters > 1
             self._draw_fit(overall, pg.mkColor("#111"), y_of, band=not pooled, dashed=pooled,
-                           name=f"all models: {overall['formula']}, R² {overall['r2']:.2f}")  # fmt: skip
+                           name=f"all models: {overall['formula']}, R² (log) {overall['r2']:.2f}")  # fmt: skip
         band = pg.BarGraphItem(x=[0], height=[0], width=0, brush=pg.mkBrush(120, 120, 120, 70))
         self.plot.legend.addItem(band, "95% prediction band")
         self.label_axes(
