@@ -371,6 +371,8 @@ class ResultsProxyModel(QSortFilterProxyModel):
 
     def setSourceModel(self, model: Any) -> None:
         super().setSourceModel(model)
+        if model is None:
+            return
         # Masks are per source row: a new frame drops the run selection and re-runs the query.
         model.modelAboutToBeReset.connect(self.reset_filters)
         model.modelReset.connect(lambda: self.set_query(self._query))

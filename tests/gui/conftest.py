@@ -109,3 +109,13 @@ def gui_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     runtime.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _free_qt_objects_while_the_app_lives() -> Iterator[None]:
+    """Unparented Qt objects caught in reference cycles must die before the QApplication:
+    destroyed during interpreter shutdown they crash the process (SIGSEGV at exit)."""
+    yield
+    import gc
+
+    gc.collect()

@@ -40,7 +40,14 @@ def models(qapp):
     model = DataFrameModel(frame())
     proxy = ResultsProxyModel()
     proxy.setSourceModel(model)
-    return model, proxy
+    yield model, proxy
+    # Qt objects must not outlive the QApplication: without this the interpreter's
+    # shutdown destroys them after it and crashes (SIGSEGV at exit).
+    proxy.setSourceModel(None)
+    del proxy, model
+    import gc
+
+    gc.collect()
 
 
 def column(model: DataFrameModel, name: str) -> int:
