@@ -4,7 +4,7 @@
    pipe protocol, 1000 samples/s for 10 s); one client subscribed to telemetry. Reports
    the achieved rate, loss, the delivery latency of each sample (sample timestamp to
    receipt by the client; both CLOCK_MONOTONIC) and of the newest sample of each message
-   (the agent's own hop, without the worker's 50 ms batching), and the agent's CPU%.
+   (the agent's own hop, without the worker's 20 ms batching), and the agent's CPU%.
 2. The cost of streaming: a real ONNX Runtime case measured with 0, 1 and 5 telemetry
    subscribers, interleaved over rounds; reports the median latency per setting and its
    ratio to the 0-subscriber baseline of the same session.

@@ -1,29 +1,41 @@
 """Predict latency and peak memory of (model, batch size, platform) from measured data.
 
 A platform is ``backend/device/precision``, with ``/throughput`` appended for throughput-mode
-rows (a different quantity). Per platform, the predictor fits log(per-image latency) with a
-roofline in log space (``core.predict_models.Roofline``): a smooth max of compute time
-(FLOPs) and memory time (traffic), plus launch overhead per layer per batch, with ridge-
-penalised corrections from the other features. Features come from the model itself (see
-``core.features``), so a zoo model that was never measured can be predicted.
+rows (a different quantity). Per platform, the predictor fits log(per-image latency). Where
+every model carries the kernel census (zoo models do), the model is a sum over kernel kinds
+(``core.predict_models.KernelSum``): per-kind FLOPs at per-kind rates, activation and weight
+traffic at a bandwidth, and a host cost per operator per batch, with host and device
+combined by a fitted p-norm. Otherwise (a user's model file, known by its FLOPs and params
+only) it is a roofline in log space (``core.predict_models.Roofline``). Features come from
+the model itself (see ``core.features``), so a zoo model that was never measured can be
+predicted. Rows whose flops column shows another input size than the zoo's (a model run at
+224 x 224 where the zoo counts it at its own crop) get their features scaled to it.
 
-Choice of method, by leave-one-model-out CV (share within ±10% / MAPE):
+Choice of method, by leave-one-model-out CV (share within ±10% / MAPE). Real data:
+bench/data/h200_host_torch_zoo.csv, eager torch on an H200 GPU (fp32, fp16, batches 1-64)
+and its host's 16-core CPU (fp32, batches 1-8), 33 torchvision models, 594 cases; "batch 1"
+trains and tests on the batch-1 rows alone (nn-Meter's setting; 83.4% on NCS2). Synthetic:
+tests/core/test_predict.py's roofline data (no census, so the roofline runs there).
 
-====================  =======================  ===================================
-method                synthetic roofline data  real: torch on H200 GPU fp32+fp16
-                      (25 models, 2 platforms  and 16-core CPU fp32, 33 torchvision
-                      x 7 batches, 3% noise)   models, batches 1-64 (594 cases)
-====================  =======================  ===================================
-roofline (chosen)     0.96 / 0.042             0.31 / 0.25 (CPU alone 0.46 / 0.18)
-roofline + boosting   0.95 / 0.043             0.29 / 0.25
-ridge on log features 0.19 / 0.35              0.23 / 0.32
-ridge + boosting      0.52 / 0.17              0.26 / 0.25
-FLOPs-only baseline   0.27 / 0.32              0.13 / 0.77
-====================  =======================  ===================================
+======================  ==============  ====================  ==============
+method                  real, all       real, batch 1 only    synthetic
+======================  ==============  ====================  ==============
+kernel sum (chosen)     0.51 / 0.146    0.39 / 0.21           0.98 / 0.031 (*)
+roofline                0.29 / 0.24     0.35 / 0.21           0.96 / 0.042
+roofline + boosting     0.31 / 0.24     0.33 / 0.24           0.95 / 0.043
+ridge on log features   0.22 / 0.47     0.31 / 0.41           0.19 / 0.35
+ridge + boosting        0.25 / 0.38     0.31 / 0.40           0.52 / 0.17
+FLOPs-only baseline     0.13 / 0.77     0.16 / 0.79           0.27 / 0.32
+======================  ==============  ====================  ==============
 
-The real GPU figures are bounded by the data: eager PyTorch on that machine is host-bound,
-and 22% of its cases sit more than 10% off a smooth curve through their own model's batch
-sizes.
+(*) on the tests' synthetic kernel-sum data (per-kind rates, host/device overlap on the
+GPU), since the roofline data carry no census. Real data by platform (all batches): CPU
+0.49, GPU fp16 0.59, GPU fp32 0.44. bench/predict_eval.py prints the full breakdown.
+
+The real figures are bounded by the data. Eager PyTorch on that GPU is host-bound up to
+batch 8-16, and the host ran at two speeds: the same architecture (shufflenet_v2_x0_5 and
+x1_0, 184 operators each) took 32 and 21 µs per operator. Even a curve fitted to each
+model's own batch sizes (not held out) leaves 25% of the cases more than 10% off.
 
 Intervals are the quantiles of out-of-fold residuals in log space from grouped CV on the
 training data (all rows of a model held out together), so they describe the error on a
@@ -50,12 +62,15 @@ from scipy.stats import spearmanr
 from core.errors import DataError, UnknownModelError, UsageError
 from core.features import (
     FLOPS,
+    KERNEL_KEYS,
     FeatureProvider,
     common_keys,
     design_matrix,
     design_names,
     features_from_rows,
+    has_kernel_census,
     lookup,
+    rescale_to_measured,
     zoo_features,
 )
 from core.predict_models import Regressor, out_of_fold, residual_band
@@ -64,7 +79,8 @@ log = logging.getLogger(__name__)
 
 MIN_MODELS = 3  # below this a held-out model is predicted from one or two others: noise
 FIT_CV_FOLDS = 10  # grouped folds for the interval residuals in fit(); LOMO when fewer models
-METHOD = "roofline"
+METHOD = "kernels"  # when every model has the kernel census; else FALLBACK_METHOD
+FALLBACK_METHOD = "roofline"
 NOTE_INTERVAL = 0.9  # the interval whose held-out coverage evaluate() reports
 
 _REQUIRED = ("model", "backend", "device", "precision", "batch_size")
@@ -121,6 +137,7 @@ class _Data:
     features: dict[str, dict[str, float]]
     keys: tuple[str, ...]  # the feature keys every model has
     fallback_models: list[str] = field(default_factory=list)
+    rescaled: dict[str, float] = field(default_factory=dict)  # model -> rows/provider FLOPs
 
     @property
     def names(self) -> list[str]:
@@ -170,7 +187,7 @@ class LatencyPredictor:
                 skipped[platform] = _too_few(platform, models)
                 log.warning("not fitting %s", skipped[platform])
                 continue
-            latency = _fit_target(data, rows, "per_image_ms", METHOD, self.interval)
+            latency = _fit_target(data, rows, "per_image_ms", _method(data), self.interval)
             mem_column = _memory_column(rows)
             memory = None
             if mem_column is not None:
@@ -272,6 +289,11 @@ class LatencyPredictor:
         return feats
 
 
+def _method(data: _Data) -> str:
+    """The kernel-sum model where every model has the kernel census, else the roofline."""
+    return METHOD if has_kernel_census(data.keys) else FALLBACK_METHOD
+
+
 def _fit_target(
     data: _Data, rows: pd.DataFrame, column: str, kind: str, interval: float
 ) -> _Target:
@@ -301,16 +323,27 @@ def evaluate(df: pd.DataFrame, features: FeatureProvider | None = None) -> dict[
     Shares and MAPE are fractions (0.05 = 5%); spearman is over all held-out cases of a
     platform (all batch sizes). JSON-serialisable: NaN becomes None.
     """
-    return _evaluate(df, features or zoo_features, METHOD)
+    return _evaluate(df, features or zoo_features)
 
 
-def _evaluate(df: pd.DataFrame, provider: FeatureProvider, kind: str) -> dict[str, Any]:
-    data = _load(df, provider)
-    per_platform: dict[str, Any] = {}
-    notes: list[str] = []
+def held_out(df: pd.DataFrame, features: FeatureProvider | None = None) -> pd.DataFrame:
+    """Each case's leave-one-model-out prediction, as ``evaluate`` scores it: one row per
+    (platform, model, batch_size) with the measured ``latency_ms`` (per batch), the
+    predictor's ``predicted_ms`` and the FLOPs-only baseline's ``baseline_ms``. Platforms
+    with too few models are left out. For slicing the figures (e.g. batch 1 only)."""
+    data = _load(df, features or zoo_features)
+    frame, skipped = _cross_validate(data, _method(data))
+    if frame.empty:
+        raise DataError(
+            "; ".join(skipped) + ".", f"Measure at least {MIN_MODELS} different models."
+        )
+    return frame
+
+
+def _cross_validate(data: _Data, kind: str) -> tuple[pd.DataFrame, list[str]]:
+    """Held-out predictions on every platform with enough models, and the skip reasons."""
+    frames: list[pd.DataFrame] = []
     skipped: list[str] = []
-    pooled: dict[str, list[np.ndarray]] = {"actual": [], "predicted": [], "baseline": []}
-    covered = 0
     for platform, rows in data.table.groupby("platform", sort=True):
         models = sorted(rows["model"].unique())
         if len(models) < MIN_MODELS:
@@ -322,23 +355,52 @@ def _evaluate(df: pd.DataFrame, provider: FeatureProvider, kind: str) -> dict[st
         oof = out_of_fold(data.design(rows), y, groups, kind, data.names, None)
         flops = np.array([data.features[m][FLOPS] for m in groups])
         actual = np.exp(y) * batch
-        predicted = np.exp(oof) * batch
-        baseline = np.exp(_baseline_out_of_fold(np.log(flops * batch), np.log(actual), groups))
-        per_platform[platform] = _metrics(actual, predicted) | {
-            "baseline": _metrics(actual, baseline)
-        }
-        for key, values in (("actual", actual), ("predicted", predicted), ("baseline", baseline)):
-            pooled[key].append(values)
-        covered += _jackknife_coverage(y - oof, groups, NOTE_INTERVAL)
-        notes.extend(_memory_note(data, platform, rows))
-    if not per_platform:
+        baseline = _baseline_out_of_fold(np.log(flops * batch), np.log(actual), groups)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "platform": platform,
+                    "model": groups,
+                    "batch_size": rows["batch_size"].to_numpy(),
+                    "latency_ms": actual,
+                    "predicted_ms": np.exp(oof) * batch,
+                    "baseline_ms": np.exp(baseline),
+                }
+            )
+        )
+    columns = ["platform", "model", "batch_size", "latency_ms", "predicted_ms", "baseline_ms"]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return frame, skipped
+
+
+def _evaluate(
+    df: pd.DataFrame, provider: FeatureProvider, kind: str | None = None
+) -> dict[str, Any]:
+    """``evaluate`` with the regressor ``kind`` chosen (None: as fit() chooses)."""
+    data = _load(df, provider)
+    kind = kind or _method(data)
+    frame, skipped = _cross_validate(data, kind)
+    if frame.empty:
         raise DataError(
             "; ".join(skipped) + ".",
             f"Measure at least {MIN_MODELS} different models on a platform.",
         )
-    actual = np.concatenate(pooled["actual"])
-    result = _metrics(actual, np.concatenate(pooled["predicted"]))
-    result["baseline"] = _metrics(actual, np.concatenate(pooled["baseline"]))
+    per_platform: dict[str, Any] = {}
+    notes: list[str] = []
+    covered = 0
+    for platform, cases in frame.groupby("platform", sort=True):
+        actual = cases["latency_ms"].to_numpy()
+        per_platform[str(platform)] = _metrics(actual, cases["predicted_ms"].to_numpy()) | {
+            "baseline": _metrics(actual, cases["baseline_ms"].to_numpy())
+        }
+        residuals = np.log(actual / cases["predicted_ms"].to_numpy())
+        covered += _jackknife_coverage(residuals, cases["model"].to_numpy(), NOTE_INTERVAL)
+        notes.extend(
+            _memory_note(data, str(platform), data.table[data.table["platform"] == platform])
+        )
+    actual = frame["latency_ms"].to_numpy()
+    result = _metrics(actual, frame["predicted_ms"].to_numpy())
+    result["baseline"] = _metrics(actual, frame["baseline_ms"].to_numpy())
     result["per_platform"] = per_platform
     result["method"] = _method_text(kind, data.keys)
     notes[:0] = [
@@ -351,6 +413,13 @@ def _evaluate(df: pd.DataFrame, provider: FeatureProvider, kind: str) -> dict[st
         notes.append(
             "No zoo features for " + ", ".join(data.fallback_models) + "; their params/flops "
             "columns were used, so every model was described by FLOPs and params only."
+        )
+    if data.rescaled:
+        notes.append(
+            "Measured at another input size than the zoo describes (their flops column "
+            "differs), so their pixel-dependent features were scaled to it: "
+            + ", ".join(f"{m} (x{r:.3f})" for m, r in sorted(data.rescaled.items()))
+            + "."
         )
     notes.extend(f"Skipped: {text}." for text in skipped)
     return cast(dict[str, Any], _json_ready(result | {"notes": notes}))
@@ -407,6 +476,10 @@ def _metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
 
 
 _KIND_TEXT = {
+    "kernels": "a sum over kernel kinds (per-kind FLOPs at per-kind rates, activation and "
+    "weight traffic at a bandwidth, a host cost per operator per batch; host and device "
+    "combined by a fitted p-norm), a robust (Cauchy) fit with ridge-penalised corrections "
+    "from the other features",
     "roofline": "a roofline fitted in log space (smooth max of c_F*FLOPs and c_T*memory "
     "traffic, plus c_O*layers/batch launch overhead, times ridge-penalised corrections "
     "from the other features)",
@@ -417,7 +490,9 @@ _KIND_TEXT = {
 
 
 def _method_text(kind: str, keys: Sequence[str]) -> str:
-    used = ", ".join(keys) or "flops"
+    used = ", ".join(k for k in keys if k not in KERNEL_KEYS) or "flops"
+    if has_kernel_census(keys):
+        used += ", and the kernel census (FLOPs, traffic, weights and operators per kind)"
     return (
         f"Per platform, log(per-image latency) by {_KIND_TEXT.get(kind, kind)}; model "
         f"features: {used}, with batch size. Evaluated by leave-one-model-out cross-"
@@ -449,15 +524,22 @@ def _load(df: pd.DataFrame, provider: FeatureProvider) -> _Data:
     table = _prepare(df)
     features: dict[str, dict[str, float]] = {}
     fallback: list[str] = []
+    rescaled: dict[str, float] = {}
     for model, rows in table.groupby("model", sort=True):
         feats = lookup(provider, str(model))
         if feats is None:
             feats = features_from_rows(str(model), rows["params"], rows["flops"])
             fallback.append(str(model))
+        else:
+            feats, ratio = rescale_to_measured(feats, rows["flops"])
+            if ratio is not None:
+                rescaled[str(model)] = ratio
         features[str(model)] = feats
     if fallback:
         log.info("no provider features for %s; using their params/flops columns", fallback)
-    return _Data(table, features, common_keys(features.values()), fallback)
+    if rescaled:
+        log.info("rows measured at another input size than the provider's: %s", rescaled)
+    return _Data(table, features, common_keys(features.values()), fallback, rescaled)
 
 
 def _prepare(df: pd.DataFrame) -> pd.DataFrame:

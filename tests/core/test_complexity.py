@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from core.complexity import LAYER_CATEGORIES, Complexity, measure_complexity
+from core.complexity import KERNEL_KINDS, LAYER_CATEGORIES, Complexity, measure_complexity
 from core.errors import DataError
 
 torch = pytest.importorskip("torch")
@@ -143,3 +143,98 @@ def test_googlenet_published_count_is_the_inference_model(paper_measured) -> Non
     assert model.aux1 is None and model.aux2 is None and model.transform_input
     assert paper_measured["googlenet"].params == get_card("googlenet").params
     assert "AuxLogits" not in get_card("googlenet").notes
+
+
+# ---- the kernel census ---------------------------------------------------------------
+
+
+class CensusBlock(nn.Module):
+    """One of each kind of kernel, functional ops included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = nn.Conv2d(4, 8, 1, bias=False)
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.grouped = nn.Conv2d(8, 8, 1, groups=2, bias=False)
+        self.norm = nn.BatchNorm2d(8)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dense(x)
+        y = self.grouped(self.depthwise(y)) + y  # a functional add: no module sees it
+        y = torch.relu(self.norm(y))
+        y = torch.cat([y, y], dim=1)
+        y = y.mean(dim=(2, 3))
+        return self.head(y)  # a view of the weight (t) and addmm
+
+
+def test_kernel_census_of_a_tiny_model_by_hand() -> None:
+    c = measure_complexity(CensusBlock(), (4, 5, 5))
+    assert c.kernel_counts == {
+        "conv": 1, "depthwise_conv": 1, "grouped_conv": 1, "matmul": 1, "norm": 1,
+        "pool": 1, "elementwise": 2, "other": 1, "view": 1, "alloc": 1,
+    }  # fmt: skip
+    assert c.launches == 9  # views and allocations launch nothing
+    dense, depthwise, grouped = 8 * 25 * 4, 8 * 25 * 9, 8 * 25 * 4  # MACs
+    assert c.kernel_flops == {
+        "conv": 2 * dense, "depthwise_conv": 2 * depthwise, "grouped_conv": 2 * grouped,
+        "matmul": 2 * 16 * 3, "norm": 0, "pool": 0, "elementwise": 0, "other": 0,
+        "view": 0, "alloc": 0,
+    }  # fmt: skip
+    assert sum(c.kernel_flops.values()) == c.flops
+    # Activations read + written, in fp32 elements: 4x5x5 in, 8x5x5 maps, 16 pooled, 3 out.
+    elements = {
+        "conv": 100 + 200, "depthwise_conv": 200 + 200, "grouped_conv": 200 + 200,
+        "matmul": 16 + 3, "norm": 200 + 200, "pool": 400 + 16,
+        "elementwise": (200 + 200 + 200) + (200 + 200), "other": 400 + 400,
+        "view": 0, "alloc": 0,
+    }  # fmt: skip
+    assert c.kernel_traffic_mb == pytest.approx({k: v * 4 / 1e6 for k, v in elements.items()})
+    # Weights read: conv kernels, the norm's four vectors, the head's weight (through its
+    # transposed view) and bias.
+    weights = {"conv": 32, "depthwise_conv": 72, "grouped_conv": 32, "matmul": 48 + 3, "norm": 32}
+    expected = {k: weights.get(k, 0) * 4 / 1e6 for k in KERNEL_KINDS}
+    assert c.kernel_weight_mb == pytest.approx(expected)
+    with torch.device("meta"):
+        on_meta = CensusBlock()
+    assert measure_complexity(on_meta, (4, 5, 5)) == c
+
+
+def test_kernel_census_of_zoo_models(paper_measured) -> None:
+    for name, c in paper_measured.items():
+        assert sum(c.kernel_flops.values()) == c.flops, name
+        assert set(c.kernel_counts) == set(KERNEL_KINDS), name
+        assert c.launches >= c.depth, name  # every conv and linear is a launch
+    resnet = paper_measured["resnet18"]
+    assert resnet.kernel_counts["depthwise_conv"] == resnet.kernel_counts["grouped_conv"] == 0
+    assert resnet.kernel_counts["conv"] == 20 and resnet.kernel_counts["matmul"] == 1
+    # 17 ReLUs plus the 8 residual adds, which are functional: no leaf module counts them.
+    assert resnet.kernel_counts["elementwise"] == 25
+    assert resnet.layer_counts["activation"] == 9
+    mobilenet = paper_measured["mobilenet_v2"]
+    assert mobilenet.kernel_counts["depthwise_conv"] == 17  # one per inverted residual block
+    share = mobilenet.kernel_flops["depthwise_conv"] / mobilenet.flops
+    assert 0.03 < share < 0.12  # few FLOPs ...
+    traffic = mobilenet.kernel_traffic_mb
+    assert traffic["depthwise_conv"] / sum(traffic.values()) > 0.1  # ... much traffic
+    resnext = paper_measured["resnext50_32x4d"]
+    assert resnext.kernel_counts["grouped_conv"] == 16 and resnext.kernel_flops["grouped_conv"] > 0
+    assert (
+        model_complexity("vit_b_16").kernel_flops["matmul"]
+        > 0.9 * model_complexity("vit_b_16").flops
+    )
+
+
+def test_records_without_the_census_still_load() -> None:
+    c = measure_complexity(tiny_model(), (3, 8, 8))
+    old = c.to_dict()
+    for key in ("kernel_counts", "kernel_flops", "kernel_traffic_mb", "kernel_weight_mb"):
+        del old[key]
+    loaded = Complexity.from_dict(old)
+    assert loaded.kernel_counts == {} and loaded.kernel_flops == {} and loaded.launches == 0
+    assert (loaded.flops, loaded.params, loaded.layer_counts) == (c.flops, c.params, c.layer_counts)
+    assert "kernel_counts" not in old and Complexity.from_dict(loaded.to_dict()) == loaded
+    broken = c.to_dict()
+    broken["kernel_counts"] = {**broken["kernel_counts"], "warp_drive": 1}
+    with pytest.raises(DataError, match="warp_drive"):
+        Complexity.from_dict(broken)

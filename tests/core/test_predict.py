@@ -20,7 +20,7 @@ import pytest
 
 from core.errors import DataError, UnknownModelError, UsageError
 from core.features import zoo_features
-from core.predict import LatencyPredictor, Prediction, evaluate, platforms
+from core.predict import LatencyPredictor, Prediction, evaluate, held_out, platforms
 
 # name -> (backend, device, precision, peak GFLOP/s, bandwidth GB/s, overhead per layer)
 PLATFORMS = {
@@ -438,3 +438,248 @@ def test_default_provider_end_to_end_with_zoo_models() -> None:
     assert pred.measured_latency_ms is None
     with pytest.raises(UnknownModelError, match="resnet5O"):
         predictor.predict("resnet5O", 4, "torch/cpu/fp32")
+
+
+# ------------------------------------------------------------------ kernel-sum model
+
+
+# name -> (backend, device, precision, TFLOP/s per FLOP kind, GB/s, host µs per operator,
+#          whether host and device overlap (GPU) or add up (CPU))
+KERNEL_PLATFORMS = {
+    "torch/cuda/fp16": (
+        "torch", "cuda", "fp16",
+        {"conv": 60.0, "depthwise_conv": 6.0, "grouped_conv": 20.0, "matmul": 40.0},
+        2000.0, 20.0, True,
+    ),
+    "torch/cpu/fp32": (
+        "torch", "cpu", "fp32",
+        {"conv": 1.0, "depthwise_conv": 0.1, "grouped_conv": 0.4, "matmul": 0.8},
+        60.0, 8.0, False,
+    ),
+}  # fmt: skip
+FLOP_KINDS = ("conv", "depthwise_conv", "grouped_conv", "matmul")
+ALL_KINDS = (*FLOP_KINDS, "norm", "pool", "elementwise", "other", "view", "alloc")
+
+
+def census_models(count: int, seed: int, prefix: str = "knet") -> dict[str, dict[str, float]]:
+    """Fake models with a kernel census: a mix of dense, depthwise and grouped convs."""
+    rng = np.random.default_rng(seed)
+    models: dict[str, dict[str, float]] = {}
+    for i in range(count):
+        counts = {k: 0.0 for k in ALL_KINDS}
+        flops = {k: 0.0 for k in ALL_KINDS}
+        counts["conv"], counts["matmul"] = float(rng.integers(10, 150)), float(rng.integers(1, 4))
+        flops["conv"] = float(np.exp(rng.uniform(np.log(2e8), np.log(2e10))))
+        flops["matmul"] = float(np.exp(rng.uniform(np.log(1e6), np.log(2e9))))
+        if i % 2:  # a mobile model
+            counts["depthwise_conv"] = float(rng.integers(5, 50))
+            flops["depthwise_conv"] = flops["conv"] * float(rng.uniform(0.02, 0.15))
+        if i % 3 == 0:
+            counts["grouped_conv"] = float(rng.integers(4, 30))
+            flops["grouped_conv"] = flops["conv"] * float(rng.uniform(0.05, 0.4))
+        convs = counts["conv"] + counts["depthwise_conv"] + counts["grouped_conv"]
+        counts["norm"] = convs
+        counts["elementwise"] = convs + float(rng.integers(0, 40))
+        counts["pool"], counts["other"] = float(rng.integers(1, 6)), float(rng.integers(0, 30))
+        counts["view"], counts["alloc"] = float(rng.integers(1, 100)), counts["norm"]
+        traffic = {k: (counts[k] * float(rng.uniform(0.1, 2.0)) if counts[k] else 0.0)
+                   for k in ALL_KINDS if k not in ("view", "alloc")}  # fmt: skip
+        weights_mb = float(np.exp(rng.uniform(np.log(5.0), np.log(500.0))))
+        feats = {
+            "flops": sum(flops.values()),
+            "params": weights_mb * 1e6 / 4,
+            "memory_traffic_mb": sum(traffic.values()) + weights_mb,
+            "depth": counts["conv"] + counts["depthwise_conv"] + counts["grouped_conv"] + 1,
+            "input_pixels": 224.0 * 224.0,
+            "layers_conv": convs,
+            "layers_linear": counts["matmul"],
+        }
+        for kind in ALL_KINDS:
+            feats[f"kernels_{kind}"] = counts[kind]
+            feats[f"kernel_flops_{kind}"] = flops[kind]
+            feats[f"kernel_traffic_mb_{kind}"] = traffic.get(kind, 0.0)
+            feats[f"kernel_weight_mb_{kind}"] = weights_mb if kind == "conv" else 0.0
+        models[f"{prefix}{i:02d}"] = feats
+    return models
+
+
+def kernel_latency_ms(feats: dict[str, float], batch: int, platform: str) -> float:
+    *_, tflops, bandwidth_gbs, host_us, overlap = KERNEL_PLATFORMS[platform]
+    compute_s = sum(feats[f"kernel_flops_{k}"] / (tflops[k] * 1e12) for k in FLOP_KINDS)
+    traffic_mb = sum(feats[f"kernel_traffic_mb_{k}"] for k in ALL_KINDS)
+    weights_mb = sum(feats[f"kernel_weight_mb_{k}"] for k in ALL_KINDS)
+    device_s = (compute_s + traffic_mb * 1e6 / (bandwidth_gbs * 1e9)) * batch
+    device_s += weights_mb * 1e6 / (bandwidth_gbs * 1e9)  # weights: once per batch
+    launches = sum(feats[f"kernels_{k}"] for k in ALL_KINDS if k not in ("view", "alloc"))
+    host_s = launches * host_us * 1e-6
+    return (max(device_s, host_s) if overlap else device_s + host_s) * 1000.0
+
+
+def kernel_measurements(
+    models: dict[str, dict[str, float]], seed: int, slow: tuple[str, str] | None = None
+) -> pd.DataFrame:
+    """Rows on KERNEL_PLATFORMS with 3% noise; ``slow`` = (model, platform) measured at
+    half speed (a host that was busy during that sweep)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, feats in models.items():
+        for platform, (backend, device, precision, *_) in KERNEL_PLATFORMS.items():
+            for batch in BATCHES:
+                latency = kernel_latency_ms(feats, batch, platform) * math.exp(rng.normal(0, NOISE))
+                if slow == (name, platform):
+                    latency *= 2.0
+                rows.append(
+                    {
+                        "model": name, "backend": backend, "device": device,
+                        "precision": precision, "batch_size": batch, "mode": "latency",
+                        "latency_ms_median": latency, "per_image_ms": latency / batch,
+                        "params": int(feats["params"]), "flops": int(feats["flops"]),
+                        "status": "ok",
+                    }
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+KTRAIN = census_models(24, seed=11)
+KUNSEEN = census_models(8, seed=12, prefix="knew")
+
+
+@pytest.fixture(scope="module")
+def kernel_df() -> pd.DataFrame:
+    return kernel_measurements(KTRAIN, seed=13)
+
+
+@pytest.fixture(scope="module")
+def kernel_report(kernel_df: pd.DataFrame) -> dict:
+    return evaluate(kernel_df, features=Provider(KTRAIN))
+
+
+def test_kernel_sum_is_chosen_and_accurate_with_the_census(kernel_report: dict) -> None:
+    assert "sum over kernel kinds" in kernel_report["method"]
+    assert "kernel census" in kernel_report["method"]
+    assert kernel_report["within_10pct"] >= 0.85
+    assert kernel_report["within_10pct"] > kernel_report["baseline"]["within_10pct"] + 0.3
+    for platform, metrics in kernel_report["per_platform"].items():
+        assert metrics["within_10pct"] >= 0.8, platform
+        assert metrics["mape"] < metrics["baseline"]["mape"] / 2, platform
+
+
+def test_kernel_sum_recovers_per_kind_rates_and_overlap(kernel_df: pd.DataFrame) -> None:
+    from core.features import common_keys, design_matrix, design_names
+    from core.predict_models import KernelSum
+
+    keys = common_keys(KTRAIN.values())
+    for platform, (_, device, _, tflops, *_, overlap) in KERNEL_PLATFORMS.items():
+        rows = kernel_df[kernel_df["device"] == device]
+        feats = [KTRAIN[m] for m in rows["model"]]
+        x = design_matrix(feats, rows["batch_size"].tolist(), keys)
+        model = KernelSum(design_names(keys)).fit(x, np.log(rows["per_image_ms"].to_numpy()))
+        coef = model.coefficients()
+        # log(ms per FLOP): depthwise runs 10x slower per FLOP than dense convs.
+        slowdown = coef["flops:depthwise_conv"] - coef["flops:conv"]
+        truth = math.log(tflops["conv"] / tflops["depthwise_conv"])
+        assert slowdown == pytest.approx(truth, abs=0.5), platform
+        assert (coef["p"] > 4.0) == overlap, platform  # a max on the GPU, a sum on the CPU
+
+
+def test_kernel_sum_predicts_unseen_models(kernel_df: pd.DataFrame) -> None:
+    predictor = LatencyPredictor(features=Provider(KTRAIN | KUNSEEN)).fit(kernel_df)
+    errors, covered = [], []
+    for row in kernel_measurements(KUNSEEN, seed=14).itertuples():
+        pred = predictor.predict(row.model, row.batch_size, f"{row.backend}/{row.device}/fp16"
+                                 if row.device == "cuda" else "torch/cpu/fp32")  # fmt: skip
+        errors.append(abs(pred.latency_ms / row.latency_ms_median - 1.0))
+        covered.append(pred.latency_ms_low <= row.latency_ms_median <= pred.latency_ms_high)
+    assert np.mean(np.array(errors) <= 0.10) >= 0.8
+    assert np.mean(covered) >= 0.75
+
+
+def test_kernel_sum_is_robust_to_one_slow_sweep(kernel_df: pd.DataFrame) -> None:
+    # One model measured at half speed on the GPU must not drag the others' predictions.
+    slow = kernel_measurements(KTRAIN, seed=13, slow=("knet03", "torch/cuda/fp16"))
+    clean = LatencyPredictor(features=Provider(KTRAIN | KUNSEEN)).fit(kernel_df)
+    dirty = LatencyPredictor(features=Provider(KTRAIN | KUNSEEN)).fit(slow)
+    for name in KUNSEEN:
+        for batch in (1, 8, 64):
+            a = clean.predict(name, batch, "torch/cuda/fp16").latency_ms
+            b = dirty.predict(name, batch, "torch/cuda/fp16").latency_ms
+            assert b == pytest.approx(a, rel=0.05), (name, batch)
+
+
+def test_kernel_evaluation_is_deterministic(kernel_df: pd.DataFrame, kernel_report: dict) -> None:
+    assert evaluate(kernel_df, features=Provider(KTRAIN)) == kernel_report
+
+
+def test_a_model_without_the_census_falls_back_to_the_roofline(kernel_df: pd.DataFrame) -> None:
+    # A user's ONNX file among zoo-like models: the shared keys lack the census.
+    extra = measurements(fake_models(1, seed=21, prefix="onnx"), seed=22)
+    df = pd.concat([kernel_df, extra[extra["device"] == "cpu"]], ignore_index=True)
+    out = evaluate(df, features=Provider(KTRAIN))
+    assert "roofline" in out["method"] and "kernel census" not in out["method"]
+    assert out["n"] == len(df)
+
+
+def test_rows_measured_at_another_input_size_rescale_features() -> None:
+    # knet01 measured at a smaller crop: its rows carry 60% of the provider's FLOPs.
+    df = kernel_measurements(KTRAIN, seed=13)
+    scaled = {k: (v * 0.6 if k.startswith(("kernel_flops_", "kernel_traffic_mb_")) else v)
+              for k, v in KTRAIN["knet01"].items()}  # fmt: skip
+    truth = {**scaled, "flops": KTRAIN["knet01"]["flops"] * 0.6}
+    mine = df["model"] == "knet01"
+    for index in df.index[mine]:
+        row = df.loc[index]
+        latency = kernel_latency_ms(truth, int(row["batch_size"]), _platform_of(row))
+        df.loc[index, ["latency_ms_median", "per_image_ms"]] = [
+            latency,
+            latency / row["batch_size"],
+        ]
+    df.loc[mine, "flops"] = int(truth["flops"])
+    out = evaluate(df, features=Provider(KTRAIN))
+    assert any("knet01 (x0.600)" in note for note in out["notes"])
+    cases = held_out(df, features=Provider(KTRAIN))
+    knet01 = cases[cases["model"] == "knet01"]
+    assert np.median(np.abs(knet01["predicted_ms"] / knet01["latency_ms"] - 1.0)) < 0.1
+
+
+def _platform_of(row: pd.Series) -> str:
+    return f"{row['backend']}/{row['device']}/{row['precision']}"
+
+
+def test_held_out_cases_match_evaluate(kernel_df: pd.DataFrame, kernel_report: dict) -> None:
+    cases = held_out(kernel_df, features=Provider(KTRAIN))
+    assert list(cases.columns) == [
+        "platform", "model", "batch_size", "latency_ms", "predicted_ms", "baseline_ms",
+    ]  # fmt: skip
+    assert len(cases) == kernel_report["n"] == len(kernel_df)
+    rel = np.abs(cases["predicted_ms"] / cases["latency_ms"] - 1.0)
+    assert np.mean(rel <= 0.10) == pytest.approx(kernel_report["within_10pct"])
+    with pytest.raises(DataError, match="at least 3 models"):
+        held_out(kernel_df[kernel_df["model"] == "knet00"], features=Provider(KTRAIN))
+
+
+def test_zoo_features_carry_the_census() -> None:
+    from core.features import KERNEL_KEYS
+
+    feats = zoo_features("mobilenet_v2")
+    assert feats is not None and set(KERNEL_KEYS) <= set(feats)
+    assert feats["kernels_depthwise_conv"] == 17
+    assert sum(feats[f"kernel_flops_{k}"] for k in ALL_KINDS) == feats["flops"]
+
+
+def test_rescale_only_for_another_input_size() -> None:
+    from core.features import rescale_to_measured
+
+    feats = KTRAIN["knet02"]
+    same, ratio = rescale_to_measured(feats, [None, feats["flops"] * 1.01])  # rounding
+    assert ratio is None and same == feats
+    smaller, ratio = rescale_to_measured(feats, [feats["flops"] * 0.7])
+    assert ratio == pytest.approx(0.7)
+    assert smaller["kernel_flops_conv"] == pytest.approx(0.7 * feats["kernel_flops_conv"])
+    assert smaller["kernels_conv"] == feats["kernels_conv"]  # the same layers run
+    assert smaller["kernel_weight_mb_conv"] == feats["kernel_weight_mb_conv"]
+    weights = feats["kernel_weight_mb_conv"]
+    traffic = weights + (feats["memory_traffic_mb"] - weights) * 0.7
+    assert smaller["memory_traffic_mb"] == pytest.approx(traffic)
+    # Exactly half is a flops column holding MACs, not a smaller crop.
+    macs, ratio = rescale_to_measured(feats, [feats["flops"] / 2])
+    assert ratio is None and macs == feats
