@@ -36,6 +36,20 @@ BATCHES = (1, 8)
 
 
 def torch_timer_ms(model: str, batch: int, seconds: float) -> float:
+    """torch's own Timer, in a fresh process that has loaded nothing but torch (the bench
+    process has OpenVINO's thread pool in it, which competes with torch's)."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import fidelity; "
+        "print(fidelity.torch_timer_in_process(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent), model, str(batch), str(seconds)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def torch_timer_in_process(model: str, batch: int, seconds: float) -> float:
     import torch
     from torch.utils.benchmark import Timer
 
@@ -64,11 +78,12 @@ def benchmark_app(model: str, batch: int, hint: str, seconds: float) -> dict[str
          "-shape", f"[{batch},{c},{h},{w}]", "-t", str(int(seconds)), "-api", "sync" if hint == "latency" else "async"],
         capture_output=True, text=True, check=True,
     ).stdout
-    median = re.search(r"Median:\s+([\d.]+)\s*ms", out)
+    median = re.search(r"Median:\s+([\d.]+)\s*(ms|us)", out)
     fps = re.search(r"Throughput:\s+([\d.]+)\s*FPS", out)
     if not median or not fps:
         raise RuntimeError(f"could not parse benchmark_app output:\n{out[-2000:]}")
-    return {"median_ms": float(median.group(1)), "fps": float(fps.group(1))}
+    median_ms = float(median.group(1)) / (1000.0 if median.group(2) == "us" else 1.0)
+    return {"median_ms": median_ms, "fps": float(fps.group(1))}
 
 
 def backbench_case(model: str, backend: Backend, batch: int, mode: Mode, seconds: float) -> dict[str, float]:
@@ -86,6 +101,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--only", help="run only the comparisons whose name contains this, e.g. throughput")
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -107,8 +123,10 @@ def main() -> int:
                  lambda m=model, b=batch: backbench_case(m, Backend.OPENVINO, b, Mode.THROUGHPUT, args.seconds)["fps"],
                  f"{model} b{batch}")
             )
+    if args.only:
+        comparisons = [c for c in comparisons if args.only in c[0]]
     results = []
-    print(f"{'what':<26}{'case':<26}{'reference':>11}{'backbench':>11}{'ratio':>8}", flush=True)
+    print(f"{'what':<26}{'case':<26}{'reference':>11}{'backbench':>11}{'ratio':>8}   per-round ratios", flush=True)
     for what, reference, ours, label in comparisons:
         ref_values, our_values = [], []
         for r in range(args.rounds):
@@ -122,7 +140,8 @@ def main() -> int:
         ref, our = statistics.median(ref_values), statistics.median(our_values)
         results.append({"what": what, "case": label, "reference": ref, "backbench": our, "ratio": our / ref,
                         "rounds": {"reference": ref_values, "backbench": our_values}})
-        print(f"{what:<26}{label:<26}{ref:>11.3f}{our:>11.3f}{our / ref:>8.3f}", flush=True)
+        rounds = " ".join(f"{o / r:.3f}" for o, r in zip(our_values, ref_values))
+        print(f"{what:<26}{label:<26}{ref:>11.3f}{our:>11.3f}{our / ref:>8.3f}   rounds: {rounds}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0
