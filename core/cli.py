@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # Piped output gets a wide console: the results table is wider than 80 columns, and a
 # file or a pager should receive it whole rather than truncated.
-console = Console() if Console().is_terminal else Console(width=200)
+console = Console() if Console().is_terminal else Console(width=int(os.environ.get("COLUMNS", "200")))
 err_console = Console(stderr=True, soft_wrap=True)  # one-line errors, even when piped
 
 EXIT_INTERRUPTED = 130
