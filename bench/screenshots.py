@@ -43,6 +43,16 @@ TAB_SHOTS: list[tuple[str, str, str]] = [
     ("Queue", "queue.png", "done"),
     ("Results", "results.png", "done"),
 ]
+# (analysis view key, file name): grabbed after importing --import FILE (a store or CSV with
+# enough models for the analyses; the small live job alone is too little to cluster or fit).
+ANALYSIS_SHOTS: list[tuple[str, str]] = [
+    ("accuracy", "analysis-accuracy.png"),
+    ("latency", "analysis-latency.png"),
+    ("pareto", "analysis-pareto.png"),
+    ("memory", "analysis-memory.png"),
+    ("speedup", "analysis-speedup.png"),
+    ("prediction", "analysis-prediction.png"),
+]
 # (main-window attribute of a docked panel, file name)
 WIDGET_SHOTS: list[tuple[str, str]] = [("agents_dock", "agents.png"), ("launcher_dock", "launcher.png")]
 
@@ -90,10 +100,28 @@ def save(widget: QWidget, path: Path) -> None:
     print(f"wrote {path} ({widget.width()}x{widget.height()})")
 
 
+def grab_analysis(app: QApplication, window: QWidget, data: Path, out: Path) -> None:
+    tab_names = [window.tabs.tabText(i) for i in range(window.tabs.count())]
+    if not window.results_view.import_file(data, append=True):
+        raise SystemExit(f"could not import {data}")
+    window.tabs.setCurrentIndex(tab_names.index("Results"))
+    pump_for(app, 1.0)
+    save(window, out / "results.png")
+    window.tabs.setCurrentIndex(tab_names.index("Analysis"))
+    view = window.analysis_view
+    pump_for(app, 1.0)
+    pump_until(app, lambda: not view.is_busy(), 600, "the analysis and the predictor check")
+    for key, filename in ANALYSIS_SHOTS:
+        view.show_view(key)
+        pump_for(app, 0.5)
+        save(window, out / filename)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
     parser.add_argument("--one-agent", action="store_true", help="one agent only (faster)")
+    parser.add_argument("--import", dest="import_file", help="a store or CSV to import for the analysis shots")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,6 +186,8 @@ def main() -> int:
                 window.tabs.setCurrentIndex([window.tabs.tabText(i) for i in range(window.tabs.count())].index(tab))
                 pump_for(app, 0.5)
                 save(window, out / filename)
+        if args.import_file:
+            grab_analysis(app, window, Path(args.import_file), out)
         window.tabs.setCurrentIndex(0)
         window.agents_panel.select(connections[0].name)
         pump_for(app, 0.3)

@@ -250,7 +250,10 @@ class AnalysisView(QWidget):
             f"{len(info.get('models') or [])} models, {len(info.get('platforms') or [])} platform(s), "
             f"batch sizes {', '.join(str(b) for b in info.get('batch_sizes') or [])}."
         )
+        # Every view opens on the platform with the most data (the one analyze() leads with).
+        main_platform = (analysis.get("latency_vs_batch") or {}).get("platform")
         for plot in self.plots.values():
+            plot.preferred_platform = main_platform
             if not isinstance(plot, PredictionPanel):
                 plot.set_analysis(analysis)
                 plot.highlight_model(self._highlighted)

@@ -90,6 +90,12 @@ class AnalysisPlot(QWidget):
         self.platform_combo = QComboBox()
         self.platform_combo.setMinimumContentsLength(24)
         self.platform_combo.currentTextChanged.connect(lambda _t: self.redraw())
+        # Only a platform the user picked survives new data; otherwise the default applies.
+        self.chosen_platform: str | None = None
+        self.preferred_platform: str | None = None  # set by the AnalysisView: the main platform
+        self.platform_combo.activated.connect(
+            lambda _i: setattr(self, "chosen_platform", self.platform_combo.currentText())
+        )
         controls = QHBoxLayout()
         self._platform_label = QLabel("Platform:")
         controls.addWidget(self._platform_label)
@@ -204,12 +210,12 @@ class AnalysisPlot(QWidget):
 
     def _fill_platforms(self, section: Mapping[str, Any]) -> None:
         names = self.platforms(section)
-        current = self.platform_combo.currentText()
         self.platform_combo.blockSignals(True)
         self.platform_combo.clear()
         self.platform_combo.addItems(names)
         default = self.default_platform(section, names)
-        self.platform_combo.setCurrentText(current if current in names else default)
+        chosen = self.chosen_platform
+        self.platform_combo.setCurrentText(chosen if chosen in names else default)
         self.platform_combo.blockSignals(False)
         self._controls.setVisible(len(names) > 1)
 
@@ -218,6 +224,8 @@ class AnalysisPlot(QWidget):
         return [name for name, value in per.items() if value]
 
     def default_platform(self, section: Mapping[str, Any], names: list[str]) -> str:
+        if self.preferred_platform in names:
+            return str(self.preferred_platform)
         return names[0] if names else ""
 
     def platform(self) -> str:

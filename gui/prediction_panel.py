@@ -112,10 +112,8 @@ class PredictionPanel(AnalysisPlot):
             + [f"FLOPs-only\n{label}" for _, label in METRICS]
         )
         self.eval_table.setHorizontalHeaderLabels(headers)
-        self.eval_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.eval_table.horizontalHeader().setSectionResizeMode(
-            0, QHeaderView.ResizeMode.ResizeToContents
-        )
+        # Columns as wide as their two-line headers; a scroll bar rather than clipped text.
+        self.eval_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.eval_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.eval_table.verticalHeader().setVisible(False)
         self.eval_table.setMaximumHeight(150)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,8 +22,11 @@ FAST = ["--max-time", "0.3", "--min-iters", "5", "--target-ci", "0.5"]
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    # Piped output is as wide as COLUMNS says; pin it so a narrow terminal running the
+    # tests does not elide the names the assertions look for.
+    env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
