@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	mkdir -p $(OUT)
 	$(VENV)/bin/backbench run --suite paper --backend torch --device cpu --batch 1 \
-	    --min-iters 5 --max-time 1 --target-ci 0.05 --db $(OUT)/results.db --name quick-torch-cpu
+	    --min-iters 10 --max-time 1 --target-ci 0.05 --db $(OUT)/results.db --name quick-torch-cpu
 	$(VENV)/bin/backbench run --suite paper --backend openvino --device CPU --batch 1 \
-	    --min-iters 5 --max-time 1 --target-ci 0.05 --db $(OUT)/results.db --name quick-openvino-cpu
+	    --min-iters 10 --max-time 1 --target-ci 0.05 --db $(OUT)/results.db --name quick-openvino-cpu
 	$(VENV)/bin/backbench results --db $(OUT)/results.db
 	$(VENV)/bin/backbench report --db $(OUT)/results.db -o $(OUT)/report
 	@echo "Report: $(OUT)/report/index.html"
