@@ -141,10 +141,10 @@ def main() -> int:
         ref, our = statistics.median(ref_values), statistics.median(our_values)
         # The headline is the median of the paired (same-round) ratios: on a noisy machine
         # pairing cancels the drift that both sides of a round share.
-        paired = statistics.median(o / r for o, r in zip(our_values, ref_values))
+        paired = statistics.median(o / r for o, r in zip(our_values, ref_values, strict=True))
         results.append({"what": what, "case": label, "reference": ref, "backbench": our, "ratio": paired,
                         "rounds": {"reference": ref_values, "backbench": our_values}})
-        rounds = " ".join(f"{o / r:.3f}" for o, r in zip(our_values, ref_values))
+        rounds = " ".join(f"{o / r:.3f}" for o, r in zip(our_values, ref_values, strict=True))
         print(f"{what:<26}{label:<26}{ref:>11.3f}{our:>11.3f}{paired:>8.3f}   rounds: {rounds}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

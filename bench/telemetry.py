@@ -35,34 +35,10 @@ import psutil
 
 from service.client import AgentClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.service.agentlib import make_tiny_onnx  # noqa: E402  (the tests' tiny model)
+
 END = ("job.finished", "job.cancelled", "job.interrupted")
-
-
-def make_onnx(path: Path, channels: int, size: int) -> Path:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    conv = numpy_helper.from_array(rng.standard_normal((channels, 3, 3, 3)).astype(np.float32), "W")
-    fc = numpy_helper.from_array(rng.standard_normal((10, channels)).astype(np.float32), "W2")
-    nodes = [
-        helper.make_node("Conv", ["input", "W"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"]),
-        helper.make_node("Gemm", ["f", "W2"], ["output"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "bench",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])],
-        [conv, fc],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 class AgentProcess:
@@ -284,7 +260,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="bb-telemetry-"))
     models = root / "models"
     models.mkdir()
-    make_onnx(models / "bench.onnx", channels=16, size=112)
+    make_tiny_onnx(models / "bench.onnx", channels=16, size=112)
     machine = {
         "cpu": psutil.cpu_count(),
         "load_avg_1m_at_start": os.getloadavg()[0],

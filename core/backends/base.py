@@ -82,25 +82,41 @@ class PreparedModel(Protocol):
         CPU."""
         ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
+
+
+class SynchronousRequests:
+    """Throughput mode for frameworks without an asynchronous request queue (eager
+    PyTorch, ONNX Runtime's session.run): one request in flight, run now, report now."""
+
+    def infer_ns(self) -> int:
+        raise NotImplementedError
+
+    def max_in_flight(self) -> int:
+        return 1
+
+    def submit(self, on_done: Callable[[int], None]) -> None:
+        on_done(self.infer_ns())
+
+    def drain(self) -> None:
+        return None
 
 
 class BackendImpl(Protocol):
     backend: Backend
 
-    def version(self) -> str:
-        ...
+    def version(self) -> str: ...
 
     def devices(self) -> list[str]:
         """Devices that are really usable on this host (e.g. ['cpu', 'cuda:0'] or
         OpenVINO's available_devices)."""
         ...
 
-    def precisions(self, device: str) -> list[Precision]:
-        ...
+    def precisions(self, device: str) -> list[Precision]: ...
 
-    def prepare(self, case: Case, source: ModelSource, on_phase: PhaseHook = no_phase) -> PreparedModel:
+    def prepare(
+        self, case: Case, source: ModelSource, on_phase: PhaseHook = no_phase
+    ) -> PreparedModel:
         """Load, convert and compile. Raises core.errors types (DeviceUnavailableError,
         PrecisionUnsupportedError, ModelFileError, ...) for expected problems."""
         ...

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,14 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from core.backends import convert
-from core.backends.base import PHASE_COMPILE, PHASE_LOAD, ModelSource, PhaseHook, no_phase
+from core.backends.base import (
+    PHASE_COMPILE,
+    PHASE_LOAD,
+    ModelSource,
+    PhaseHook,
+    SynchronousRequests,
+    no_phase,
+)
 from core.backends.convert import SourceKind
 from core.errors import DeviceUnavailableError, ModelFileError, PrecisionUnsupportedError
 from core.results import Backend, Case, Precision
@@ -65,7 +71,7 @@ def _nvml_used_mb(index: int) -> float | None:
         return None
 
 
-class OrtPrepared:
+class OrtPrepared(SynchronousRequests):
     """An InferenceSession with its input batch in place (host numpy, or device-bound)."""
 
     def __init__(
@@ -105,16 +111,6 @@ class OrtPrepared:
         else:
             first = self._session.run(self._output_names[:1], self._feed)[0]
         return np.asarray(first, dtype=np.float32)
-
-    def max_in_flight(self) -> int:
-        return 1
-
-    def submit(self, on_done: Callable[[int], None]) -> None:
-        # session.run is synchronous: run now, report now (see module docstring).
-        on_done(self.infer_ns())
-
-    def drain(self) -> None:
-        return None
 
     def reset_peak_device_memory(self) -> None:
         return None

@@ -15,12 +15,18 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from core.backends.base import PHASE_COMPILE, PHASE_LOAD, ModelSource, PhaseHook, no_phase
+from core.backends.base import (
+    PHASE_COMPILE,
+    PHASE_LOAD,
+    ModelSource,
+    PhaseHook,
+    SynchronousRequests,
+    no_phase,
+)
 from core.backends.convert import (
     SourceKind,
     input_size_of,
@@ -75,7 +81,7 @@ def _cpu_supports_fp16() -> bool:
     return _cpu_fp16_ok
 
 
-class TorchPrepared:
+class TorchPrepared(SynchronousRequests):
     """A torch module on its device with its input batch in place."""
 
     def __init__(
@@ -110,16 +116,6 @@ class TorchPrepared:
             out = self._module(self._input)
         out = out[0] if isinstance(out, (tuple, list)) else out
         return out.float().cpu().numpy()
-
-    def max_in_flight(self) -> int:
-        return 1
-
-    def submit(self, on_done: Callable[[int], None]) -> None:
-        # No async queue in eager PyTorch: run now, report now (see module docstring).
-        on_done(self.infer_ns())
-
-    def drain(self) -> None:
-        return None
 
     def reset_peak_device_memory(self) -> None:
         if self._cuda:

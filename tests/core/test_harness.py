@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import pytest
 
 from core.harness import ci_target_met, run_latency, run_throughput
 from core.results import StoppingRule

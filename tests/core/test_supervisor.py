@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import psutil
-import pytest
 
 from core.backends.base import ModelSource
 from core.results import Backend, Case, FailureKind, Mode, Precision, Status, StoppingRule
