@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from core.worker import FLUSH_INTERVAL_NS
 from service.client import AgentClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -168,7 +169,7 @@ def end_to_end(
     return {
         "target_rate": rate,
         "seconds": seconds,
-        "worker_flush_ms": flush_ms or 50,
+        "worker_flush_ms": flush_ms or FLUSH_INTERVAL_NS / 1e6,
         "produced": measurement["stats"]["n"],
         "received": len(per_sample),
         "dropped": dropped,
@@ -253,7 +254,7 @@ def main() -> int:
     parser.add_argument(
         "--what-if-flush-ms",
         type=float,
-        default=20.0,
+        default=0.0,
         help="also run part 1 with this worker flush interval (0: skip)",
     )
     args = parser.parse_args()

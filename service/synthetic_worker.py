@@ -9,7 +9,7 @@ bench/telemetry.py and the agent's stalled-client test; not for measurements.
 ``BACKBENCH_SYNTHETIC_RATE`` sets samples per second (default 1000; 0 means as fast as
 possible). A case lasts the stopping rule's ``max_time_s``, capped at ``max_iters``
 samples. Each sample's latency is ``BACKBENCH_SYNTHETIC_LATENCY_NS`` (default 1 ms).
-``BACKBENCH_SYNTHETIC_FLUSH_MS`` replaces the real worker's flush interval (50 ms), to
+``BACKBENCH_SYNTHETIC_FLUSH_MS`` replaces the real worker's flush interval (20 ms), to
 see what another value would give.
 """
 
