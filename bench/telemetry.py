@@ -18,10 +18,7 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,49 +34,15 @@ from core.worker import FLUSH_INTERVAL_NS
 from service.client import AgentClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.service.agentlib import make_tiny_onnx  # noqa: E402  (the tests' tiny model)
+from tests.service.agentlib import Agent, make_tiny_onnx  # noqa: E402  (as the tests start them)
 
 END = ("job.finished", "job.cancelled", "job.interrupted")
 
 
-class AgentProcess:
-    def __init__(
-        self, root: Path, models: Path, *args: str, env: dict[str, str] | None = None
-    ) -> None:
-        self.socket = Path(tempfile.mkdtemp(prefix="bb-bench-", dir="/tmp")) / "agent.sock"
-        command = [
-            sys.executable,
-            "-m",
-            "service",
-            "--socket",
-            str(self.socket),
-            "--db",
-            str(root / f"{uuid.uuid4().hex}.db"),
-            "--model-dir",
-            str(models),
-            *args,
-        ]
-        self.log = open(root / "agent.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            command, stdout=self.log, stderr=self.log, env={**os.environ, **(env or {})}
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(str(self.socket))
-                return
-            except OSError:
-                time.sleep(0.05)
-            finally:
-                probe.close()
-        raise RuntimeError("the agent did not start; see agent.log")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
-        self.log.close()
-        shutil.rmtree(self.socket.parent, ignore_errors=True)
+def start_agent(root: Path, models: Path, *args: str, env: dict[str, str] | None = None) -> Agent:
+    """A real agent, as the service tests start it, with its own store."""
+    db = root / f"{uuid.uuid4().hex}.db"
+    return Agent(root, "--model-dir", str(models), *args, env=env, faults=False, db=db).start()
 
 
 def spec(stopping: dict[str, Any], model: str = "bench.onnx") -> dict[str, Any]:
@@ -116,7 +79,7 @@ def end_to_end(
     env = {"BACKBENCH_SYNTHETIC_RATE": str(rate)}
     if flush_ms is not None:
         env["BACKBENCH_SYNTHETIC_FLUSH_MS"] = str(flush_ms)
-    agent = AgentProcess(
+    agent = start_agent(
         root, models, "--worker-command", f"{sys.executable} -m service.synthetic_worker", env=env
     )
     try:
@@ -196,7 +159,7 @@ def _subscriber(
 
 
 def streaming_cost(root: Path, models: Path, rounds: int, seconds: float) -> dict[str, Any]:
-    agent = AgentProcess(root, models)
+    agent = start_agent(root, models)
     medians: dict[int, list[float]] = {0: [], 1: [], 5: []}
     iterations: dict[int, list[int]] = {0: [], 1: [], 5: []}
     try:
