@@ -28,9 +28,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.backends.base import ModelSource  # noqa: E402
+from core.measure.supervisor import CaseRunner  # noqa: E402
+from core.measure.worker import WorkerJob  # noqa: E402
 from core.results import Backend, Case, Mode, Precision, Status, StoppingRule  # noqa: E402
-from core.supervisor import CaseRunner  # noqa: E402
-from core.worker import WorkerJob  # noqa: E402
 
 MODELS = ("resnet18", "mobilenet_v3_small")
 BATCHES = (1, 8)

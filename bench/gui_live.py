@@ -43,7 +43,9 @@ STREAMER = textwrap.dedent(
     """
     import json, socket, sys, time
     import numpy as np
-    from core.protocol import encode, make_hello_result, make_job_event, make_result, make_telemetry
+    from core.protocol.framing import encode
+    from core.protocol.methods import make_hello_result
+    from core.protocol.messages import make_job_event, make_result, make_telemetry
     path, seconds, rate, per_batch = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)

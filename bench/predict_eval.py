@@ -32,7 +32,7 @@ from scipy.optimize import nnls
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.predict import evaluate, held_out  # noqa: E402
+from core.predict.predictor import evaluate, held_out  # noqa: E402
 
 DEFAULT_CSV = Path(__file__).resolve().parent / "data" / "h200_host_torch_zoo.csv"
 NN_METER_WITHIN_10PCT = 0.834  # NCS2, batch 1 (Zhang et al., MobiSys 2021)

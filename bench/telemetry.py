@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from core.worker import FLUSH_INTERVAL_NS
+from core.measure.worker import FLUSH_INTERVAL_NS
 from service.client import AgentClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -80,7 +80,7 @@ def end_to_end(
     if flush_ms is not None:
         env["BACKBENCH_SYNTHETIC_FLUSH_MS"] = str(flush_ms)
     agent = start_agent(
-        root, models, "--worker-command", f"{sys.executable} -m service.synthetic_worker", env=env
+        root, models, "--worker-command", f"{sys.executable} -m tests.service.synthetic_worker", env=env
     )
     try:
         ps = psutil.Process(agent.proc.pid)

@@ -26,24 +26,11 @@ from PySide6.QtNetwork import QLocalSocket
 
 from core import __version__
 from core.errors import ProtocolError
-from core.protocol import (
-    GAP,
-    INTERNAL_ERROR,
-    JOB_EVENTS,
-    PROTOCOL_VERSION,
-    TELEMETRY,
-    TOPICS,
-    VERSION_MISMATCH,
-    FrameError,
-    LineDecoder,
-    MessageError,
-    Notification,
-    Response,
-    check_version,
-    encode,
-    make_request,
-    parse_message,
-)
+from core.protocol.codes import INTERNAL_ERROR, PROTOCOL_VERSION, VERSION_MISMATCH
+from core.protocol.events import GAP, JOB_EVENTS, TELEMETRY, TOPICS
+from core.protocol.framing import FrameError, LineDecoder, encode
+from core.protocol.messages import MessageError, Notification, Response, make_request, parse_message
+from core.protocol.methods import check_version
 
 logger = logging.getLogger(__name__)
 

@@ -130,7 +130,7 @@ def export_report(
     """The HTML report of `backbench report` for ``frame``; returns its index.html.
     Raises DataError for unusable data and UsageError for a folder it cannot write."""
     try:
-        from core.report import write_report
+        from core.report.html import write_report
     except ImportError as exc:  # a trimmed install without the report module
         raise UsageError(
             "This installation cannot write HTML reports (core.report is missing).",

@@ -22,7 +22,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
-from core.protocol import (
+from core.protocol.events import (
     JOB_CANCELLED,
     JOB_CASE_FAILED,
     JOB_CASE_FINISHED,

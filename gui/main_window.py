@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import ProtocolError
-from core.protocol import MAX_RESULTS_PAGE
+from core.protocol.codes import MAX_RESULTS_PAGE
 from core.results import MEASUREMENT_COLUMNS, Measurement
 from gui.agents_panel import AgentConnection, AgentRegistry, AgentsPanel
 from gui.launcher import LauncherPanel

@@ -45,7 +45,7 @@ def _share(value: Any) -> str:
 def evaluation_text(evaluation: Mapping[str, Any]) -> str:
     """The "what this says" of the leave-one-model-out evaluation (the report's wording)."""
     try:
-        from core.report import evaluation_says
+        from core.report.html import evaluation_says
 
         return str(evaluation_says(evaluation))
     except ImportError:
@@ -58,7 +58,7 @@ def evaluation_text(evaluation: Mapping[str, Any]) -> str:
 
 
 def _platform_labels(frame: pd.DataFrame) -> pd.Series:
-    from core.predict import platform_label
+    from core.predict.predictor import platform_label
 
     mode = frame["mode"] if "mode" in frame.columns else pd.Series("latency", index=frame.index)
     labels = [

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import ProtocolError
-from core.protocol import (
+from core.protocol.events import (
     JOB_CANCELLED,
     JOB_CASE_FAILED,
     JOB_CASE_FINISHED,

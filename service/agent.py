@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import IO
 
 from core import __version__
-from core.environment import manifest as host_manifest
 from core.errors import BackbenchError, UsageError
+from core.measure.environment import manifest as host_manifest
 from core.store import Store
 from service import systemd
 from service.config import AgentConfig, parse_config
-from service.executor import JobExecutor
+from service.dispatcher import JobDispatcher
 from service.handlers import Api
 from service.jobs import JobQueue
 from service.probe import Prober
@@ -192,7 +192,7 @@ class Agent:
         server = AgentServer(api, config.client_queue_samples)
         api.server = server
         bridge = LoopBridge(loop, server)
-        executor = JobExecutor(queue, store, config, bridge, manifest)
+        executor = JobDispatcher(queue, store, config, bridge, manifest)
         api.executor = executor
         sock = _listen(config)
         try:

@@ -25,17 +25,10 @@ from typing import Any
 
 from core import __version__
 from core.errors import AgentUnavailableError
-from core.protocol import (
-    PROTOCOL_VERSION,
-    FrameError,
-    LineDecoder,
-    Notification,
-    Response,
-    check_version,
-    encode,
-    make_request,
-    parse_message,
-)
+from core.protocol.codes import PROTOCOL_VERSION
+from core.protocol.framing import FrameError, LineDecoder, encode
+from core.protocol.messages import Notification, Response, make_request, parse_message
+from core.protocol.methods import check_version
 
 log = logging.getLogger(__name__)
 

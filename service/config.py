@@ -18,8 +18,8 @@ from typing import Any
 
 from core import __version__
 from core.errors import UsageError
+from core.measure.supervisor import PhaseLimits, default_worker_command
 from core.paths import data_dir, default_db_path
-from core.supervisor import PhaseLimits, default_worker_command
 
 # Test-only: lets a client ask the agent to inject worker faults (crash, hang, ...).
 # Never set in production; without it the `test_faults` submit parameter is refused.

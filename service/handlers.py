@@ -17,22 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from core import __version__, zoo
 from core.errors import ProtocolError, UsageError
-from core.protocol import (
-    INVALID_PARAMS,
-    JOB_CANCELLED,
-    JOB_QUEUED,
-    NOT_FOUND,
-    TOPIC_TELEMETRY,
-    TOPICS,
-    make_hello_result,
-    make_job_event,
-)
+from core.protocol.codes import INVALID_PARAMS, NOT_FOUND
+from core.protocol.events import JOB_CANCELLED, JOB_QUEUED, TOPIC_TELEMETRY, TOPICS
+from core.protocol.messages import make_job_event
+from core.protocol.methods import make_hello_result
 from core.results import Run, RunSpec
 from core.store import Store
 from core.zoo.files import MODEL_FILE_SOURCES
 from service import systemd
 from service.config import AgentConfig
-from service.executor import TEST_FAULTS, JobExecutor
+from service.dispatcher import TEST_FAULTS, JobDispatcher
 from service.jobs import RUNNING, JobQueue
 from service.probe import Prober
 from service.uploads import ModelAccess, UploadManager
@@ -71,7 +65,7 @@ class Api:
     manifest: dict[str, Any]
     boot_id: str
     started_at: float = field(default_factory=time.time)
-    executor: JobExecutor | None = None
+    executor: JobDispatcher | None = None
     server: AgentServer | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -109,7 +103,7 @@ class Api:
     # -- handshake and host ----------------------------------------------------------------------
 
     async def do_hello(self, client: Client, p: dict[str, Any]) -> Any:
-        from core.protocol import check_version
+        from core.protocol.methods import check_version
 
         check_version(p["protocol_version"], peer_role="client")
         client.greeted = True

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ProtocolError
-from core.protocol import BUSY, NOT_FOUND, REQUEST_FAILED
+from core.protocol.codes import BUSY, NOT_FOUND, REQUEST_FAILED
 from core.results import RunSpec
 from core.store import Store
 

@@ -22,15 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.cli import _print_results_table, _spec_from_args, console, err_console
+from core.cli.console import console, err_console, print_results_table
+from core.cli.run_options import spec_from_args
 from core.errors import UsageError
-from core.protocol import (
-    JOB_CASE_FAILED,
-    JOB_CASE_FINISHED,
-    JOB_CASE_STARTED,
-    JOB_STARTED,
-    UPLOAD_CHUNK_BYTES,
-)
+from core.protocol.codes import UPLOAD_CHUNK_BYTES
+from core.protocol.events import JOB_CASE_FAILED, JOB_CASE_FINISHED, JOB_CASE_STARTED, JOB_STARTED
 from core.results import MEASUREMENT_COLUMNS, Measurement
 from core.zoo.files import is_model_file
 from service.client import AgentClient, SshTunnel
@@ -196,7 +192,7 @@ def _upload_local_files(client: AgentClient, spec_dict: dict[str, Any]) -> dict[
 
 
 def cmd_submit(client: AgentClient, args: argparse.Namespace) -> int:
-    spec_dict = _spec_from_args(args).to_dict()
+    spec_dict = spec_from_args(args).to_dict()
     upload_ids = _upload_local_files(client, spec_dict)
     params: dict[str, Any] = {
         "spec": spec_dict,
@@ -380,7 +376,7 @@ def cmd_results(client: AgentClient, args: argparse.Namespace) -> int:
         run_ref = int(run_ref)
     run, measurements = _fetch_measurements(client, run_ref)
     if args.format == "table":
-        _print_results_table(
+        print_results_table(
             measurements, title=f"Run {run['run_id']} {run['name']!r} on {client.path}"
         )
         return 0

@@ -24,16 +24,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import BackbenchError, ProtocolError
-from core.protocol import (
-    HANDSHAKE_REQUIRED,
-    METHOD_NOT_FOUND,
-    METHODS,
-    TOPIC_JOBS,
-    TOPIC_TELEMETRY,
-    VERSION_MISMATCH,
-    ClientQueue,
-    FrameError,
-    LineDecoder,
+from core.protocol.codes import HANDSHAKE_REQUIRED, METHOD_NOT_FOUND, VERSION_MISMATCH
+from core.protocol.events import TOPIC_JOBS, TOPIC_TELEMETRY
+from core.protocol.framing import FrameError, LineDecoder
+from core.protocol.messages import (
     MessageError,
     Request,
     make_error,
@@ -41,8 +35,9 @@ from core.protocol import (
     make_internal_error,
     make_result,
     parse_message,
-    validate_params,
 )
+from core.protocol.methods import METHODS, validate_params
+from service.client_queue import ClientQueue
 
 if TYPE_CHECKING:
     from service.handlers import Api

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ProtocolError, UsageError
-from core.protocol import NOT_FOUND, UPLOAD_CHUNK_BYTES, UPLOAD_ERROR
+from core.protocol.codes import NOT_FOUND, UPLOAD_CHUNK_BYTES, UPLOAD_ERROR
 from core.zoo.files import is_model_file
 from core.zoo.registry import find_zoo_card, looks_like_path
 

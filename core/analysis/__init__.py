@@ -7,7 +7,6 @@
 - ``memory``: memory vs params, one or two lines by BIC.
 - ``speedup``: per-image time ratios between platforms.
 - ``summary.analyze``: all of the above as one JSON-ready dict.
-- ``figures``: matplotlib figures built from that dict.
 
 Names are resolved lazily so that ``import core.analysis`` does not pull in scipy,
 scikit-learn and statsmodels until an analysis runs.

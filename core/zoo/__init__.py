@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from core.complexity import Complexity
+from core.zoo.card import ModelCard
+from core.zoo.complexity import Complexity
 from core.zoo.files import MODEL_FILE_SOURCES, is_model_file, load_torchscript
+from core.zoo.lookup import get_card
 from core.zoo.registry import (
-    ModelCard,
-    get_card,
     list_models,
     model_complexity,
     suite_description,

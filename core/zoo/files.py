@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import ModelFileError
+from core.zoo.card import ModelCard
+from core.zoo.registry import find_zoo_card
 
 if TYPE_CHECKING:
     import torch
-
-    from core.zoo.registry import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,6 @@ def file_card(path: str | os.PathLike[str]) -> ModelCard:
 
 @functools.lru_cache(maxsize=64)
 def _file_card(path: str, _mtime_ns: int, _size: int) -> ModelCard:
-    from core.zoo.registry import ModelCard, find_zoo_card
-
     p = Path(path)
     source = MODEL_FILE_SOURCES[p.suffix.lower()]
     if source == "onnx":

@@ -14,77 +14,18 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from core.complexity import Complexity
 from core.errors import BackbenchError, UnknownModelError, UnknownSuiteError
 from core.paths import resources_dir
+from core.zoo import catalog
+from core.zoo.card import ModelCard
+from core.zoo.complexity import Complexity
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("torchvision", "onnx", "openvino-ir", "torchscript")
-
-
-@dataclass(frozen=True, slots=True)
-class ModelCard:
-    name: str
-    family: str  # e.g. "resnet", "vgg", "mobilenet", "densenet"
-    input_size: tuple[int, int, int]  # (C, H, W)
-    params: int | None  # published num_params (torchvision meta)
-    acc1: float | None  # ImageNet-1K acc@1 %, reference
-    acc5: float | None
-    gmacs: float | None  # published _ops: GMACs per image, rounded to 3 decimals
-    file_size_mb: float | None  # published _file_size
-    source: str  # "torchvision" | "onnx" | "openvino-ir" | "torchscript"
-    path: str | None = None  # absolute path, for file models
-    notes: str = ""
-
-    @property
-    def flops_published(self) -> int | None:
-        """Published FLOPs per image (2 x MACs); carries the 3-decimal rounding of _ops."""
-        return None if self.gmacs is None else round(2 * self.gmacs * 1e9)
-
-    @property
-    def is_file(self) -> bool:
-        return self.path is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["input_size"] = list(self.input_size)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ModelCard:
-        size = tuple(int(v) for v in d["input_size"])
-        if len(size) != 3:
-            raise ValueError(f"input_size {size!r} is not (C, H, W)")
-        return cls(
-            name=str(d["name"]),
-            family=str(d["family"]),
-            input_size=(size[0], size[1], size[2]),
-            params=_opt(int, d.get("params")),
-            acc1=_opt(float, d.get("acc1")),
-            acc5=_opt(float, d.get("acc5")),
-            gmacs=_opt(float, d.get("gmacs")),
-            file_size_mb=_opt(float, d.get("file_size_mb")),
-            source=str(d["source"]),
-            path=_opt(str, d.get("path")),
-            notes=str(d.get("notes", "")),
-        )
-
-
-def _opt(kind: type, value: Any) -> Any:
-    return None if value is None else kind(value)
-
-
 @functools.lru_cache(maxsize=1)
 def _zoo() -> dict[str, tuple[ModelCard, Complexity]]:
-    # Imported here so that `python -m core.zoo.catalog` does not find itself imported.
-    from core.zoo import catalog
-
     entries: dict[str, tuple[ModelCard, Complexity]] = {}
     for name, entry in catalog.read_catalog().items():
         try:
@@ -95,7 +36,7 @@ def _zoo() -> dict[str, tuple[ModelCard, Complexity]]:
         except (KeyError, TypeError, ValueError, BackbenchError) as exc:
             raise BackbenchError(
                 f"The model catalogue entry for {name!r} is invalid: {exc}.",
-                "Regenerate it with `python -m core.zoo.catalog --write`.",
+                "Regenerate it with `python -m core.zoo.build_catalog --write`.",
             ) from None
     return entries
 
@@ -115,7 +56,7 @@ def find_zoo_card(name: str) -> ModelCard | None:
     return None if found is None else found[0]
 
 
-def _unknown(name: str) -> UnknownModelError:
+def unknown_model(name: str) -> UnknownModelError:
     names = zoo_names()
     wanted = name.strip().lower()
     # A family name ("resnet", "mobilenet") is best answered with its members; difflib
@@ -130,33 +71,25 @@ def looks_like_path(name: str) -> bool:
     return os.sep in name or "/" in name or Path(name).suffix != "" or os.path.exists(name)
 
 
-def get_card(name_or_path: str) -> ModelCard:
-    """The card of a zoo model, or of a model file (.onnx, .xml with its .bin, .pt)."""
-    from core.zoo import files
-
-    if files.is_model_file(name_or_path):
-        return files.file_card(name_or_path)
-    found = _lookup(name_or_path)
-    if found is not None:
-        return found[0]
-    if looks_like_path(name_or_path):
-        raise files.not_a_model_file(name_or_path)
-    raise _unknown(name_or_path)
+def zoo_card(name: str) -> ModelCard:
+    """The card of zoo model ``name`` (case-insensitive), or UnknownModelError with
+    suggestions."""
+    found = _lookup(name)
+    if found is None:
+        raise unknown_model(name)
+    return found[0]
 
 
 def check_zoo_name(name: str) -> str:
     """The canonical zoo name for ``name``, or UnknownModelError with suggestions."""
-    found = _lookup(name)
-    if found is None:
-        raise _unknown(name)
-    return found[0].name
+    return zoo_card(name).name
 
 
 def list_models(pattern: str | None = None, suite: str | None = None) -> list[ModelCard]:
     """Zoo cards whose name matches the fnmatch ``pattern`` (case-insensitive), sorted by
     name; with ``suite``, only that suite's models, in the suite's order."""
     if suite is not None:
-        cards = [get_card(name) for name in suite_models(suite)]
+        cards = [zoo_card(name) for name in suite_models(suite)]
     else:
         cards = [card for card, _ in (_zoo()[n] for n in zoo_names())]
     if pattern:
@@ -227,8 +160,6 @@ def _suite(name: str) -> tuple[str, str, tuple[str, ...]]:
 
 def clear_caches() -> None:
     """Forget the catalogue and suites read so far (after regenerating them)."""
-    from core.zoo import catalog
-
     _zoo.cache_clear()
     _suites.cache_clear()
     catalog._read.cache_clear()

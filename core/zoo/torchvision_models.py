@@ -28,7 +28,8 @@ from core.errors import (
     UsageError,
 )
 from core.zoo import files
-from core.zoo.registry import ModelCard, check_zoo_name
+from core.zoo.card import ModelCard
+from core.zoo.registry import check_zoo_name
 
 log = logging.getLogger(__name__)
 

@@ -163,6 +163,6 @@ def test_missing_section_raises_with_reason_and_save_all_skips_it(tmp_path: Path
 
 
 def test_importing_the_analysis_does_not_load_matplotlib() -> None:
-    code = "import sys, core.analysis.figures, core.analysis.summary; print('matplotlib' in sys.modules)"
+    code = "import sys, core.report.figures, core.analysis.summary; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

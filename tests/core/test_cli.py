@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main
+from core.cli.main import main
 from core.results import MEASUREMENT_COLUMNS
 from core.store import Store
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from core.analysis import SECTIONS
-from core.cli import main
-from core.predict import LatencyPredictor
+from core.cli.main import main
+from core.predict.predictor import LatencyPredictor
 from core.results import Backend, Case, LatencyStats, Measurement, Mode, Precision, RunSpec, Status
 from core.store import Store
 from core.zoo import model_complexity
@@ -268,7 +268,7 @@ def test_predict_evaluate_json_and_table(
         evaluated.append(df)
         return result  # the table shows what the JSON run computed, without recomputing
 
-    monkeypatch.setattr("core.predict.evaluate", cached)
+    monkeypatch.setattr("core.predict.predictor.evaluate", cached)
     code, out, _ = run_main(capsys, "predict", "--evaluate", "--db", str(db))
     assert len(evaluated) == 1 and len(evaluated[0]) == result["n"]
     assert code == 0

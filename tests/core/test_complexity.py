@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from core.complexity import KERNEL_KINDS, LAYER_CATEGORIES, Complexity, measure_complexity
 from core.errors import DataError
+from core.zoo.complexity import KERNEL_KINDS, LAYER_CATEGORIES, Complexity, measure_complexity
 
 torch = pytest.importorskip("torch")
 tvm = pytest.importorskip("torchvision.models")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from core.harness import ci_target_met, run_latency, run_throughput
+from core.measure.harness import ci_target_met, run_latency, run_throughput
 from core.results import StoppingRule
 
 

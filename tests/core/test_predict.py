@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from core.errors import DataError, UnknownModelError, UsageError
-from core.features import zoo_features
-from core.predict import LatencyPredictor, Prediction, evaluate, held_out, platforms
+from core.predict.features import zoo_features
+from core.predict.predictor import LatencyPredictor, Prediction, evaluate, held_out, platforms
 
 # name -> (backend, device, precision, peak GFLOP/s, bandwidth GB/s, overhead per layer)
 PLATFORMS = {
@@ -565,8 +565,8 @@ def test_kernel_sum_is_chosen_and_accurate_with_the_census(kernel_report: dict) 
 
 
 def test_kernel_sum_recovers_per_kind_rates_and_overlap(kernel_df: pd.DataFrame) -> None:
-    from core.features import common_keys, design_matrix, design_names
-    from core.predict_models import KernelSum
+    from core.predict.features import common_keys, design_matrix, design_names
+    from core.predict.models import KernelSum
 
     keys = common_keys(KTRAIN.values())
     for platform, (_, device, _, tflops, *_, overlap) in KERNEL_PLATFORMS.items():
@@ -658,7 +658,7 @@ def test_held_out_cases_match_evaluate(kernel_df: pd.DataFrame, kernel_report: d
 
 
 def test_zoo_features_carry_the_census() -> None:
-    from core.features import KERNEL_KEYS
+    from core.predict.features import KERNEL_KEYS
 
     feats = zoo_features("mobilenet_v2")
     assert feats is not None and set(KERNEL_KEYS) <= set(feats)
@@ -667,7 +667,7 @@ def test_zoo_features_carry_the_census() -> None:
 
 
 def test_rescale_only_for_another_input_size() -> None:
-    from core.features import rescale_to_measured
+    from core.predict.features import rescale_to_measured
 
     feats = KTRAIN["knet02"]
     same, ratio = rescale_to_measured(feats, [None, feats["flops"] * 1.01])  # rounding

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.analysis.figures import BUILDERS
 from core.errors import DataError, UsageError
-from core.report import MARKER, evaluation_rows, fmt_number, fmt_share, write_report
+from core.report.figures import BUILDERS
+from core.report.html import MARKER, evaluation_rows, fmt_number, fmt_share, write_report
 from core.zoo import model_complexity
 
 MODELS = ("squeezenet1_1", "mobilenet_v3_small", "resnet18", "resnet50", "vgg11", "densenet121")
@@ -169,7 +169,7 @@ def test_replaces_an_earlier_report_whole(tmp_path: Path) -> None:
 
 
 def test_a_failure_leaves_no_half_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.report
+    import core.report.html
 
     def broken(*args: object) -> str:
         raise RuntimeError("boom")

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import store_schema
 from core.errors import (
     RunNotFoundError,
     SchemaTooNewError,
@@ -40,6 +39,7 @@ from core.results import (
     Status,
 )
 from core.store import Store, default_store_path
+from core.store import schema as store_schema
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = {"host": "lab-1", "cpu": {"model": "Xeon", "cores": 8}, "versions": {"torch": "2.4"}}

@@ -20,9 +20,9 @@ import numpy as np
 import psutil
 
 from core.backends.base import ModelSource
+from core.measure.supervisor import CaseObserver, CaseRunner, PhaseLimits, run_inline
+from core.measure.worker import WorkerJob
 from core.results import Backend, Case, FailureKind, Mode, Precision, Status, StoppingRule
-from core.supervisor import CaseObserver, CaseRunner, PhaseLimits, run_inline
-from core.worker import WorkerJob
 
 MODEL = "squeezenet1_1"
 FAST = StoppingRule(min_iters=5, target_ci=0.5, max_time_s=0.5, warmup_iters=1, warmup_time_s=0)
@@ -54,7 +54,7 @@ class Recorder(CaseObserver):
 
 
 def worker_pids() -> list[int]:
-    return [p.pid for p in psutil.Process().children(recursive=True) if "core.worker" in " ".join(p.cmdline())]
+    return [p.pid for p in psutil.Process().children(recursive=True) if "core.measure.worker" in " ".join(p.cmdline())]
 
 
 def test_good_case_streams_every_sample() -> None:
@@ -159,8 +159,8 @@ def test_worker_dies_with_its_parent(tmp_path: Any) -> None:
             import sys
             from core.backends.base import ModelSource
             from core.results import *
-            from core.supervisor import CaseRunner
-            from core.worker import WorkerJob
+            from core.measure.supervisor import CaseRunner
+            from core.measure.worker import WorkerJob
             case = Case({MODEL!r}, Backend.TORCH, "cpu", Precision.FP32, 1, Mode.LATENCY)
             CaseRunner().run(WorkerJob(case, ModelSource({MODEL!r}), StoppingRule(), fault="hang"))
             """

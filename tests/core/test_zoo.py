@@ -189,7 +189,7 @@ def test_every_torchvision_classification_model_is_served(tvm) -> None:
 
 
 def test_catalogue_snapshot_equals_live_torchvision_metadata(tvm) -> None:
-    from core.zoo.catalog import stale_entries
+    from core.zoo.build_catalog import stale_entries
     from core.zoo.torchvision_models import card_from_torchvision
 
     assert stale_entries() == []
@@ -198,7 +198,7 @@ def test_catalogue_snapshot_equals_live_torchvision_metadata(tvm) -> None:
 
 
 def test_catalogue_complexity_equals_live_measurement_beyond_the_paper(tvm) -> None:
-    from core.complexity import measure_complexity
+    from core.zoo.complexity import measure_complexity
     from core.zoo.torchvision_models import build_on_meta
 
     # Builders with special input sizes: vit (image_size), maxvit (input_size),
@@ -431,7 +431,7 @@ def test_build_on_cuda_counts_like_the_meta_model(tvm) -> None:
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    from core.complexity import measure_complexity
+    from core.zoo.complexity import measure_complexity
 
     model, label = build_torch_model(SMALL, device="cuda")
     assert label == "random" and next(model.parameters()).device.type == "cuda"

@@ -17,16 +17,9 @@ from PySide6.QtCore import QObject
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
 from core.errors import ProtocolError
-from core.protocol import (
-    PROTOCOL_VERSION,
-    VERSION_MISMATCH,
-    encode,
-    make_error,
-    make_gap,
-    make_job_event,
-    make_result,
-    make_telemetry,
-)
+from core.protocol.codes import PROTOCOL_VERSION, VERSION_MISMATCH
+from core.protocol.framing import encode
+from core.protocol.messages import make_error, make_gap, make_job_event, make_result, make_telemetry
 from gui.agent_client import AgentClient, ClientState
 from gui.ssh_tunnel import SshTunnel, ssh_command
 

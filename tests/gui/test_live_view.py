@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.protocol import JOB_CASE_FINISHED, JOB_CASE_STARTED, JOB_FINISHED, JOB_STARTED
+from core.protocol.events import JOB_CASE_FINISHED, JOB_CASE_STARTED, JOB_FINISHED, JOB_STARTED
 from gui.agent_client import memory_array, samples_array
 from gui.agents_panel import AgentRegistry
 from gui.live_view import (

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from core.errors import ProtocolError
-from core.protocol import (
+from core.protocol.codes import (
     HANDSHAKE_REQUIRED,
     INVALID_PARAMS,
     NOT_FOUND,
@@ -285,7 +285,7 @@ def test_stalled_client_keeps_memory_bounded_while_another_receives(
         "--client-queue-samples",
         str(QUEUE_SAMPLES),
         "--worker-command",
-        f"{sys.executable} -m service.synthetic_worker",
+        f"{sys.executable} -m tests.service.synthetic_worker",
         env={"BACKBENCH_SYNTHETIC_RATE": "40000"},
     ).start()
     stalled = socket.socket(socket.AF_UNIX)

@@ -9,7 +9,8 @@ import socket
 import threading
 import time
 
-from core.protocol import INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE, MAX_FRAME_BYTES, METHODS
+from core.protocol.codes import INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE, MAX_FRAME_BYTES
+from core.protocol.methods import METHODS
 from tests.service.agentlib import Agent
 
 N_FRAMES = 10_000

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from core.errors import AgentUnavailableError, ProtocolError
-from core.protocol import INVALID_PARAMS, UPLOAD_ERROR
+from core.protocol.codes import INVALID_PARAMS, UPLOAD_ERROR
 from service.client import AgentClient, SshTunnel
 from tests.service.agentlib import REPO, Agent, make_tiny_onnx, ort_spec
 

@@ -172,7 +172,7 @@ def test_sd_notify_to_a_path_socket_and_watchdog_interval(
 def test_export_writes_an_onnx_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxruntime as ort
 
-    from core.cli import main
+    from core.cli.main import main
 
     monkeypatch.setenv("BACKBENCH_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "sq.onnx"
@@ -187,7 +187,7 @@ def test_the_agent_and_remote_client_load_no_framework_and_no_gui() -> None:
     import sys
 
     code = (
-        "import sys, service.agent, service.remote, service.client, core.cli_agent\n"
+        "import sys, service.agent, service.remote, service.client, service.commands\n"
         "bad = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision', 'openvino',"
         " 'onnxruntime', 'PySide6', 'pyqtgraph', 'gui'})\n"
         "print(','.join(bad))\n"

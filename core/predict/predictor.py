@@ -3,11 +3,11 @@
 A platform is ``backend/device/precision``, with ``/throughput`` appended for throughput-mode
 rows (a different quantity). Per platform, the predictor fits log(per-image latency). Where
 every model carries the kernel census (zoo models do), the model is a sum over kernel kinds
-(``core.predict_models.KernelSum``): per-kind FLOPs at per-kind rates, activation and weight
+(``core.predict.models.KernelSum``): per-kind FLOPs at per-kind rates, activation and weight
 traffic at a bandwidth, and a host cost per operator per batch, with host and device
 combined by a fitted p-norm. Otherwise (a user's model file, known by its FLOPs and params
-only) it is a roofline in log space (``core.predict_models.Roofline``). Features come from
-the model itself (see ``core.features``), so a zoo model that was never measured can be
+only) it is a roofline in log space (``core.predict.models.Roofline``). Features come from
+the model itself (see ``core.predict.features``), so a zoo model that was never measured can be
 predicted. Rows whose flops column shows another input size than the zoo's (a model run at
 224 x 224 where the zoo counts it at its own crop) get their features scaled to it.
 
@@ -60,7 +60,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from core.errors import DataError, UnknownModelError, UsageError
-from core.features import (
+from core.predict.features import (
     FLOPS,
     KERNEL_KEYS,
     FeatureProvider,
@@ -73,7 +73,7 @@ from core.features import (
     rescale_to_measured,
     zoo_features,
 )
-from core.predict_models import Regressor, out_of_fold, residual_band
+from core.predict.models import Regressor, out_of_fold, residual_band
 
 log = logging.getLogger(__name__)
 

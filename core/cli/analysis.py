@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from core.errors import DataError, UsageError
-from core.report import EVALUATION_METRICS, evaluation_rows, fmt_number, fmt_share
+from core.report.html import EVALUATION_METRICS, evaluation_rows, fmt_number, fmt_share
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,9 +81,9 @@ def _load_csv(path: str, run: str | None) -> LoadedData:
 
 
 def _load_store(db: str | None, run: str | None) -> LoadedData:
-    from core.cli import _open_store
+    from core.cli.console import open_store
 
-    store = _open_store(db, readonly=True)
+    store = open_store(db, readonly=True)
     try:
         selected = store.get_run(run) if run is not None else None
         frame = store.to_dataframe(selected.id if selected is not None else None)
@@ -136,7 +136,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from core.analysis import analyze
-    from core.cli import _write_or_print, console, err_console
+    from core.cli.console import console, err_console, write_or_print
 
     data = load_data(args.db, args.csv, args.run)
     # analyze() records one run; with several, stderr says which were included so that
@@ -146,7 +146,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         if data.runs:
             err_console.print(f"Analysed {escape(data.run_label or '')} from {escape(data.source)}", highlight=False)
-        _write_or_print(_dump_json(result), None)
+        write_or_print(_dump_json(result), None)
         return 0
     _print_analysis(console, result, data)
     if result["skipped"]:
@@ -278,15 +278,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     if args.batch < 1:
         raise UsageError(f"--batch {args.batch} is not a positive integer.")
-    from core.cli import _write_or_print, console
-    from core.predict import LatencyPredictor
+    from core.cli.console import console, write_or_print
+    from core.predict.predictor import LatencyPredictor
 
     data = load_data(args.db, args.csv, args.run)
     platform, rows = _platform_rows(data.frame, args.platform)
     # Training on the one platform asked for saves fitting the others.
     prediction = LatencyPredictor().fit(rows).predict(args.model, args.batch, platform)
     if args.json:
-        _write_or_print(_dump_json(prediction.to_dict()), None)
+        write_or_print(_dump_json(prediction.to_dict()), None)
         return 0
     _print_prediction(console, prediction.to_dict(), data)
     return 0
@@ -295,7 +295,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _platform_rows(frame: pd.DataFrame, wanted: str | None) -> tuple[str, pd.DataFrame]:
     """The platform to predict for (the only one, or ``wanted``, matched ignoring case)
     and the rows measured on it."""
-    from core.predict import platform_label, platforms
+    from core.predict.predictor import platform_label, platforms
 
     available = platforms(frame)
     listing = ", ".join(available)
@@ -355,13 +355,13 @@ def _print_prediction(console: Console, p: Mapping[str, Any], data: LoadedData) 
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from core.cli import _write_or_print, console
-    from core.predict import evaluate
+    from core.cli.console import console, write_or_print
+    from core.predict.predictor import evaluate
 
     data = load_data(args.db, args.csv, args.run)
     result = evaluate(data.frame)
     if args.json:
-        _write_or_print(_dump_json(result), None)
+        write_or_print(_dump_json(result), None)
         return 0
     _print_evaluation(console, result, data)
     return 0
@@ -404,8 +404,8 @@ def _print_evaluation(console: Console, result: Mapping[str, Any], data: LoadedD
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from core.cli import console, err_console
-    from core.report import write_report
+    from core.cli.console import console, err_console
+    from core.report.html import write_report
 
     data = load_data(args.db, args.csv, args.run)
     with err_console.status("Writing the report (analysis, figures, cross-validation)..."):

@@ -1,67 +1,25 @@
-"""The ``backbench`` command line.
-
-Each subcommand imports what it needs when it runs (the way glances loads its modes), so
-``backbench models`` or ``backbench results`` never pay for torch, and the agent never
-loads analysis code. Expected errors (core.errors) print one line saying what to do and
-exit non-zero; a traceback means a bug.
-"""
+"""Core's own commands: ``models``, ``run``, ``results``, ``runs``, ``devices`` and the
+internal ``worker``. Registered through the ``backbench.commands`` entry points."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import math
-import os
 import sys
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
-
-from core import __version__
-from core.errors import BackbenchError
-
-log = logging.getLogger(__name__)
-
-# Piped output gets a wide console: the results table is wider than 80 columns, and a
-# file or a pager should receive it whole rather than truncated.
-console = Console() if Console().is_terminal else Console(width=int(os.environ.get("COLUMNS", "200")))
-err_console = Console(stderr=True, soft_wrap=True)  # one-line errors, even when piped
-
-EXIT_INTERRUPTED = 130
-
-
-# -- helpers -------------------------------------------------------------------------
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _open_store(path: str | None, readonly: bool = False) -> Any:
-    """The default store quarantines a corrupt file and starts afresh (the agent does the
-    same); a file the user named is never renamed behind their back."""
-    from core.store import Store
-
-    return Store(path, readonly=readonly, on_corrupt="quarantine" if path is None else "raise")
-
-
-def _write_or_print(text: str, output: str | None) -> None:
-    if output:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        err_console.print(f"Wrote {output}")
-    else:
-        sys.stdout.write(text)
-        if not text.endswith("\n"):
-            sys.stdout.write("\n")
-
+from core.cli.console import (
+    EXIT_INTERRUPTED,
+    _fmt,
+    console,
+    err_console,
+    open_store,
+    print_results_table,
+    write_or_print,
+)
+from core.cli.run_options import spec_from_args
 
 # -- models --------------------------------------------------------------------------
 
@@ -100,10 +58,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     cards = list_models(args.filter, suite=args.suite)
     rows = _model_rows(cards)
     if args.format == "json":
-        _write_or_print(json.dumps(rows, indent=2), None)
+        write_or_print(json.dumps(rows, indent=2), None)
         return 0
     if args.format == "csv":
-        _write_or_print(pd.DataFrame(rows).to_csv(index=False), None)
+        write_or_print(pd.DataFrame(rows).to_csv(index=False), None)
         return 0
     from rich.table import Table
 
@@ -187,51 +145,6 @@ class _ProgressObserver:
         self.progress.update(self.task, live=live)
 
 
-def _parse_weights(items: Sequence[str]) -> dict[str, str]:
-    from core.errors import UsageError
-
-    weights = {}
-    for item in items:
-        model, sep, path = item.partition("=")
-        if not sep or not model or not path:
-            raise UsageError(f"--weights {item!r} is not MODEL=PATH.", "Example: --weights resnet18=./resnet18.pth")
-        weights[model] = path
-    return weights
-
-
-def _spec_from_args(args: argparse.Namespace) -> Any:
-    from core.errors import UsageError
-    from core.results import (
-        RunSpec,
-        StoppingRule,
-        parse_backend,
-        parse_batch_sizes,
-        parse_mode,
-        parse_precision,
-    )
-    from core.zoo import suite_models
-
-    models: list[str] = list(args.model or [])
-    if args.suite:
-        models.extend(m for m in suite_models(args.suite) if m not in models)
-    if not models:
-        raise UsageError("No model given.", "Use -m MODEL (repeatable) or --suite NAME; `backbench models` lists them.")
-    backend = parse_backend(args.backend)
-    device = args.device or ("CPU" if backend.value == "openvino" else "cpu")
-    rule = StoppingRule(min_iters=args.min_iters, target_ci=args.target_ci, max_time_s=args.max_time)
-    return RunSpec(
-        models=tuple(models),
-        backend=backend,
-        device=device,
-        precision=parse_precision(args.precision),
-        batch_sizes=parse_batch_sizes(args.batch),
-        mode=parse_mode(args.mode),
-        stopping=rule,
-        name=args.name,
-        weights=_parse_weights(args.weights or []),
-        isolate=not args.no_isolate,
-    )
-
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.progress import (
@@ -244,16 +157,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         TimeRemainingColumn,
     )
 
-    from core.runner import run_sweep, validate_spec
+    from core.measure.runner import run_sweep, validate_spec
 
     resume = None
     if args.resume:
-        store = _open_store(args.db)
+        store = open_store(args.db)
         resume = store.get_run(args.resume)
         spec = resume.spec
     else:
-        spec = validate_spec(_spec_from_args(args))
-        store = _open_store(args.db)
+        spec = validate_spec(spec_from_args(args))
+        store = open_store(args.db)
     total = len(spec.cases()) - (len(store.completed_cases(resume.id)) if resume else 0)
     progress = Progress(
         SpinnerColumn(),
@@ -283,7 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         return EXIT_INTERRUPTED
     measurements = store.measurements(run_ref)
-    _print_results_table(measurements, title=f"Run {run.id} {run.name!r} ({store.path})")
+    print_results_table(measurements, title=f"Run {run.id} {run.name!r} ({store.path})")
     failed = [m for m in measurements if m.status.value != "ok"]
     if failed:
         err_console.print(f"[yellow]{len(failed)} of {len(measurements)} cases did not complete; see the status column.[/]")
@@ -293,37 +206,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- results ---------------------------------------------------------------------------
 
 
-def _print_results_table(measurements: Sequence[Any], title: str) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, caption="Latency per batch; per-image = median / batch (or 1/throughput in throughput mode). FLOPs = 2 × MACs, per image.")
-    headers = [
-        ("run", "right"), ("model", "left"), ("platform", "left"), ("mode", "left"), ("batch", "right"),
-        ("median ms", "right"), ("±CI", "right"), ("p99 ms", "right"), ("ms/img", "right"), ("img/s", "right"),
-        ("1st ms", "right"), ("RSS MB", "right"), ("dev MB", "right"), ("params M", "right"),
-        ("GFLOPs", "right"), ("status", "left"),
-    ]
-    for name, justify in headers:
-        table.add_column(name, justify=justify, no_wrap=name != "status")  # type: ignore[arg-type]
-    for m in measurements:
-        r = m.to_row()
-        status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}: {r['failure'] or ''}[/] {r['error'] or ''}"
-        ci = r["ci95_rel"]
-        table.add_row(
-            str(r["run_id"]), r["model"], f"{r['backend']}/{r['device']}/{r['precision']}", r["mode"],
-            str(r["batch_size"]), _fmt(r["latency_ms_median"], 3),
-            f"{ci * 100:.1f}%" if ci is not None and not math.isnan(ci) else "-",
-            _fmt(r["latency_ms_p99"], 3), _fmt(r["per_image_ms"], 3),
-            _fmt(r["throughput_ips"], 1), _fmt(r["first_inference_ms"], 1), _fmt(r["peak_rss_mb"], 0),
-            _fmt(r["peak_device_mem_mb"], 0),
-            _fmt(r["params"] / 1e6 if r["params"] else None, 2), _fmt(r["flops"] / 1e9 if r["flops"] else None, 2),
-            status,
-        )
-    console.print(table)
-
 
 def cmd_results(args: argparse.Namespace) -> int:
-    store = _open_store(args.db)
+    store = open_store(args.db)
     run = store.get_run(args.run) if args.run is not None else None
     run_ref = run.id if run is not None else None
     if args.format == "table":
@@ -332,7 +217,7 @@ def cmd_results(args: argparse.Namespace) -> int:
             err_console.print(f"No results in {store.path} yet. Measure with: backbench run -m resnet18 --db {store.path}")
             return 0
         title = f"Run {run.id} {run.name!r}" if run is not None else f"All runs in {store.path}"
-        _print_results_table(measurements, title)
+        print_results_table(measurements, title)
         return 0
     if args.format == "parquet" and not args.output:
         from core.errors import UsageError
@@ -351,7 +236,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    store = _open_store(args.db)
+    store = open_store(args.db)
     runs = store.list_runs()
     table = Table(title=f"Runs in {store.path}")
     for col in ("id", "name", "created", "status", "backend", "device", "precision", "models", "batches"):
@@ -371,7 +256,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
     found = available_backends()
     if args.format == "json":
-        _write_or_print(json.dumps(found, indent=2), None)
+        write_or_print(json.dumps(found, indent=2), None)
         return 0
     if not found:
         console.print("No inference framework is installed. Install one with: pip install 'backbench[measure]'")
@@ -382,23 +267,16 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from core.worker import main as worker_main
+    from core.measure.worker import main as worker_main
 
     return worker_main(args.worker_args)
+
 
 
 # -- parser ------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="backbench",
-        description="Measure, analyse and predict DNN backbone performance on cloud and edge hardware.",
-    )
-    parser.add_argument("--version", action="version", version=f"backbench {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def add_commands(sub: Any) -> None:
     p = sub.add_parser("models", help="list the model zoo")
     p.add_argument("--suite", help="only the models of this suite (paper, quick)")
     p.add_argument("--filter", help="fnmatch pattern on model names, e.g. 'resnet*'")
@@ -441,37 +319,3 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker")  # internal: the frozen build re-execs itself with it
     p.add_argument("worker_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_worker)
-
-    # Each family of commands lives in its own module, imported here only to declare its
-    # options; the heavy work is imported inside each command function.
-    from core import cli_agent, cli_analysis, cli_gui
-
-    for module in (cli_analysis, cli_agent, cli_gui):
-        module.add_commands(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except BackbenchError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        err_console.print("Interrupted.")
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 It runs one job at a time on the host (so "one job per device" holds trivially, and two
 jobs never perturb each other's timings), each case in its own worker through the same
-runner as the CLI (``core.runner.run_sweep`` with ``core.supervisor.CaseRunner``).
+runner as the CLI (``core.measure.runner.run_sweep`` with ``core.measure.supervisor.CaseRunner``).
 Every measurement is committed as soon as it exists. Events and telemetry leave through
 the LoopBridge, never touching a socket from this thread.
 
@@ -20,7 +20,10 @@ from typing import Any
 import numpy as np
 
 from core.errors import StoreError
-from core.protocol import (
+from core.measure.runner import RUN_CANCELLED, RUN_INTERRUPTED, SweepObserver, run_sweep
+from core.measure.supervisor import CaseObserver, CaseRunner
+from core.measure.worker import WorkerJob
+from core.protocol.events import (
     JOB_CANCELLED,
     JOB_CASE_FAILED,
     JOB_CASE_FINISHED,
@@ -28,13 +31,10 @@ from core.protocol import (
     JOB_FINISHED,
     JOB_INTERRUPTED,
     JOB_STARTED,
-    make_job_event,
 )
+from core.protocol.messages import make_job_event
 from core.results import Case, Measurement, Status
-from core.runner import RUN_CANCELLED, RUN_INTERRUPTED, SweepObserver, run_sweep
 from core.store import Store
-from core.supervisor import CaseObserver, CaseRunner
-from core.worker import WorkerJob
 from service.config import AgentConfig
 from service.jobs import CANCELLED, FAILED, FINISHED, INTERRUPTED, Job, JobQueue
 from service.telemetry import LoopBridge
@@ -75,7 +75,7 @@ class _FaultyCaseRunner(CaseRunner):
 
 
 class _JobObserver(SweepObserver):
-    def __init__(self, executor: JobExecutor, job: Job) -> None:
+    def __init__(self, executor: JobDispatcher, job: Job) -> None:
         self.executor = executor
         self.bridge = executor.bridge
         self.job = job
@@ -137,7 +137,7 @@ class _JobObserver(SweepObserver):
             self.bridge.memory(self.job.id, self.case_index, rss_mb, device_memory)
 
 
-class JobExecutor(threading.Thread):
+class JobDispatcher(threading.Thread):
     def __init__(
         self,
         queue: JobQueue,

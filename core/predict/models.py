@@ -2,7 +2,7 @@
 carry the kernel census) or a roofline in log space for latency, an additive model for peak
 memory, and the grouped cross-validation they are judged by.
 
-Inputs are design rows from ``core.features.design_matrix``; targets are logs (of per-image
+Inputs are design rows from ``core.predict.features.design_matrix``; targets are logs (of per-image
 latency, or of peak memory per batch), so least squares minimises relative error.
 """
 
@@ -23,7 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from core.errors import DataError
-from core.features import FLOP_KINDS, LAUNCH_KINDS, is_census_column
+from core.predict.features import FLOP_KINDS, LAUNCH_KINDS, is_census_column
 
 log = logging.getLogger(__name__)
 

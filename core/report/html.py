@@ -546,7 +546,7 @@ def _build(folder: Path, data: pd.DataFrame, inp: AnalysisInput, title: str, run
     import pandas as pd
 
     from core.analysis import analyze, to_jsonable
-    from core.analysis.figures import build_all
+    from core.report.figures import build_all
 
     started = time.perf_counter_ns()
     log.info("Analysing %d rows", len(inp.frame))
@@ -562,7 +562,7 @@ def _build(folder: Path, data: pd.DataFrame, inp: AnalysisInput, title: str, run
     prediction_reason = "not requested"
     if predictor:
         log.info("Cross-validating the latency predictor (leave one model out)")
-        from core.predict import evaluate
+        from core.predict.predictor import evaluate
 
         try:
             evaluation = evaluate(data)

@@ -7,7 +7,7 @@ crash, a SIGKILL or Ctrl-C is never lost and a half-written one never appears.
 On open the file is checked (``PRAGMA quick_check``). A corrupt file is, by default,
 renamed to ``<name>.corrupt-<timestamp>`` (never deleted) and a fresh store takes its
 place; ``quarantined`` names where it went. The schema is migrated forward (see
-``core.store_schema``) after a backup, and a file from a newer backbench is refused.
+``core.store.schema``) after a backup, and a file from a newer backbench is refused.
 
 pandas is imported only by ``to_dataframe`` and ``export``, so the agent and workers
 that only write results start quickly.
@@ -30,7 +30,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from core import store_schema
 from core.errors import (
     RunNotFoundError,
     SchemaTooNewError,
@@ -40,7 +39,8 @@ from core.errors import (
 )
 from core.paths import default_db_path
 from core.results import MEASUREMENT_COLUMNS, Case, Measurement, Run, RunSpec, Status
-from core.store_schema import decode_samples, dumps, encode_samples, environment_id
+from core.store import schema as store_schema
+from core.store.schema import decode_samples, dumps, encode_samples, environment_id
 
 if TYPE_CHECKING:
     import pandas

@@ -7,10 +7,10 @@ import); tests inject synthetic providers so they do not depend on the zoo's num
 Models the provider does not know (a user's ONNX file) fall back to the params and flops
 columns of their own measurement rows.
 
-Zoo models also carry a kernel census (``core.complexity.KERNEL_KINDS``): FLOPs, activation
+Zoo models also carry a kernel census (``core.zoo.complexity.KERNEL_KINDS``): FLOPs, activation
 traffic, weight traffic and the number of aten operators, per kind of kernel. Latency is
 close to a sum over kernels whose efficiency differs by kind, so these are what the
-kernel-sum latency model (``core.predict_models.KernelSum``) is built on.
+kernel-sum latency model (``core.predict.models.KernelSum``) is built on.
 
 ``design_matrix`` turns features plus batch size into the regression inputs. It only uses
 the keys every training model has, so a mix of zoo models and fallback models still
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from core.complexity import KERNEL_KINDS, NO_LAUNCH_KINDS  # standard library only
 from core.errors import DataError, UnknownModelError
+from core.zoo.complexity import KERNEL_KINDS, NO_LAUNCH_KINDS  # standard library only
 
 log = logging.getLogger(__name__)
 

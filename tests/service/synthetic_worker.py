@@ -1,8 +1,8 @@
 """A stand-in worker that measures nothing and streams samples at a chosen rate.
 
-It speaks the real worker pipe protocol (core.wire, through core.worker's Channel and
+It speaks the real worker pipe protocol (core.measure.pipe, through core.measure.worker's Channel and
 Heartbeat), so an agent started with
-``--worker-command "python -m service.synthetic_worker"`` exercises its whole telemetry
+``--worker-command "python -m tests.service.synthetic_worker"`` exercises its whole telemetry
 path (pipe, supervisor, fan-out, client queues, sockets) at a known load. Used by
 bench/telemetry.py and the agent's stalled-client test; not for measurements.
 
@@ -21,10 +21,10 @@ import os
 import sys
 import time
 
-import core.worker as core_worker
+import core.measure.worker as core_worker
 from core.backends.base import PHASE_LOAD, PHASE_MEASURE
-from core.wire import KIND_RESULT
-from core.worker import Channel, Heartbeat, WorkerJob, _set_parent_death_signal
+from core.measure.pipe import KIND_RESULT
+from core.measure.worker import Channel, Heartbeat, WorkerJob, _set_parent_death_signal
 
 RATE_ENV = "BACKBENCH_SYNTHETIC_RATE"
 LATENCY_ENV = "BACKBENCH_SYNTHETIC_LATENCY_NS"

@@ -17,12 +17,12 @@ from typing import Any
 
 from core import zoo
 from core.backends.base import ModelSource
-from core.environment import manifest as host_manifest
 from core.errors import BackbenchError, ModelFileError, UsageError
+from core.measure.environment import manifest as host_manifest
+from core.measure.supervisor import CaseObserver, CaseRunner, run_inline
+from core.measure.worker import WorkerJob
 from core.results import Case, Measurement, Run, RunSpec, Status
 from core.store import Store
-from core.supervisor import CaseObserver, CaseRunner, run_inline
-from core.worker import WorkerJob
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ def _copy_model(path: Path, output: Path) -> Path:
 def cmd_export(args: argparse.Namespace) -> int:
     from core.backends import convert
     from core.backends.base import ModelSource
-    from core.cli import err_console
+    from core.cli.console import err_console
 
     source = ModelSource(args.model, args.weights)
     try:

@@ -1,8 +1,8 @@
 """The worker: measures one case in its own process and streams to its parent.
 
-Started by core.supervisor with fork+exec as ``python -m core.worker --fd N --parent-pid P``
+Started by core.measure.supervisor with fork+exec as ``python -m core.measure.worker --fd N --parent-pid P``
 (a frozen build runs ``backbench worker ...``), in a new session. The job arrives as one
-JSON object on stdin. Frames (core.wire) go to the inherited pipe ``fd``: phases,
+JSON object on stdin. Frames (core.measure.pipe) go to the inherited pipe ``fd``: phases,
 batched samples, heartbeats, then a result or an error.
 
 This module, and everything it imports, stays compatible with Python 3.10 (a MYRIAD host
@@ -27,9 +27,8 @@ from typing import Any
 
 from core.backends.base import PHASE_MEASURE, ModelSource, PreparedModel
 from core.errors import BackbenchError, CaseFailure
-from core.harness import HarnessResult, SampleSink, run_timed
-from core.results import Case, FailureKind, StoppingRule
-from core.wire import (
+from core.measure.harness import HarnessResult, SampleSink, run_timed
+from core.measure.pipe import (
     HEADER,
     KIND_ERROR,
     KIND_HEARTBEAT,
@@ -39,6 +38,7 @@ from core.wire import (
     SAMPLES_PER_FRAME,
     encode_json,
 )
+from core.results import Case, FailureKind, StoppingRule
 
 log = logging.getLogger(__name__)
 

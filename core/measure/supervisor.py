@@ -2,7 +2,7 @@
 
 One worker process per case, started by fork+exec (subprocess, never multiprocessing's
 fork) in a new session; it sets PDEATHSIG itself, so the parent's death takes it along.
-Frames arrive on an inherited pipe (core.wire). A watchdog enforces a heartbeat and a
+Frames arrive on an inherited pipe (core.measure.pipe). A watchdog enforces a heartbeat and a
 time limit per phase (load, compile and measure are timed apart: an NCS2 compile is slow)
 and ends a stuck worker with SIGTERM, then SIGKILL, to its whole process group. The exit
 is classified as ok, failed (error, crashed with its signal, OOM, timeout) or cancelled.
@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 
 from core.backends.base import PHASE_COMPILE, PHASE_LOAD, PHASE_MEASURE
-from core.results import Case, FailureKind, LatencyStats, Measurement, Status
-from core.wire import (
+from core.measure.pipe import (
     KIND_ERROR,
     KIND_HEARTBEAT,
     KIND_PHASE,
@@ -40,7 +39,8 @@ from core.wire import (
     KIND_SAMPLES,
     FrameDecoder,
 )
-from core.worker import WorkerJob
+from core.measure.worker import WorkerJob
+from core.results import Case, FailureKind, LatencyStats, Measurement, Status
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def default_worker_command() -> list[str]:
     """A frozen build re-execs itself with the ``worker`` subcommand."""
     if getattr(sys, "frozen", False):
         return [sys.executable, "worker"]
-    return [sys.executable, "-m", "core.worker"]
+    return [sys.executable, "-m", "core.measure.worker"]
 
 
 def _oom_kills() -> int | None:
@@ -457,7 +457,7 @@ def run_inline(job: WorkerJob, observer: CaseObserver | None = None) -> Measurem
     here takes the caller down, and peak RSS is this process's lifetime peak."""
     import resource
 
-    from core.worker import classify_exception, measure
+    from core.measure.worker import classify_exception, measure
 
     observer = observer or CaseObserver()
     started_at = time.time()

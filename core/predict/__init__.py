@@ -1,0 +1,9 @@
+"""The latency and memory predictor, and its evaluation.
+
+- ``features``: per-model features (FLOPs, params, per-kernel-kind counts) from the zoo;
+- ``models``: the regression models (kernel-sum and roofline, in log space);
+- ``predictor``: ``LatencyPredictor`` (fit on measurements, predict with intervals) and
+  ``evaluate`` (leave-one-model-out cross-validation against a FLOPs-only baseline).
+
+Imports zoo and the data model; never measure, analysis, report or cli.
+"""

@@ -1,0 +1,14 @@
+"""The agent wire protocol, shared by service (the agent and its terminal client) and gui.
+
+JSON-RPC 2.0, one message per line, over a Unix socket. Pure data: no sockets, no asyncio
+and no Qt, and it imports on Python 3.10. One module per idea:
+
+- ``codes``: protocol version and its check, limits, error codes;
+- ``framing``: encoding one frame, splitting a byte stream into lines;
+- ``messages``: envelopes, their parsing, and the builders of replies and notifications;
+- ``methods``: each method's parameter schema, ``validate_params``, the hello reply;
+- ``events``: job events, telemetry and topics pushed by the agent;
+- ``catalogue``: the self-describing metrics.
+
+The per-client outbound queue is the server's business and lives in service.
+"""
