@@ -30,7 +30,10 @@ run: $(STAMP)
 	$(VENV)/bin/backbench report --db $(OUT)/results.db -o $(OUT)/report
 	@echo "Report: $(OUT)/report/index.html"
 
+# The layer contracts of docs/ARCHITECTURE.md (pyproject's [tool.importlinter]), then
+# the whole suite.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 lint: $(STAMP)
