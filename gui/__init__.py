@@ -1,3 +1,8 @@
-"""backbench desktop GUI: PySide6 + pyqtgraph (issue 5). Never imports torch, openvino or service."""
+"""backbench desktop GUI: PySide6 + pyqtgraph.
+
+Imports core's light modules (listed in tests/test_layering.py and docs/ARCHITECTURE.md)
+and core.protocol; never service, torch, openvino or onnxruntime. ``commands`` registers
+the ``gui`` command of ``backbench``.
+"""
 
 from __future__ import annotations

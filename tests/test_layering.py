@@ -8,6 +8,7 @@ may import; and that importing the GUI really loads no inference framework.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -124,7 +125,7 @@ def test_importing_every_gui_module_loads_no_framework_and_no_service() -> None:
     modules = sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts)
         for p in (ROOT / "gui").glob("*.py")
-        if p.name != "__main__.py"
+        if p.name not in ("__main__.py", "__init__.py")
     )
     script = (
         "import importlib, json, sys\n"
@@ -139,3 +140,29 @@ def test_importing_every_gui_module_loads_no_framework_and_no_service() -> None:
     loaded = set(json.loads(proc.stdout.splitlines()[-1]))
     assert "PySide6" in loaded  # the check ran on the real modules
     assert not loaded & {*FRAMEWORKS, "service"}
+
+
+# What Python 3.11 added that a 3.10 interpreter (OpenVINO 2022.3, the NCS2 host) lacks.
+PY311_ONLY = ("StrEnum", "tomllib", "typing.Self", "ExceptionGroup", "TaskGroup",
+              "datetime.UTC", "from typing import Self")  # fmt: skip
+
+
+def test_the_worker_side_stays_python_310_compatible(graph: grimp.ImportGraph) -> None:
+    # The worker loads its backend by name (core.backends.get_backend), which the graph
+    # cannot see: start from every backend module as well.
+    seeds = {"core.measure.worker", *graph.find_descendants("core.backends")}
+    modules = set(seeds)
+    for seed in seeds:
+        modules |= {m for m in graph.find_upstream_modules(seed) if m.split(".")[0] in PACKAGES}
+    assert "core.backends.openvino_backend" in modules
+    problems = []
+    for module in sorted(modules):
+        path = ROOT / Path(*module.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        source = path.read_text(encoding="utf-8")
+        try:
+            ast.parse(source, filename=str(path), feature_version=(3, 10))
+        except SyntaxError as exc:
+            problems.append(f"{module}: {exc}")
+        problems += [f"{module} uses {name}" for name in PY311_ONLY if name in source]
+    assert not problems, "\n".join(problems)
