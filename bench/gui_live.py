@@ -43,6 +43,7 @@ STREAMER = textwrap.dedent(
     """
     import json, socket, sys, time
     import numpy as np
+    from core.protocol.events import JobEvent
     from core.protocol.framing import encode
     from core.protocol.methods import make_hello_result
     from core.protocol.messages import make_job_event, make_result, make_telemetry
@@ -61,8 +62,8 @@ STREAMER = textwrap.dedent(
         conn.sendall(encode(make_result(request["id"], answers.get(request["method"], {}))))
         if request["method"] == "status":
             break
-    conn.sendall(encode(make_job_event("job.started", 1, cases_total=1, run_id=1)))
-    conn.sendall(encode(make_job_event("job.case_started", 1, case_index=0, cases_total=1, label="bench b1")))
+    conn.sendall(encode(make_job_event(JobEvent.STARTED, 1, cases_total=1, run_id=1)))
+    conn.sendall(encode(make_job_event(JobEvent.CASE_STARTED, 1, case_index=0, cases_total=1, label="bench b1")))
     start = time.perf_counter()
     sent = 0
     for i in range(int(seconds * rate)):
@@ -77,7 +78,7 @@ STREAMER = textwrap.dedent(
         memory = [{"t_ns": now, "rss_mb": 500.0 + i * 0.01, "device_memory": {"cuda:0": 120.0}}] if i % max(1, int(rate / 10)) == 0 else None
         conn.sendall(encode(make_telemetry(1, 0, samples=samples, memory=memory)))
         sent += per_batch
-    conn.sendall(encode(make_job_event("job.finished", 1, state="finished")))
+    conn.sendall(encode(make_job_event(JobEvent.FINISHED, 1, state="finished")))
     print(json.dumps({"samples_sent": sent, "stream_s": time.perf_counter() - start}), flush=True)
     reader.readline()
     """
@@ -153,7 +154,7 @@ def main() -> int:
     args = parser.parse_args()
 
     app = QApplication([sys.argv[0]])
-    from gui.agents_panel import AgentRegistry
+    from gui.agents import AgentRegistry
     from gui.live_view import LiveView
     from gui.settings import AgentSpec
 

@@ -5,9 +5,9 @@ its host's 16-core CPU, 33 torchvision models), prints the share of held-out pre
 within ±10% and ±5%, MAPE and Spearman, per platform and overall, for the predictor and
 the FLOPs-only baseline, next to nn-Meter's 83.4% (NCS2, batch 1), on:
 
-- all batch sizes (``core.predict.evaluate``);
+- all batch sizes (``core.predict.evaluate.evaluate``);
 - batch 1 only, trained and tested on the batch-1 rows (nn-Meter's setting);
-- the batch-1 rows of the all-batch predictions (``core.predict.held_out``).
+- the batch-1 rows of the all-batch predictions (``core.predict.evaluate.held_out``).
 
 It also prints a ceiling the data set allows: each model's per-batch time fitted to its own
 batch sizes as a + b*batch (two numbers per model, not held out). Cases that even this
@@ -32,36 +32,15 @@ from scipy.optimize import nnls
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.predict.predictor import evaluate, held_out  # noqa: E402
+from core.predict.evaluate import (  # noqa: E402
+    NN_METER_WITHIN_10PCT,
+    evaluate,
+    held_out,
+    score_cases,
+)
+from core.text import fixed  # noqa: E402
 
 DEFAULT_CSV = Path(__file__).resolve().parent / "data" / "h200_host_torch_zoo.csv"
-NN_METER_WITHIN_10PCT = 0.834  # NCS2, batch 1 (Zhang et al., MobiSys 2021)
-
-
-def metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    rel = np.abs(predicted / actual - 1.0)
-    rho = pd.Series(actual).corr(pd.Series(predicted), method="spearman")
-    return {
-        "within_10pct": float(np.mean(rel <= 0.10)),
-        "within_5pct": float(np.mean(rel <= 0.05)),
-        "mape": float(np.mean(rel)),
-        "spearman": float(rho),
-        "n": int(len(actual)),
-    }
-
-
-def from_cases(cases: pd.DataFrame) -> dict[str, Any]:
-    """An evaluate()-shaped summary of held-out cases."""
-
-    def summary(rows: pd.DataFrame) -> dict[str, Any]:
-        actual = rows["latency_ms"].to_numpy()
-        out: dict[str, Any] = metrics(actual, rows["predicted_ms"].to_numpy())
-        out["baseline"] = metrics(actual, rows["baseline_ms"].to_numpy())
-        return out
-
-    result = summary(cases)
-    result["per_platform"] = {str(p): summary(rows) for p, rows in cases.groupby("platform")}
-    return result
 
 
 def own_curve_ceiling(df: pd.DataFrame) -> float | None:
@@ -98,7 +77,7 @@ def print_block(title: str, result: dict[str, Any]) -> None:
 
 
 def _num(value: float | None) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+    return fixed(value, 3, missing="n/a")
 
 
 def run(path: Path) -> dict[str, Any]:
@@ -121,7 +100,7 @@ def run(path: Path) -> dict[str, Any]:
             out["batch1_only"],
         )
         cases = held_out(df)
-        out["batch1_of_all"] = from_cases(cases[cases["batch_size"] == 1])
+        out["batch1_of_all"] = score_cases(cases[cases["batch_size"] == 1])
         print_block("Batch-1 rows of the all-batch predictions", out["batch1_of_all"])
     ceiling = own_curve_ceiling(df)
     out["own_curve_ceiling_within_10pct"] = ceiling

@@ -137,7 +137,7 @@ def main() -> int:
         agents.append((name, folder / "agent.sock", start_agent(folder)))
 
     app = QApplication([sys.argv[0]])
-    from gui.agents_panel import AgentRegistry
+    from gui.agents import AgentRegistry
     from gui.main_window import MainWindow
     from gui.settings import AgentSpec
 

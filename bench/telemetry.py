@@ -31,12 +31,11 @@ import numpy as np
 import psutil
 
 from core.measure.worker import FLUSH_INTERVAL_NS
+from core.protocol.events import JOB_ENDING_EVENTS, JobEvent
 from service.client import AgentClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.service.agentlib import Agent, make_tiny_onnx  # noqa: E402  (as the tests start them)
-
-END = ("job.finished", "job.cancelled", "job.interrupted")
 
 
 def start_agent(root: Path, models: Path, *args: str, env: dict[str, str] | None = None) -> Agent:
@@ -67,9 +66,9 @@ def run_job(client: AgentClient, job_spec: dict[str, Any], on_note: Any = None) 
         if on_note is not None:
             on_note(note)
         params = note["params"]
-        if note["method"] == "job.case_finished" and params["job_id"] == job_id:
+        if note["method"] == JobEvent.CASE_FINISHED and params["job_id"] == job_id:
             measurement = params["measurement"]
-        if note["method"] in END and params.get("job_id") == job_id:
+        if note["method"] in JOB_ENDING_EVENTS and params.get("job_id") == job_id:
             return measurement
 
 

@@ -27,7 +27,7 @@ from PySide6.QtNetwork import QLocalSocket
 from core import __version__
 from core.errors import ProtocolError
 from core.protocol.codes import INTERNAL_ERROR, PROTOCOL_VERSION, VERSION_MISMATCH
-from core.protocol.events import GAP, JOB_EVENTS, TELEMETRY, TOPICS
+from core.protocol.events import GAP, TELEMETRY, TOPICS, job_event
 from core.protocol.framing import FrameError, LineDecoder, encode
 from core.protocol.messages import MessageError, Notification, Response, make_request, parse_message
 from core.protocol.methods import check_version
@@ -359,7 +359,7 @@ class AgentClient(QObject):
             memory = memory_array(params.get("memory"))
             if len(samples) or len(memory):
                 self.telemetry.emit(job_id, samples, memory)
-        elif method in JOB_EVENTS:
+        elif job_event(method) is not None:
             self.job_event.emit(method, params)
         elif method == GAP:
             dropped = params.get("dropped")

@@ -91,7 +91,7 @@ def run_predictor_fit(frame: pd.DataFrame) -> tuple[Any, str | None]:
 def run_evaluation(frame: pd.DataFrame) -> tuple[dict[str, Any] | None, str | None]:
     """Leave-one-model-out check of the predictor: the slowest stage (one fit per model
     per platform; tens of seconds for a 30-model suite)."""
-    from core.predict.predictor import evaluate
+    from core.predict.evaluate import evaluate
 
     try:
         return evaluate(frame), None

@@ -1,10 +1,10 @@
-"""Read results for the GUI: a store (.db), a long-schema CSV, or JSON rows
-(``backbench results --format json``), each validated with a message that says what to do.
+"""Results for the GUI's table: a file read by core.analysis.load (a store, a long-schema
+CSV or JSON rows, each validated with a message that says what to do), or rows from an
+agent, described run by run with a key unique across everything loaded.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -14,18 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from core.errors import BackbenchError, DataError, StoreError
-from core.results import MEASUREMENT_COLUMNS, Measurement
+from core.analysis.load import load_file
+from core.results import MEASUREMENT_COLUMNS
 
 log = logging.getLogger(__name__)
 
-STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-CSV_SUFFIXES = (".csv", ".tsv", ".txt")
-JSON_SUFFIXES = (".json",)
-SQLITE_MAGIC = b"SQLite format 3\x00"
-# The table can show any long-schema rows; these say what each row measured.
-IMPORT_COLUMNS: tuple[str, ...] = ("model", "batch_size", "per_image_ms")
-_COLUMNS_TEXT = ", ".join(IMPORT_COLUMNS)
 FILE_FILTER = "Results (*.db *.sqlite *.sqlite3 *.csv *.json);;All files (*)"
 
 
@@ -136,133 +129,13 @@ def _spec_from_rows(rows: pd.DataFrame) -> dict[str, Any]:
     return spec
 
 
-def _check_columns(frame: pd.DataFrame, name: str) -> None:
-    missing = [c for c in IMPORT_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{name} lacks the column(s) {', '.join(missing)}.",
-            f"Results need at least the columns {_COLUMNS_TEXT} (the long schema of "
-            "`backbench results --format csv`); add or rename them.",
-        )
-    if frame.empty:
-        raise DataError(f"{name} holds no measurements.", "Export a run that has results.")
-
-
-def _rows_from_json(data: Any, name: str) -> list[dict[str, Any]]:
-    rows: Any = data
-    if isinstance(data, Mapping):
-        for key in ("rows", "measurements", "results"):
-            if isinstance(data.get(key), list):
-                rows = data[key]
-                break
-        else:
-            raise DataError(
-                f"{name} is a JSON object, not a list of measurements.",
-                "Give the output of `backbench results --format json` (a list of row objects).",
-            )
-    if not isinstance(rows, list) or not all(isinstance(r, Mapping) for r in rows):
-        raise DataError(
-            f"{name} is not a list of measurement objects.",
-            "Give the output of `backbench results --format json` (a list of row objects).",
-        )
-    converted = []
-    for index, row in enumerate(rows):
-        if isinstance(row.get("case"), Mapping):
-            # Measurement.to_dict() form (the agent's): nested case and stats.
-            try:
-                converted.append(Measurement.from_dict(dict(row)).to_row())
-            except (BackbenchError, KeyError, TypeError, ValueError) as exc:
-                raise DataError(
-                    f"{name}: measurement {index + 1} cannot be read ({exc}).",
-                    "Export the results again with `backbench results --format json`.",
-                ) from None
-        else:
-            converted.append(dict(row))
-    return converted
-
-
-def load_json(path: Path) -> pd.DataFrame:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(
-            f"{path.name} is not a JSON text file.",
-            "Give the output of `backbench results --format json`.",
-        ) from None
-    if not text.strip():
-        raise DataError(
-            f"{path.name} is empty.", "Give the output of `backbench results --format json`."
-        )
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path.name} is not valid JSON ({exc.msg} at line {exc.lineno}).",
-            "Give the output of `backbench results --format json`.",
-        ) from None
-    rows = _rows_from_json(data, path.name)
-    frame = pd.DataFrame.from_records(rows)
-    _check_columns(frame, path.name)
-    return frame
-
-
-def _load_store(path: Path) -> tuple[pd.DataFrame, list[Any]]:
-    from core.store import Store
-
-    if path.stat().st_size == 0:
-        raise StoreError(
-            f"{path.name} is empty: it holds no results.", "Choose a results store file."
-        )
-    store = Store(path, on_corrupt="raise", readonly=True)
-    try:
-        runs = store.list_runs()
-        frame = store.to_dataframe()
-    finally:
-        store.close()
-    if frame.empty:
-        raise StoreError(
-            f"The results store {path.name} holds no measurements.",
-            "Run a benchmark into it first.",
-        )
-    return frame, runs
-
-
-def _kind(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in STORE_SUFFIXES:
-        return "store"
-    if suffix in JSON_SUFFIXES:
-        return "json"
-    if suffix in CSV_SUFFIXES:
-        return "csv"
-    with path.open("rb") as handle:
-        head = handle.read(64)
-    if head.startswith(SQLITE_MAGIC):
-        return "store"
-    if head.lstrip()[:1] in (b"[", b"{"):
-        return "json"
-    return "csv"
-
-
 def load_results(path: str | Path, source: str | None = None) -> Imported:
-    """Read a store, CSV or JSON file. Raises a BackbenchError (DataError, StoreError)
-    whose message says what is wrong and what to do."""
+    """Read a store, CSV or JSON file (core.analysis.load.load_file). Raises a
+    BackbenchError (DataError, StoreError) whose message says what is wrong and what to do."""
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise DataError(f"No such file: {file}.", "Choose an existing results file.")
+    loaded = load_file(file)
     label = source or file.name
-    kind = _kind(file)
-    runs: list[Any] = []
-    if kind == "store":
-        frame, runs = _load_store(file)
-    elif kind == "json":
-        frame = load_json(file)
-    else:
-        from core.analysis import load_csv
-
-        frame = load_csv(file)
-        _check_columns(frame, file.name)
-    frame = order_columns(frame.reset_index(drop=True))
-    keys, infos = describe_runs(frame, label, runs)
+    frame = order_columns(loaded.frame.reset_index(drop=True))
+    keys, infos = describe_runs(frame, label, loaded.runs)
     log.info("imported %d rows, %d run(s) from %s", len(frame), len(infos), file)
     return Imported(frame, keys, infos, label)

@@ -34,17 +34,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.cli.run_options import default_device, run_defaults
 from core.errors import ProtocolError
 from core.results import Mode, Precision
 from gui.agent_client import CONNECTION_LOST
-from gui.agents_panel import AgentConnection, AgentRegistry
+from gui.agents import AgentConnection, AgentRegistry
 from gui.settings import load_choices, open_settings, save_choices
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 SUITES = ("paper", "quick")
-FALLBACK_DEVICES = {"torch": ["cpu"]}
+DEFAULTS = run_defaults()  # the defaults of `backbench run`, keyed by spec field
+FALLBACK_DEVICES = {DEFAULTS["backend"]: [default_device(DEFAULTS["backend"])]}
 
 
 def _model_label(card: dict[str, Any]) -> str:
@@ -112,15 +114,17 @@ class LauncherPanel(QWidget):
         self.device_combo = QComboBox()
         self.precision_combo = QComboBox()
         self.precision_combo.addItems([p.value for p in Precision])
+        self.precision_combo.setCurrentText(DEFAULTS["precision"])
         self.mode_combo = QComboBox()
         self.mode_combo.addItems([m.value for m in Mode])
+        self.mode_combo.setCurrentText(DEFAULTS["mode"])
         self.mode_combo.setToolTip("latency: one synchronous request; throughput: async streams")
         self.batch_boxes: dict[int, QCheckBox] = {}
         batch_grid = QGridLayout()
         batch_grid.setContentsMargins(0, 0, 0, 0)
         for i, size in enumerate(BATCH_SIZES):
             box = QCheckBox(str(size))
-            box.setChecked(size == 1)
+            box.setChecked(size in DEFAULTS["batch_sizes"])
             box.toggled.connect(lambda _on: self._update_summary())
             self.batch_boxes[size] = box
             batch_grid.addWidget(box, i // 4, i % 4)
@@ -131,16 +135,16 @@ class LauncherPanel(QWidget):
         self.target_ci.setRange(0.1, 50.0)
         self.target_ci.setDecimals(1)
         self.target_ci.setSuffix(" %")
-        self.target_ci.setValue(1.0)
+        self.target_ci.setValue(DEFAULTS["stopping.target_ci"] * 100.0)
         self.target_ci.setToolTip("Stop once the 95% CI half-width of the median is within this")
         self.min_iters = QSpinBox()
         self.min_iters.setRange(1, 100_000)
-        self.min_iters.setValue(10)
+        self.min_iters.setValue(DEFAULTS["stopping.min_iters"])
         self.max_time = QDoubleSpinBox()
         self.max_time.setRange(0.1, 3600.0)
         self.max_time.setDecimals(1)
         self.max_time.setSuffix(" s")
-        self.max_time.setValue(10.0)
+        self.max_time.setValue(DEFAULTS["stopping.max_time_s"])
         self.max_time.setToolTip("At most this long in the timed loop, per case")
         self.run_name = QLineEdit()
         self.run_name.setPlaceholderText("optional")
@@ -282,7 +286,7 @@ class LauncherPanel(QWidget):
 
     def _fill_backends(self, devices: dict[str, list[str]]) -> None:
         self._devices = devices
-        current = self.backend_combo.currentText() or self._choices.get("backend", "torch")
+        current = self.backend_combo.currentText() or self._choices.get("backend", DEFAULTS["backend"])
         names = list(devices)
         if [self.backend_combo.itemText(i) for i in range(self.backend_combo.count())] != names:
             self.backend_combo.blockSignals(True)
@@ -308,10 +312,11 @@ class LauncherPanel(QWidget):
 
     def spec_dict(self) -> dict[str, Any]:
         """The run spec as the protocol's submit takes it."""
+        backend = self.backend_combo.currentText() or DEFAULTS["backend"]
         spec: dict[str, Any] = {
             "models": self.checked_models(),
-            "backend": self.backend_combo.currentText() or "torch",
-            "device": self.device_combo.currentText() or "cpu",
+            "backend": backend,
+            "device": self.device_combo.currentText() or default_device(backend),
             "precision": self.precision_combo.currentText(),
             "batch_sizes": self.batch_sizes(),
             "mode": self.mode_combo.currentText(),

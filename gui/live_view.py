@@ -22,17 +22,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
-from core.protocol.events import (
-    JOB_CANCELLED,
-    JOB_CASE_FAILED,
-    JOB_CASE_FINISHED,
-    JOB_CASE_STARTED,
-    JOB_FINISHED,
-    JOB_INTERRUPTED,
-    JOB_QUEUED,
-    JOB_STARTED,
-)
-from gui.agents_panel import AgentConnection, AgentRegistry
+from core.protocol.events import ENDING_STATE, JOB_ENDING_EVENTS, JobEvent
+from gui.agents import AgentConnection, AgentRegistry
 from gui.ring_buffer import RingBuffer
 
 logger = logging.getLogger(__name__)
@@ -46,7 +37,6 @@ SLOW_PARTS_HZ = 8
 HISTOGRAM_SAMPLES = 5000
 HISTOGRAM_BINS = 40
 SCROLL_ITERATIONS = 1000
-END_EVENTS = {JOB_FINISHED: "finished", JOB_CANCELLED: "cancelled", JOB_INTERRUPTED: "interrupted"}
 ROLLING_STYLE = (("median", 50, "#2ca02c"), ("p90", 90, "#ff7f0e"), ("p99", 99, "#d62728"))
 TRACE_COLOR = "#1f77b4"
 RSS_COLOR = "#9467bd"
@@ -245,29 +235,29 @@ class LivePanel(QWidget):
 
     def on_job_event(self, name: str, params: dict[str, Any]) -> None:
         job_id = params.get("job_id")
-        if not isinstance(job_id, int) or name == JOB_QUEUED:
+        if not isinstance(job_id, int) or name == JobEvent.QUEUED:
             return
-        if name == JOB_STARTED:
+        if name == JobEvent.STARTED:
             self._adopt_job(job_id)
             self.cases_total = int(params.get("cases_total") or 0)
             self.job_state = "running"
         elif job_id != self.job_id:
-            if name != JOB_CASE_STARTED:
+            if name != JobEvent.CASE_STARTED:
                 return  # an event of a job we are not watching
             self._adopt_job(job_id)
-        if name == JOB_CASE_STARTED:
+        if name == JobEvent.CASE_STARTED:
             self.case_index = params.get("case_index")
             self.cases_total = int(params.get("cases_total") or self.cases_total)
             self.case_label = str(params.get("label") or "")
             self.job_state = "running"
             self.latency.clear()
             self._iterations = 0
-        elif name in (JOB_CASE_FINISHED, JOB_CASE_FAILED):
+        elif name in (JobEvent.CASE_FINISHED, JobEvent.CASE_FAILED):
             self.cases_done += 1
-            if name == JOB_CASE_FAILED:
+            if name == JobEvent.CASE_FAILED:
                 self.case_label += f" - failed: {params.get('reason') or 'see the queue'}"
-        elif name in END_EVENTS:
-            self.job_state = str(params.get("state") or END_EVENTS[name])
+        elif name in JOB_ENDING_EVENTS:
+            self.job_state = str(params.get("state") or ENDING_STATE[JobEvent(name)])
         self._update_header()
         self._dirty = True
 
@@ -301,7 +291,7 @@ class LivePanel(QWidget):
     def _eta_text(self) -> str:
         if self.job_id is None or not self.cases_total:
             return "ETA -"
-        if self.job_state in END_EVENTS.values():
+        if self.job_state in ENDING_STATE.values():
             return self.job_state
         remaining = self.cases_total - self.cases_done
         if self.cases_done == 0:

@@ -26,8 +26,10 @@ from PySide6.QtWidgets import (
 
 from core.errors import ProtocolError
 from core.protocol.codes import MAX_RESULTS_PAGE
+from core.protocol.events import JobEvent
 from core.results import MEASUREMENT_COLUMNS, Measurement
-from gui.agents_panel import AgentConnection, AgentRegistry, AgentsPanel
+from gui.agents import AgentConnection, AgentRegistry
+from gui.agents_panel import AgentsPanel
 from gui.launcher import LauncherPanel
 from gui.live_view import LiveView
 from gui.queue_view import QueueView
@@ -299,7 +301,7 @@ class MainWindow(QMainWindow):
     def _on_submitted(self, connection: AgentConnection, job: dict[str, Any]) -> None:
         job_id = job.get("job_id")
         if isinstance(job_id, int):
-            self.queue_view.on_job_event(connection, "job.queued", {"job_id": job_id, "job": job})
+            self.queue_view.on_job_event(connection, JobEvent.QUEUED.value, {"job_id": job_id, "job": job})
         self.tabs.setCurrentIndex(TAB_LIVE)
         self.statusBar().showMessage(f"Job {job_id} queued on {connection.name}.", 10_000)
 

@@ -1,6 +1,7 @@
 """The prediction panel: choose model, batch size and platform, get the predicted latency
 and peak memory with their interval, next to how well the predictor did when each model
-was held out (leave-one-model-out, against a FLOPs-only baseline)."""
+was held out (leave-one-model-out, against a FLOPs-only baseline). The metrics and their
+wording are core.predict.evaluate's, the same as the CLI's and the report's."""
 
 from __future__ import annotations
 
@@ -25,36 +26,17 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import BackbenchError
+from core.predict.evaluate import (
+    EVALUATION_METRICS,
+    EvaluationMetric,
+    evaluation_rows,
+    evaluation_says,
+)
+from core.text import EN_DASH, fixed, percent
 from gui.plot_axes import Log2Axis, LogAxis, log_wanted
 from gui.plot_base import HIGHLIGHT, AnalysisPlot, color, fmt, tip_text
 
 log = logging.getLogger(__name__)
-
-METRICS: tuple[tuple[str, str], ...] = (
-    ("within_10pct", "within ±10%"),
-    ("within_5pct", "within ±5%"),
-    ("mape", "MAPE"),
-    ("spearman", "Spearman"),
-)
-
-
-def _share(value: Any) -> str:
-    return "–" if value is None else f"{100.0 * float(value):.1f}%"
-
-
-def evaluation_text(evaluation: Mapping[str, Any]) -> str:
-    """The "what this says" of the leave-one-model-out evaluation (the report's wording)."""
-    try:
-        from core.report.html import evaluation_says
-
-        return str(evaluation_says(evaluation))
-    except ImportError:
-        base = evaluation.get("baseline") or {}
-        return (
-            f"Holding out one model at a time, {_share(evaluation.get('within_10pct'))} of "
-            f"{evaluation.get('n')} latencies were within ±10% (MAPE {_share(evaluation.get('mape'))}); "
-            f"the FLOPs-only baseline: {_share(base.get('within_10pct'))} (MAPE {_share(base.get('mape'))})."
-        )
 
 
 def _platform_labels(frame: pd.DataFrame) -> pd.Series:
@@ -105,11 +87,11 @@ class PredictionPanel(AnalysisPlot):
         self.result_label.setTextFormat(Qt.TextFormat.RichText)
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.plot_layout.insertWidget(1, self.result_label)
-        self.eval_table = QTableWidget(0, 2 + 2 * len(METRICS))
+        self.eval_table = QTableWidget(0, 2 + 2 * len(EVALUATION_METRICS))
         headers = (
             ["platform", "cases"]
-            + [label for _, label in METRICS]
-            + [f"FLOPs-only\n{label}" for _, label in METRICS]
+            + [metric.label for metric in EVALUATION_METRICS]
+            + [f"FLOPs-only\n{metric.label}" for metric in EVALUATION_METRICS]
         )
         self.eval_table.setHorizontalHeaderLabels(headers)
         # Columns as wide as their two-line headers; a scroll bar rather than clipped text.
@@ -152,7 +134,7 @@ class PredictionPanel(AnalysisPlot):
         self._fill_platforms(self._section)
         self._controls.setVisible(True)
         if result.evaluation:
-            self.says_label.setText(evaluation_text(result.evaluation))
+            self.says_label.setText(evaluation_says(result.evaluation))
         elif result.evaluation_pending:
             self.says_label.setText(
                 "Checking the predictor: each model is held out in turn and predicted from the "
@@ -194,14 +176,12 @@ class PredictionPanel(AnalysisPlot):
             self.eval_table.setRowCount(0)
             self.evaluation_table = pd.DataFrame()
             return
-        scopes = [("all platforms", evaluation), *(evaluation.get("per_platform") or {}).items()]
-        self.eval_table.setRowCount(len(scopes))
-        rows = []
-        for r, (scope, metrics) in enumerate(scopes):
-            base = metrics.get("baseline") or {}
-            values = [scope, str(metrics.get("n", ""))]
-            values += [self._metric(key, metrics.get(key)) for key, _ in METRICS]
-            values += [self._metric(key, base.get(key)) for key, _ in METRICS]
+        rows = evaluation_rows(evaluation)
+        self.eval_table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            values = [row["platform"], "" if row["n"] is None else str(row["n"])]
+            values += [self._metric(m, row[m.key]) for m in EVALUATION_METRICS]
+            values += [self._metric(m, row[f"baseline_{m.key}"]) for m in EVALUATION_METRICS]
             for c, text in enumerate(values):
                 item = QTableWidgetItem(text)
                 if c > 0:
@@ -209,18 +189,16 @@ class PredictionPanel(AnalysisPlot):
                         Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
                     )
                 self.eval_table.setItem(r, c, item)
-            rows.append(
-                {"platform": scope, "n": metrics.get("n")}
-                | {key: metrics.get(key) for key, _ in METRICS}
-                | {f"baseline_{key}": base.get(key) for key, _ in METRICS}
-            )
-        self.evaluation_table = pd.DataFrame(rows)
+        # The exported CSV keeps its columns: the predictor's metrics, then the baseline's.
+        columns = ["platform", "n", *(m.key for m in EVALUATION_METRICS)]
+        columns += [f"baseline_{m.key}" for m in EVALUATION_METRICS]
+        self.evaluation_table = pd.DataFrame(rows, columns=columns)
 
     @staticmethod
-    def _metric(key: str, value: Any) -> str:
-        if value is None:
-            return "–"
-        return f"{float(value):.2f}" if key == "spearman" else _share(value)
+    def _metric(metric: EvaluationMetric, value: Any) -> str:
+        if metric.share:
+            return percent(value, missing=EN_DASH)
+        return fixed(value, 2, missing=EN_DASH)
 
     def highlight_model(self, name: str | None) -> None:
         """Show the prediction for ``name``: here highlighting means choosing the model."""

@@ -28,17 +28,8 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import ProtocolError
-from core.protocol.events import (
-    JOB_CANCELLED,
-    JOB_CASE_FAILED,
-    JOB_CASE_FINISHED,
-    JOB_CASE_STARTED,
-    JOB_FINISHED,
-    JOB_INTERRUPTED,
-    JOB_QUEUED,
-    JOB_STARTED,
-)
-from gui.agents_panel import AgentConnection, AgentRegistry
+from core.protocol.events import ENDING_STATE, JOB_ENDING_EVENTS, JobEvent
+from gui.agents import AgentConnection, AgentRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +38,6 @@ REDRAW_MS = 100
 COLUMNS = ("Agent", "Job", "State", "Progress", "Models", "Backend / device", "Batch sizes", "Submitted", "Note")
 CANCELLABLE = {"queued", "running"}
 RESUMABLE = {"interrupted", "cancelled", "failed"}
-END_EVENTS = {JOB_FINISHED: "finished", JOB_CANCELLED: "cancelled", JOB_INTERRUPTED: "interrupted"}
 
 
 def _when(stamp: Any) -> str:
@@ -148,20 +138,20 @@ class QueueView(QWidget):
         if not isinstance(job_id, int):
             return
         row = self._row(connection, job_id)
-        if name == JOB_QUEUED and isinstance(params.get("job"), dict):
+        if name == JobEvent.QUEUED and isinstance(params.get("job"), dict):
             row.update(params["job"])
             row["cases_done"] = 0 if not params.get("resumed") else row.get("cases_done", 0)
-        elif name == JOB_STARTED:
+        elif name == JobEvent.STARTED:
             row.update(state="running", run_id=params.get("run_id"), cases_total=params.get("cases_total"),
                        started_at=time.time())  # fmt: skip
-        elif name == JOB_CASE_STARTED:
+        elif name == JobEvent.CASE_STARTED:
             row.update(state="running", case_index=params.get("case_index"), case_label=params.get("label"))
-        elif name in (JOB_CASE_FINISHED, JOB_CASE_FAILED):
+        elif name in (JobEvent.CASE_FINISHED, JobEvent.CASE_FAILED):
             row["cases_done"] = row.get("cases_done", 0) + 1
-            if name == JOB_CASE_FAILED:
+            if name == JobEvent.CASE_FAILED:
                 row["failed_cases"] = row.get("failed_cases", 0) + 1
-        elif name in END_EVENTS:
-            row.update(state=params.get("state") or END_EVENTS[name], reason=params.get("reason"))
+        elif name in JOB_ENDING_EVENTS:
+            row.update(state=params.get("state") or ENDING_STATE[JobEvent(name)], reason=params.get("reason"))
             if isinstance(params.get("run_id"), int):
                 row["run_id"] = params["run_id"]
             if isinstance(params.get("cases_ok"), int):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
+
+from core.protocol.address import SYSTEM_SOCKET, user_socket_path
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +28,14 @@ STATE_KEY = "window/state"
 TAB_KEY = "window/tab"
 LOCAL_KIND = "local"
 SSH_KIND = "ssh"
-SYSTEM_SOCKET = "/run/backbench/agent.sock"
 
 
 def default_local_socket() -> str:
     """Where a local agent listens: the user's agent if one is there, else the system one.
 
-    The user's socket is ``$XDG_RUNTIME_DIR/backbench/agent.sock``; without a runtime dir
-    (su, containers) the agent falls back to a private temp folder, and so do we.
+    Both locations come from ``core.protocol.address``, where the agent finds its own.
     """
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isabs(xdg):
-        user = Path(xdg) / "backbench" / "agent.sock"
-    else:
-        user = Path(tempfile.gettempdir()) / f"backbench-{os.getuid()}" / "agent.sock"
+    user = user_socket_path()
     if user.exists() or not Path(SYSTEM_SOCKET).exists():
         return str(user)
     return SYSTEM_SOCKET

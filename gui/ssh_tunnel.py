@@ -1,4 +1,4 @@
-"""Reach a remote agent: the GUI runs and owns ``ssh -N -L local.sock:remote.sock host``.
+"""Reach a remote agent: the GUI runs and owns ``ssh -N -L local.sock:remote.sock -- host``.
 
 The system's OpenSSH does the crypto and the authentication (keys, agent, config); the
 GUI only starts it through QProcess, waits for the forwarded local socket to appear,
@@ -16,25 +16,13 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QTimer, Signal
 
+from core.protocol.address import SOCKET_NAME, SYSTEM_SOCKET, ssh_forward_args
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_REMOTE_SOCKET = "/run/backbench/agent.sock"
 POLL_MS = 50
 DEFAULT_WAIT_MS = 30_000
 STOP_GRACE_MS = 2000
-# BatchMode: the GUI has no terminal for a password prompt, so keys (or an ssh-agent)
-# must do; ExitOnForwardFailure: a forward that cannot bind fails loudly, not silently.
-BASE_OPTIONS = ("ExitOnForwardFailure=yes", "StreamLocalBindUnlink=yes", "BatchMode=yes")
-
-
-def ssh_command(
-    host: str, local_socket: str, remote_socket: str, options: Sequence[str] = ()
-) -> list[str]:
-    """The arguments after ``ssh``: ``-N -o ... -L local:remote [user@]host``."""
-    args = ["-N"]
-    for option in (*BASE_OPTIONS, *options):
-        args += ["-o", option]
-    return [*args, "-L", f"{local_socket}:{remote_socket}", "--", host]
 
 
 class SshTunnel(QObject):
@@ -47,7 +35,7 @@ class SshTunnel(QObject):
     def __init__(
         self,
         host: str,
-        remote_socket: str = DEFAULT_REMOTE_SOCKET,
+        remote_socket: str = SYSTEM_SOCKET,
         *,
         options: Sequence[str] = (),
         ssh: str = "ssh",
@@ -76,7 +64,7 @@ class SshTunnel(QObject):
     def local_socket(self) -> str:
         if self.folder is None:
             return ""
-        return str(self.folder / "agent.sock")
+        return str(self.folder / SOCKET_NAME)
 
     @property
     def running(self) -> bool:
@@ -101,7 +89,7 @@ class SshTunnel(QObject):
         process.finished.connect(self._on_finished)
         process.errorOccurred.connect(self._on_process_error)
         self._process = process
-        args = ssh_command(self.host, self.local_socket, self.remote_socket, self.options)
+        args = ssh_forward_args(self.host, self.local_socket, self.remote_socket, self.options)
         logger.info("Starting the tunnel: %s %s", exe, " ".join(args))
         process.start(exe, args)
         self._poll.start()

@@ -29,6 +29,8 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QBrush, QColor
 
+from core.text import EN_DASH, significant
+
 log = logging.getLogger(__name__)
 
 RAW_ROLE = Qt.ItemDataRole.UserRole
@@ -94,6 +96,7 @@ TEXT_COLUMNS: tuple[str, ...] = (
     "model", "backend", "device", "precision", "mode", "status", "run_name", "source",
 )  # fmt: skip
 ALIASES: dict[str, str] = {"batch": "batch_size", "run": "run_name", "b": "batch_size"}
+ID_COLUMNS: frozenset[str] = frozenset({"run_id", "measurement_id"})
 _FAILED_BRUSH = QBrush(QColor("#b00020"))
 
 
@@ -102,7 +105,8 @@ def spec_for(column: str) -> ColumnSpec:
 
 
 def format_value(value: Any, spec: ColumnSpec, column: str = "") -> str:
-    """The display text of one cell: scaled, rounded; '–' when a number is missing."""
+    """The display text of one cell: scaled, rounded to ``spec.digits`` significant
+    figures (core.text.significant); '–' when a number is missing."""
     if value is None or value is pd.NA or value is pd.NaT:
         return ""
     if isinstance(value, (bool, np.bool_)):
@@ -110,19 +114,15 @@ def format_value(value: Any, spec: ColumnSpec, column: str = "") -> str:
     if isinstance(value, (int, float, np.integer, np.floating)):
         number = float(value)
         if not math.isfinite(number):
-            return "–"
+            return EN_DASH
         if column == "started_at":
             return datetime.fromtimestamp(number).strftime("%Y-%m-%d %H:%M:%S")
-        if isinstance(value, (int, np.integer)) and spec.scale == 1.0:
-            return f"{int(value):,}" if column not in ("run_id", "measurement_id") else str(value)
-        number *= spec.scale
-        if number == 0:
-            return "0"
-        if abs(number) >= 10**spec.digits:
-            return f"{number:,.0f}"
-        if abs(number) < 1e-3:
-            return f"{number:.2e}"
-        return f"{number:.{spec.digits}g}"
+        if isinstance(value, (int, np.integer)):
+            if column in ID_COLUMNS:
+                return str(value)  # an identifier, not a quantity: no thousands separator
+            if spec.scale == 1.0:
+                return significant(value, spec.digits)
+        return significant(number * spec.scale, spec.digits, missing=EN_DASH)
     return str(value)
 
 
@@ -229,7 +229,7 @@ class DataFrameModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             value = self.raw(row, column)
             if value is None:
-                return "–" if self._numeric[column] else ""
+                return EN_DASH if self._numeric[column] else ""
             return format_value(value, spec_for(name), name)
         if role in (RAW_ROLE, Qt.ItemDataRole.EditRole):
             value = self.raw(row, column)

@@ -31,6 +31,7 @@ from core.measure.environment import manifest as host_manifest
 from core.store import Store
 from service import systemd
 from service.config import AgentConfig, parse_config
+from service.connections import Connections
 from service.dispatcher import JobDispatcher
 from service.handlers import Api
 from service.jobs import JobQueue
@@ -179,6 +180,11 @@ class Agent:
         queue = JobQueue(store, config.max_queued_jobs)
         queue.recover()
         manifest = await asyncio.to_thread(host_manifest)
+        # Built in one direction: the clients' fan-out first, then the dispatcher that
+        # publishes to it, the handlers that publish to it, and the server over both.
+        connections = Connections()
+        bridge = LoopBridge(loop, connections)
+        executor = JobDispatcher(queue, store, config, bridge, manifest)
         api = Api(
             config=config,
             store=store,
@@ -188,12 +194,11 @@ class Agent:
             prober=Prober(config.worker_command),
             manifest=manifest,
             boot_id=self.boot_id,
+            publish=connections.publish_event,
+            describe_clients=connections.describe,
+            executor=executor,
         )
-        server = AgentServer(api, config.client_queue_samples)
-        api.server = server
-        bridge = LoopBridge(loop, server)
-        executor = JobDispatcher(queue, store, config, bridge, manifest)
-        api.executor = executor
+        server = AgentServer(api, connections, config.client_queue_samples)
         sock = _listen(config)
         try:
             await server.start(sock)

@@ -25,6 +25,7 @@ from typing import Any
 
 from core import __version__
 from core.errors import AgentUnavailableError
+from core.protocol.address import SOCKET_NAME, SYSTEM_SOCKET, ssh_forward_args
 from core.protocol.codes import PROTOCOL_VERSION
 from core.protocol.framing import FrameError, LineDecoder, encode
 from core.protocol.messages import Notification, Response, make_request, parse_message
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 START_HINT = "start it with `backbench agent` or `systemctl start backbench-agent`"
 DEFAULT_TIMEOUT_S = 120.0
-DEFAULT_REMOTE_SOCKET = "/run/backbench/agent.sock"
 SSH_WAIT_S = 30.0
 
 
@@ -154,12 +154,12 @@ class AgentClient:
 
 
 class SshTunnel:
-    """``ssh -N -L local.sock:remote.sock [user@]host`` for the life of the object."""
+    """``ssh -N -L local.sock:remote.sock -- [user@]host`` for the life of the object."""
 
     def __init__(
         self,
         host: str,
-        remote_socket: str = DEFAULT_REMOTE_SOCKET,
+        remote_socket: str = SYSTEM_SOCKET,
         ssh: str = "ssh",
         wait_s: float = SSH_WAIT_S,
     ) -> None:
@@ -174,7 +174,7 @@ class SshTunnel:
     def local_socket(self) -> Path:
         if self.folder is None:
             raise RuntimeError("the tunnel is not open")
-        return self.folder / "agent.sock"
+        return self.folder / SOCKET_NAME
 
     def open(self) -> Path:
         exe = shutil.which(self.ssh)
@@ -183,19 +183,7 @@ class SshTunnel:
                 "ssh is not installed here.", "Install an OpenSSH client, or use --socket."
             )
         self.folder = Path(tempfile.mkdtemp(prefix="backbench-ssh-"))  # mode 0700
-        command = [
-            exe,
-            "-N",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-o",
-            "StreamLocalBindUnlink=yes",
-            "-o",
-            "BatchMode=yes",
-            "-L",
-            f"{self.local_socket}:{self.remote_socket}",
-            self.host,
-        ]
+        command = [exe, *ssh_forward_args(self.host, str(self.local_socket), self.remote_socket)]
         log.info("Opening the tunnel: %s", " ".join(command))
         self.proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.cli.run_options import add_run_options
 from core.errors import BackendUnavailableError, UsageError
+from core.protocol.address import SYSTEM_SOCKET
 
 EXPORT_FORMATS = ("onnx", "ir")
 
@@ -43,14 +45,34 @@ def _copy_model(path: Path, output: Path) -> Path:
     return output
 
 
+def export_target(args: argparse.Namespace) -> str:
+    """The format to export to: ``--to``, or its deprecated old name ``--format``
+    (renamed because ``--format`` means the output format everywhere else)."""
+    from core.cli.console import err_console
+
+    to, old = args.to, args.old_format
+    if old is not None:
+        err_console.print("Note: `backbench export --format` is deprecated; use --to (same values).")
+        if to is not None and to != old:
+            raise UsageError(
+                f"--to {to} and --format {old} disagree.",
+                "Give only --to; --format is its deprecated old name.",
+            )
+    target = to or old
+    if target is None:
+        raise UsageError("No format to export to.", f"Add --to {' or --to '.join(EXPORT_FORMATS)}.")
+    return str(target)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from core.backends import convert
     from core.backends.base import ModelSource
     from core.cli.console import err_console
 
+    target = export_target(args)
     source = ModelSource(args.model, args.weights)
     try:
-        if args.format == "onnx":
+        if target == "onnx":
             converted = convert.ensure_onnx(source, args.opset)
         else:
             converted = convert.ensure_ir(source)
@@ -81,8 +103,8 @@ def _add_remote(sub: Any) -> None:
     )
     p.add_argument(
         "--remote-socket",
-        default="/run/backbench/agent.sock",
-        help="the agent's socket on the SSH host (default /run/backbench/agent.sock)",
+        default=SYSTEM_SOCKET,
+        help=f"the agent's socket on the SSH host (default {SYSTEM_SOCKET})",
     )
     p.set_defaults(func=cmd_remote)
     rsub = p.add_subparsers(dest="remote_command", metavar="COMMAND")
@@ -91,35 +113,11 @@ def _add_remote(sub: Any) -> None:
     q.add_argument("--format", choices=["table", "json"], default="table")
 
     q = rsub.add_parser("submit", help="queue a run (the options of `backbench run`)")
-    q.add_argument(
-        "-m", "--model", action="append", help="zoo model, or a model file (uploaded if it is here)"
-    )
-    q.add_argument("--suite", help="a suite of models (paper, quick)")
-    q.add_argument(
-        "--backend", default="torch", help="torch | openvino | onnxruntime (default torch)"
-    )
-    q.add_argument(
-        "--device", help="cpu, cuda:N (torch/onnxruntime); CPU, GPU, NPU, MYRIAD, AUTO (openvino)"
-    )
-    q.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 (default fp32)")
-    q.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
-    q.add_argument("--mode", default="latency", help="latency | throughput")
-    q.add_argument(
-        "--target-ci", type=float, default=0.01, help="stop at this relative 95%% CI of the median"
-    )
-    q.add_argument("--min-iters", type=int, default=10, help="at least this many timed iterations")
-    q.add_argument(
-        "--max-time", type=float, default=10.0, help="at most this many seconds per case"
-    )
-    q.add_argument("--name", help="a name for the run")
-    q.add_argument(
-        "--weights", action="append", metavar="MODEL=PATH", help="real weights (uploaded if here)"
-    )
+    add_run_options(q, remote=True)
     q.add_argument(
         "--request-id", help="idempotency key: resubmitting with it never queues a second job"
     )
     q.add_argument("--watch", action="store_true", help="watch the job live after submitting it")
-    q.set_defaults(suite=None, no_isolate=False)
 
     q = rsub.add_parser("watch", help="live view of a job: progress, latency, memory")
     q.add_argument("job", nargs="?", type=int, help="job id (default: the running or next job)")
@@ -162,7 +160,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "-m", "--model", required=True, help="zoo model name (or a TorchScript .pt file)"
     )
-    p.add_argument("--format", choices=EXPORT_FORMATS, required=True)
+    # One of --to and --format is required; export_target says so, since argparse's
+    # required group would also refuse both given with the same value.
+    p.add_argument("--to", choices=EXPORT_FORMATS, help="onnx, or ir (OpenVINO IR)")
+    p.add_argument(
+        "--format",
+        dest="old_format",
+        choices=EXPORT_FORMATS,
+        help="deprecated: the old name of --to",
+    )
     p.add_argument(
         "-o", "--output", help="where to write it (a file, or a folder); default: the cache"
     )

@@ -1,8 +1,9 @@
 """The agent's settings: command-line options, default locations, and the test switch.
 
-Defaults follow DESIGN.md: the socket is ``$XDG_RUNTIME_DIR/backbench/agent.sock`` for a
-user and ``$RUNTIME_DIRECTORY/agent.sock`` (``/run/backbench``) under systemd; the store
-is the CLI's default store, or ``$STATE_DIRECTORY/results.db`` under systemd.
+Defaults follow DESIGN.md: the socket is ``$RUNTIME_DIRECTORY/agent.sock``
+(``/run/backbench``) under systemd, else the user's socket of ``core.protocol.address``
+(``$XDG_RUNTIME_DIR/backbench/agent.sock``); the store is the CLI's default store, or
+``$STATE_DIRECTORY/results.db`` under systemd.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +20,11 @@ from core import __version__
 from core.errors import UsageError
 from core.measure.supervisor import PhaseLimits, default_worker_command
 from core.paths import data_dir, default_db_path
+from core.protocol.address import SOCKET_NAME, user_socket_path
 
 # Test-only: lets a client ask the agent to inject worker faults (crash, hang, ...).
 # Never set in production; without it the `test_faults` submit parameter is refused.
 ALLOW_FAULTS_ENV = "BACKBENCH_ALLOW_FAULTS"
-SOCKET_NAME = "agent.sock"
 DEFAULT_CLIENT_QUEUE_SAMPLES = 20_000
 DEFAULT_MAX_UPLOAD_MB = 2048
 DEFAULT_MAX_QUEUED_JOBS = 1000
@@ -38,14 +38,11 @@ def _first_dir(var: str) -> Path | None:
 
 
 def default_socket_path() -> Path:
+    """Where this agent listens by default: systemd's runtime directory, else the user's."""
     runtime = _first_dir("RUNTIME_DIRECTORY")
     if runtime is not None:
         return runtime / SOCKET_NAME
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "backbench" / SOCKET_NAME
-    # No per-user runtime dir (a container, su without a session): a private temp folder.
-    return Path(tempfile.gettempdir()) / f"backbench-{os.getuid()}" / SOCKET_NAME
+    return user_socket_path()
 
 
 def default_agent_db() -> Path:

@@ -23,18 +23,11 @@ from core.errors import StoreError
 from core.measure.runner import RUN_CANCELLED, RUN_INTERRUPTED, SweepObserver, run_sweep
 from core.measure.supervisor import CaseObserver, CaseRunner
 from core.measure.worker import WorkerJob
-from core.protocol.events import (
-    JOB_CANCELLED,
-    JOB_CASE_FAILED,
-    JOB_CASE_FINISHED,
-    JOB_CASE_STARTED,
-    JOB_FINISHED,
-    JOB_INTERRUPTED,
-    JOB_STARTED,
-)
+from core.protocol.events import JobEvent
 from core.protocol.messages import make_job_event
 from core.results import Case, Measurement, Status
 from core.store import Store
+from service import systemd
 from service.config import AgentConfig
 from service.jobs import CANCELLED, FAILED, FINISHED, INTERRUPTED, Job, JobQueue
 from service.telemetry import LoopBridge
@@ -89,7 +82,7 @@ class _JobObserver(SweepObserver):
         self.executor._set_progress(self.job, self.case_index, "starting")
         self.bridge.event(
             make_job_event(
-                JOB_CASE_STARTED,
+                JobEvent.CASE_STARTED,
                 self.job.id,
                 case_index=self.case_index,
                 cases_total=len(self.cases),
@@ -104,7 +97,7 @@ class _JobObserver(SweepObserver):
         if measurement.status is Status.OK:
             self.ok += 1
             msg = make_job_event(
-                JOB_CASE_FINISHED,
+                JobEvent.CASE_FINISHED,
                 self.job.id,
                 case_index=case_index,
                 measurement=measurement.to_dict(),
@@ -113,7 +106,7 @@ class _JobObserver(SweepObserver):
             self.failed += 1
             failure = measurement.failure.value if measurement.failure else None
             msg = make_job_event(
-                JOB_CASE_FAILED,
+                JobEvent.CASE_FAILED,
                 self.job.id,
                 case_index=case_index,
                 status=measurement.status.value,
@@ -213,6 +206,7 @@ class JobDispatcher(threading.Thread):
             finally:
                 self._running = None
                 self.progress = None
+                systemd.notify("STATUS=idle")
 
     def _case_runner(self, job: Job) -> CaseRunner:
         kwargs: dict[str, Any] = {
@@ -236,6 +230,8 @@ class JobDispatcher(threading.Thread):
             return
         job = started
         self._running = job
+        # The dispatcher alone knows when a job runs, so it tells systemd (`systemctl status`).
+        systemd.notify(f"STATUS=running job {job.id}")
         self._set_progress(job, None, "starting")
         observer = _JobObserver(self, job)
         try:
@@ -248,7 +244,7 @@ class JobDispatcher(threading.Thread):
                 run = self.store.get_run(job.run_id)
             self.bridge.event(
                 make_job_event(
-                    JOB_STARTED,
+                    JobEvent.STARTED,
                     job.id,
                     run_id=run.id,
                     run_name=run.name,
@@ -271,7 +267,7 @@ class JobDispatcher(threading.Thread):
             if observer.case_index is not None:
                 self.bridge.event(
                     make_job_event(
-                        JOB_CASE_FAILED,
+                        JobEvent.CASE_FAILED,
                         job.id,
                         case_index=observer.case_index,
                         status=Status.FAILED.value,
@@ -303,7 +299,10 @@ class JobDispatcher(threading.Thread):
             self.queue.finish(job.id, state, reason)
         except StoreError as exc:
             log.error("Could not record job %d as %s: %s", job.id, state, exc)
-        event = {INTERRUPTED: JOB_INTERRUPTED, CANCELLED: JOB_CANCELLED}.get(state, JOB_FINISHED)
+        # A failed job ends with job.finished too; its state says "failed".
+        event = {INTERRUPTED: JobEvent.INTERRUPTED, CANCELLED: JobEvent.CANCELLED}.get(
+            state, JobEvent.FINISHED
+        )
         self.bridge.event(
             make_job_event(event, job.id, state=state, reason=reason, **(summary or {})), job.id
         )

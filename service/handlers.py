@@ -1,4 +1,5 @@
-"""The agent's protocol methods. Params arrive validated by ``core.protocol.validate_params``.
+"""The agent's protocol methods. Params arrive validated by ``core.protocol.validate_params``;
+submit's run spec is then checked against the run options (``submitted_spec``).
 
 Blocking work (the store, framework probes) runs in worker threads through
 ``asyncio.to_thread``, so the loop keeps serving telemetry meanwhile. Expected problems
@@ -16,15 +17,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from core import __version__, zoo
+from core.cli.run_options import spec_from_remote
 from core.errors import ProtocolError, UsageError
 from core.protocol.codes import INVALID_PARAMS, NOT_FOUND
-from core.protocol.events import JOB_CANCELLED, JOB_QUEUED, TOPIC_TELEMETRY, TOPICS
+from core.protocol.events import TOPIC_TELEMETRY, TOPICS, JobEvent
 from core.protocol.messages import make_job_event
 from core.protocol.methods import make_hello_result
 from core.results import Run, RunSpec
 from core.store import Store
 from core.zoo.files import MODEL_FILE_SOURCES
-from service import systemd
 from service.config import AgentConfig
 from service.dispatcher import TEST_FAULTS, JobDispatcher
 from service.jobs import RUNNING, JobQueue
@@ -32,12 +33,26 @@ from service.probe import Prober
 from service.uploads import ModelAccess, UploadManager
 
 if TYPE_CHECKING:
-    from service.server import AgentServer, Client
+    from service.connections import Client
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED_FILES = 500
 Handler = Callable[["Client", dict[str, Any]], Awaitable[Any]]
+# Hands a job event to the clients subscribed to its job (Connections.publish_event).
+Publish = Callable[[dict[str, Any], int], None]
+
+
+def submitted_spec(value: dict[str, Any]) -> RunSpec:
+    """A client's run spec, checked against the run options (``core.cli.run_options``):
+    unknown fields and local-only ones (isolate) refused, types and bounds checked."""
+    try:
+        return spec_from_remote(value)
+    except UsageError as exc:
+        # Its messages quote at most a short value: keep an error reply small anyway.
+        raise ProtocolError(
+            INVALID_PARAMS, f"Parameter 'spec': {exc.message[:300]}", exc.hint
+        ) from None
 
 
 def run_dict(run: Run, with_manifest: bool = False) -> dict[str, Any]:
@@ -64,9 +79,12 @@ class Api:
     prober: Prober
     manifest: dict[str, Any]
     boot_id: str
+    # What the handlers need of the connected clients, passed in so that they never hold
+    # the server (which holds them): publishing a job event, and describing the clients.
+    publish: Publish
+    describe_clients: Callable[[], list[dict[str, Any]]]
     started_at: float = field(default_factory=time.time)
     executor: JobDispatcher | None = None
-    server: AgentServer | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -88,17 +106,8 @@ class Api:
             )
         return {"test_faults": faults}
 
-    def on_job_event(self, msg: dict[str, Any]) -> None:
-        executor = self.executor
-        running = executor.running_job_id if executor is not None else None
-        systemd.notify(f"STATUS=running job {running}" if running is not None else "STATUS=idle")
-
     def on_disconnect(self, client: Client) -> None:
         self.uploads.drop_owner(client.id)
-
-    def _publish(self, msg: dict[str, Any], job_id: int) -> None:
-        if self.server is not None:
-            self.server.publish_event(msg, job_id)
 
     # -- handshake and host ----------------------------------------------------------------------
 
@@ -191,11 +200,13 @@ class Api:
 
     async def do_submit(self, client: Client, p: dict[str, Any]) -> Any:
         request_id: str = p["client_request_id"]
+        # Checked before the duplicate lookup: a bad spec is refused whatever its id.
+        checked = submitted_spec(p["spec"])
         existing = await asyncio.to_thread(self._job_by_request, request_id)
         if existing is not None:
             return {"job": existing, "duplicate": True}
         spec = await asyncio.to_thread(
-            self._resolve_spec, p["spec"], p.get("model_upload_ids") or {}
+            self._resolve_spec, checked, p.get("model_upload_ids") or {}
         )
         faults = p.get("test_faults") or {}
         total = len(spec.cases())
@@ -208,7 +219,7 @@ class Api:
             self.queue.submit, spec, request_id, options, client.uid
         )
         if created:
-            self._publish(make_job_event(JOB_QUEUED, job.id, job=job.to_dict()), job.id)
+            self.publish(make_job_event(JobEvent.QUEUED, job.id, job=job.to_dict()), job.id)
             if self.executor is not None:
                 self.executor.wake()
         position = await asyncio.to_thread(self.queue.position, job.id)
@@ -224,9 +235,9 @@ class Api:
         if self.executor is not None and self.executor.cancel(job_id):
             return {"job_id": job_id, "state": RUNNING, "cancelling": True}
         if await asyncio.to_thread(self.queue.cancel_queued, job_id):
-            self._publish(
+            self.publish(
                 make_job_event(
-                    JOB_CANCELLED, job_id, state="cancelled", reason="cancelled by a client"
+                    JobEvent.CANCELLED, job_id, state="cancelled", reason="cancelled by a client"
                 ),
                 job_id,
             )
@@ -235,7 +246,9 @@ class Api:
 
     async def do_resume(self, client: Client, p: dict[str, Any]) -> Any:
         job = await asyncio.to_thread(self.queue.requeue, p["job_id"])
-        self._publish(make_job_event(JOB_QUEUED, job.id, job=job.to_dict(), resumed=True), job.id)
+        self.publish(
+            make_job_event(JobEvent.QUEUED, job.id, job=job.to_dict(), resumed=True), job.id
+        )
         if self.executor is not None:
             self.executor.wake()
         return {"job": job.to_dict()}
@@ -258,7 +271,7 @@ class Api:
             return {"job": data}
         jobs = await asyncio.to_thread(lambda: [j.to_dict() for j in self.queue.list(50)])
         counts = await asyncio.to_thread(self.queue.counts)
-        clients = [c.describe() for c in self.server.clients] if self.server is not None else []
+        clients = self.describe_clients()
         return {
             "agent_version": __version__,
             "agent_pid": os.getpid(),

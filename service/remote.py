@@ -23,15 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from core.cli.console import console, err_console, print_results_table
-from core.cli.run_options import spec_from_args
+from core.cli.run_options import remote_spec_dict, spec_from_args
 from core.errors import UsageError
 from core.protocol.codes import UPLOAD_CHUNK_BYTES
-from core.protocol.events import JOB_CASE_FAILED, JOB_CASE_FINISHED, JOB_CASE_STARTED, JOB_STARTED
+from core.protocol.events import GAP, JOB_ENDING_EVENTS, TELEMETRY, JobEvent
 from core.results import MEASUREMENT_COLUMNS, Measurement
 from core.zoo.files import is_model_file
 from service.client import AgentClient, SshTunnel
 
-END_EVENTS = ("job.finished", "job.cancelled", "job.interrupted")
 RECENT_SAMPLES = 2000
 
 
@@ -192,7 +191,7 @@ def _upload_local_files(client: AgentClient, spec_dict: dict[str, Any]) -> dict[
 
 
 def cmd_submit(client: AgentClient, args: argparse.Namespace) -> int:
-    spec_dict = spec_from_args(args).to_dict()
+    spec_dict = remote_spec_dict(spec_from_args(args))
     upload_ids = _upload_local_files(client, spec_dict)
     params: dict[str, Any] = {
         "spec": spec_dict,
@@ -250,7 +249,7 @@ class _LiveView:
 
 def _case_line(event: str, params: dict[str, Any]) -> str:
     m = Measurement.from_dict(params["measurement"]) if params.get("measurement") else None
-    if event == JOB_CASE_FINISHED and m is not None and m.stats is not None:
+    if event == JobEvent.CASE_FINISHED and m is not None and m.stats is not None:
         return (
             f"[green]ok[/] {m.case.label()}: median {m.stats.median_ns / 1e6:.3f} ms, "
             f"{m.stats.n} iters, ±{m.stats.ci95_rel * 100:.1f}%"
@@ -310,25 +309,25 @@ def _watch(client: AgentClient, job_id: int | None) -> int:
             if note is None:
                 continue
             method, params = note["method"], note["params"]
-            if method == "telemetry":
+            if method == TELEMETRY:
                 view.telemetry(params)
-            elif method == "gap":
+            elif method == GAP:
                 view.dropped += int(params.get("dropped", 0))
             elif params.get("job_id") != job_id:
                 continue
-            elif method == JOB_STARTED:
+            elif method == JobEvent.STARTED:
                 progress.update(task, total=params["cases_total"])
                 view.label = f"run {params['run_id']} started"
                 view.refresh()
-            elif method == JOB_CASE_STARTED:
+            elif method == JobEvent.CASE_STARTED:
                 view.recent.clear()
                 view.count = 0
                 view.label = params.get("label", "")
                 view.refresh()
-            elif method in (JOB_CASE_FINISHED, JOB_CASE_FAILED):
+            elif method in (JobEvent.CASE_FINISHED, JobEvent.CASE_FAILED):
                 progress.console.print(_case_line(method, params))
                 progress.advance(task)
-            elif method in END_EVENTS:
+            elif method in JOB_ENDING_EVENTS:
                 reason = params.get("reason")
                 progress.console.print(
                     f"Job {job_id} {params.get('state')}{': ' + reason if reason else ''}"

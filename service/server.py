@@ -1,31 +1,30 @@
-"""The agent's clients: a Unix-socket server on asyncio, one reader and one sender per client.
+"""The agent's socket: a Unix-socket server on asyncio, one reader and one sender per client.
 
 Every frame is untrusted. The reader splits lines with ``LineDecoder`` (memory bounded
-per line), checks each with ``parse_message`` and ``validate_params``, and answers
-anything wrong with an error reply; nothing a peer sends can stop the agent. Replies
-never carry internal exception text.
+per line), checks each with ``parse_message`` and ``validate_params``, hands the request
+to the handlers (``service.handlers.Api``), and answers anything wrong with an error
+reply; nothing a peer sends can stop the agent. Replies never carry internal exception
+text.
 
-Everything sent to a client goes through its ``ClientQueue``: replies and job events are
-never dropped, telemetry is dropped oldest-first with a ``gap`` notice. The sender task
-writes from that queue and waits on ``drain`` without holding up the loop, so a stalled
-client only fills its own bounded queue; one whose event queue overflows is cut off. A
-client that sends requests without reading the replies is simply not read from until it
-catches up.
+The server depends on the handlers, never the reverse: both share the ``Connections``
+(``service.connections``), where the server registers each client and queues its
+replies, and the handlers publish job events. Everything sent to a client goes through
+its ``ClientQueue``: the sender task writes from that queue and waits on ``drain``
+without holding up the loop, so a stalled client only fills its own bounded queue; one
+whose event queue overflows is cut off. A client that sends requests without reading
+the replies is simply not read from until it catches up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import socket
 import struct
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import BackbenchError, ProtocolError
 from core.protocol.codes import HANDSHAKE_REQUIRED, METHOD_NOT_FOUND, VERSION_MISMATCH
-from core.protocol.events import TOPIC_JOBS, TOPIC_TELEMETRY
 from core.protocol.framing import FrameError, LineDecoder
 from core.protocol.messages import (
     MessageError,
@@ -38,6 +37,7 @@ from core.protocol.messages import (
 )
 from core.protocol.methods import METHODS, validate_params
 from service.client_queue import ClientQueue
+from service.connections import Client, Connections
 
 if TYPE_CHECKING:
     from service.handlers import Api
@@ -48,36 +48,6 @@ READ_BYTES = 1 << 16
 WRITE_HIGH_WATER = 256 * 1024
 PAUSE_READING_EVENTS = 256  # replies pending before we stop reading a client's requests
 CLOSE_FLUSH_S = 2.0
-_client_ids = itertools.count(1)
-
-
-@dataclass(eq=False)
-class Client:
-    writer: asyncio.StreamWriter
-    queue: ClientQueue
-    id: int = field(default_factory=lambda: next(_client_ids))
-    pid: int | None = None
-    uid: int | None = None
-    name: str = ""
-    greeted: bool = False
-    topics: set[str] = field(default_factory=set)
-    job_filter: int | None = None
-    closing: bool = False
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def wants(self, topic: str, job_id: int) -> bool:
-        return topic in self.topics and (self.job_filter is None or self.job_filter == job_id)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "client_id": self.id,
-            "name": self.name,
-            "uid": self.uid,
-            "pid": self.pid,
-            "topics": sorted(self.topics),
-            "queue": self.queue.stats(),
-        }
 
 
 def peer_credentials(sock: socket.socket | None) -> tuple[int | None, int | None]:
@@ -95,10 +65,12 @@ def peer_credentials(sock: socket.socket | None) -> tuple[int | None, int | None
 
 
 class AgentServer:
-    def __init__(self, api: Api, client_queue_samples: int) -> None:
+    """Serves ``api`` on a socket; the clients it accepts join ``connections``."""
+
+    def __init__(self, api: Api, connections: Connections, client_queue_samples: int) -> None:
         self.api = api
+        self.connections = connections
         self.client_queue_samples = client_queue_samples
-        self.clients: set[Client] = set()
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -112,55 +84,21 @@ class AgentServer:
     async def close(self, flush_s: float = CLOSE_FLUSH_S) -> None:
         """Give clients ``flush_s`` to receive what is queued, then disconnect them."""
         self.stop_listening()
-        for client in list(self.clients):
+        for client in list(self.connections.clients):
             client.closing = True
             client.wake.set()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=flush_s)
-        for client in list(self.clients):
+        for client in list(self.connections.clients):
             client.writer.transport.abort()
 
-    # -- publishing (loop thread) -------------------------------------------------------------
-
-    def _push(self, client: Client, msg: dict[str, Any]) -> None:
-        if not client.queue.push_event(msg):
-            if not client.closing:
-                log.warning("Client %d is not reading its events; disconnecting it", client.id)
-                client.closing = True
-                client.writer.transport.abort()
-            return
-        self._kick(client)
-
-    @staticmethod
-    def _kick(client: Client) -> None:
-        client.drained.clear()
-        client.wake.set()
-
-    def publish_event(self, msg: dict[str, Any], job_id: int) -> None:
-        self.api.on_job_event(msg)
-        for client in list(self.clients):
-            if client.wants(TOPIC_JOBS, job_id):
-                self._push(client, msg)
-
-    def publish_samples(self, job_id: int, case_index: int, samples: list[list[int]]) -> None:
-        for client in list(self.clients):
-            if client.wants(TOPIC_TELEMETRY, job_id):
-                client.queue.push_telemetry(job_id, samples, case_index)
-                self._kick(client)
-
-    def publish_memory(self, job_id: int, case_index: int, reading: dict[str, Any]) -> None:
-        for client in list(self.clients):
-            if client.wants(TOPIC_TELEMETRY, job_id):
-                client.queue.push_memory(
-                    job_id, reading["t_ns"], reading["rss_mb"], reading["device_memory"], case_index
-                )
-                self._kick(client)
+    # -- replies (loop thread) --------------------------------------------------------------
 
     def reply(self, client: Client, msg: dict[str, Any]) -> None:
         try:
-            self._push(client, msg)
+            self.connections.push(client, msg)
         except ProtocolError as exc:  # a result too large for one frame
-            self._push(client, make_error_from(msg.get("id"), exc))
+            self.connections.push(client, make_error_from(msg.get("id"), exc))
 
     # -- one connection -------------------------------------------------------------------------
 
@@ -170,7 +108,7 @@ class AgentServer:
         client = Client(writer, ClientQueue(self.client_queue_samples))
         client.pid, client.uid = peer_credentials(writer.get_extra_info("socket"))
         writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        self.clients.add(client)
+        self.connections.add(client)
         log.info("Client %d connected (pid %s, uid %s)", client.id, client.pid, client.uid)
         sender = asyncio.create_task(self._sender(client))
         self._tasks.add(sender)
@@ -188,7 +126,7 @@ class AgentServer:
                 await asyncio.wait_for(asyncio.shield(sender), CLOSE_FLUSH_S)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 writer.transport.abort()
-            self.clients.discard(client)
+            self.connections.discard(client)
             self.api.on_disconnect(client)
             log.info("Client %d disconnected (%s)", client.id, client.queue.stats())
 

@@ -1,6 +1,6 @@
-"""Hands job events and telemetry from the executor thread to the event loop, in order.
+"""Hands job events and telemetry from the dispatcher thread to the event loop, in order.
 
-The executor's observer hooks run on the executor thread (inside the supervisor's read
+The dispatcher's observer hooks run on the dispatcher thread (inside the supervisor's read
 loop), many times a second. Each hook only appends to a deque under a lock; the loop is
 woken with ``call_soon_threadsafe`` at most once per pending wake-up: at once for a job
 event or a memory reading (10 Hz), and at most every ``min_interval_s`` for samples. So
@@ -26,7 +26,7 @@ DEFAULT_MIN_INTERVAL_S = 0.02
 
 
 class TelemetrySink(Protocol):
-    """Implemented by the server; called on the loop thread."""
+    """Implemented by ``service.connections.Connections``; called on the loop thread."""
 
     def publish_event(self, msg: dict[str, Any], job_id: int) -> None: ...
 
@@ -50,9 +50,9 @@ class LoopBridge:
         self._timer_pending = False
         self._urgent_pending = False
         self._last_drain = 0.0
-        self.samples_in = 0  # for the benchmark: what the executor handed over
+        self.samples_in = 0  # for the benchmark: what the dispatcher handed over
 
-    # -- executor thread -----------------------------------------------------------------
+    # -- dispatcher thread -----------------------------------------------------------------
 
     def samples(self, job_id: int, case_index: int, pairs: np.ndarray) -> None:
         self.samples_in += len(pairs)

@@ -1,6 +1,8 @@
 """Analysis of long-schema results: the study's figures, reproduced and taken further.
 
-- ``data``: load_csv / prepare -> AnalysisInput (validated, zoo-filled).
+- ``load``: a store, CSV or JSON file -> the long DataFrame (load_store, load_csv_file,
+  load_json_file, load_file, load_csv), for the CLI and the GUI.
+- ``data``: prepare -> AnalysisInput (validated, zoo-filled).
 - ``accuracy``: top-1/top-5 vs GFLOPs, accuracy density with Wilson error bars.
 - ``latency_batch``: clusters of per-image-time curves, AICc-chosen curve with a band.
 - ``pareto``: top-1 vs FPS at batch 1 and the Pareto front, per platform.
@@ -19,7 +21,7 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "AnalysisInput": "core.analysis.data",
-    "load_csv": "core.analysis.data",
+    "load_csv": "core.analysis.load",
     "prepare": "core.analysis.data",
     "REQUIRED_COLUMNS": "core.analysis.data",
     "analyze": "core.analysis.summary",

@@ -1,19 +1,18 @@
-"""Analysis input: read and validate the long schema, fill model facts from the zoo.
+"""Analysis input: validate the long schema, fill model facts from the zoo.
 
 ``prepare`` turns a long-schema DataFrame (one row per measurement, columns as in
 ``core.results.MEASUREMENT_COLUMNS``, plus optional ``top1``, ``top5`` and
 ``n_eval_images``) into an ``AnalysisInput``: numeric columns, only ``status == ok`` rows,
 a ``platform`` column, and params/FLOPs/accuracy filled from the zoo where the data lack
-them. Everything it drops or fills is said in ``notes``.
+them. Everything it drops or fills is said in ``notes``. Reading a store, CSV or JSON
+file into that DataFrame is ``core.analysis.load``.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,50 +74,6 @@ class AnalysisInput:
     @property
     def batch_sizes(self) -> list[int]:
         return sorted(int(b) for b in self.frame["batch_size"].unique())
-
-
-def load_csv(path: str | Path) -> pd.DataFrame:
-    """Read a long-schema CSV. Raises DataError (with what to do) for unreadable input."""
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"No such file: {file}.", "Give the path of a results CSV.")
-    try:
-        with file.open("r", encoding="utf-8", newline="") as handle:
-            head = handle.read(4096)
-    except UnicodeDecodeError:
-        raise DataError(
-            f"{file} is not a text CSV file (it is not UTF-8 text).",
-            "Export the results as CSV (backbench results --format csv) and pass that file.",
-        ) from None
-    except OSError as exc:
-        raise DataError(
-            f"Cannot read {file}: {exc.strerror}.", "Check the path and permissions."
-        ) from None
-    if not head.strip():
-        raise DataError(
-            f"{file} is empty.",
-            f"A results CSV needs a header row with at least: {_REQUIRED_TEXT}, then one row per measurement.",
-        )
-    if "\x00" in head:
-        raise DataError(
-            f"{file} is not a CSV file (it holds binary data).",
-            "Export the results as CSV (backbench results --format csv) and pass that file.",
-        )
-    try:
-        frame = pd.read_csv(file)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(
-            f"{file} cannot be read as CSV: {str(exc).strip().splitlines()[0]}.",
-            f"Give a comma-separated file with a header row naming at least: {_REQUIRED_TEXT}.",
-        ) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if len(frame.columns) < 2 or not any(c in frame.columns for c in REQUIRED_COLUMNS):
-        raise DataError(
-            f"{file} does not look like a results CSV (header: {', '.join(frame.columns[:8])}).",
-            f"The first line must name the columns, at least: {_REQUIRED_TEXT}.",
-        )
-    log.debug("read %d rows, %d columns from %s", len(frame), len(frame.columns), file)
-    return frame
 
 
 def _check_columns(frame: pd.DataFrame) -> None:

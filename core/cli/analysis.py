@@ -1,9 +1,9 @@
 """``backbench analyze | predict | report``: the analysis commands of the CLI.
 
 They read the long schema from a results store (every run by default, so that platforms
-measured in different runs can be compared; ``--run`` picks one) or from a CSV, and hand
-it to core.analysis, core.predict and core.report. Heavy libraries are imported inside
-the commands, so ``backbench --help`` stays fast.
+measured in different runs can be compared; ``--run`` picks one) or from a CSV, through
+core.analysis.load, and hand it to core.analysis, core.predict and core.report. Heavy
+libraries are imported inside the commands, so ``backbench --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -12,109 +12,41 @@ import argparse
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from core.errors import DataError, UsageError
-from core.report.html import EVALUATION_METRICS, evaluation_rows, fmt_number, fmt_share
+from core.errors import UsageError
+from core.text import percent, significant
 
 if TYPE_CHECKING:
     import pandas as pd
     from rich.console import Console
+
+    from core.analysis.load import LoadedData
 
 log = logging.getLogger(__name__)
 
 SHOWN_MEMBERS = 8  # cluster members listed in the terminal before "... and N more"
 
 
-@dataclass(frozen=True, slots=True)
-class LoadedData:
-    """What a command analyses: the long-schema rows and where they came from."""
-
-    frame: pd.DataFrame
-    source: str  # "store PATH" or "CSV PATH"
-    runs: tuple[dict[str, Any], ...] = ()  # id, name, status of each included run
-    manifests: tuple[dict[str, Any], ...] = ()  # one per distinct environment
-
-    @property
-    def run_label(self) -> str | None:
-        if not self.runs:
-            return None
-        names = ", ".join(f"{r['name']} (id {r['id']})" for r in self.runs)
-        return f"run {names}" if len(self.runs) == 1 else f"{len(self.runs)} runs: {names}"
-
-
 def load_data(db: str | None, csv: str | None, run: str | None) -> LoadedData:
-    """Read the input of an analysis command. Raises UsageError/DataError/StoreError."""
+    """Read the input of an analysis command: the store ``--db`` (default: the default
+    store) or the CSV ``--csv``. Raises UsageError/DataError/StoreError."""
+    from core.analysis.load import load_csv_file, load_store
+
     if db is not None and csv is not None:
         raise UsageError(
             "--db and --csv were both given.", "Analyse either a results store or a CSV file."
         )
     if csv is not None:
-        return _load_csv(csv, run)
-    return _load_store(db, run)
-
-
-def _load_csv(path: str, run: str | None) -> LoadedData:
-    from core.analysis import load_csv
-
-    frame = load_csv(path)
-    source = f"CSV {path}"
-    if run is None:
-        return LoadedData(frame, source)
-    # A CSV exported from a store carries run_id/run_name, so --run can still select.
-    by_id = frame["run_id"].astype(str) == run if "run_id" in frame.columns else None
-    by_name = frame["run_name"].astype(str) == run if "run_name" in frame.columns else None
-    if by_id is None and by_name is None:
-        raise UsageError(
-            f"--run {run!r} cannot select from {path}: it has no run_id or run_name column.",
-            "Leave out --run, or export the run you want with `backbench results --run RUN --format csv`.",
-        )
-    chosen = by_name if by_name is not None and bool(by_name.any()) else by_id
-    if chosen is None or not bool(chosen.any()):
-        raise DataError(
-            f"No rows of run {run!r} in {path}.",
-            "Check the run_id/run_name columns for the runs it holds.",
-        )
-    return LoadedData(frame.loc[chosen].reset_index(drop=True), f"{source} (run {run})")
-
-
-def _load_store(db: str | None, run: str | None) -> LoadedData:
-    from core.cli.console import open_store
-
-    store = open_store(db, readonly=True)
-    try:
-        selected = store.get_run(run) if run is not None else None
-        frame = store.to_dataframe(selected.id if selected is not None else None)
-        if frame.empty:
-            where = f"run {selected.name!r} (id {selected.id}) of {store.path}" if selected else str(store.path)
-            raise DataError(
-                f"No measurements in {where}.",
-                f"Run `backbench run -m MODEL --batch 1,2,4 --db {store.path}` first.",
-            )
-        present = {int(v) for v in frame["run_id"].dropna().unique()}
-        runs = [selected] if selected is not None else [r for r in store.list_runs() if r.id in present]
-    finally:
-        store.close()
-    runs = sorted(runs, key=lambda r: r.id)
-    manifests: list[dict[str, Any]] = []
-    for r in runs:
-        if r.manifest and r.manifest not in manifests:
-            manifests.append(r.manifest)
-    return LoadedData(
-        frame,
-        f"store {store.path}",
-        tuple({"id": r.id, "name": r.name, "status": r.status} for r in runs),
-        tuple(manifests),
-    )
+        return load_csv_file(csv, run)
+    return load_store(db, run)
 
 
 # -- formatting ----------------------------------------------------------------------------
 
 
 def _params_text(params: Mapping[str, Any]) -> str:
-    return ", ".join(f"{name} = {fmt_number(v, 4)}" for name, v in params.items())
+    return ", ".join(f"{name} = {significant(v, 4)}" for name, v in params.items())
 
 
 def _members(models: Sequence[str]) -> str:
@@ -141,7 +73,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     data = load_data(args.db, args.csv, args.run)
     # analyze() records one run; with several, stderr says which were included so that
     # stdout stays exactly analyze()'s object.
-    run_info = SimpleNamespace(**data.runs[0]) if len(data.runs) == 1 else None
+    run_info = data.runs[0] if len(data.runs) == 1 else None
     result = analyze(data.frame, run=run_info, baseline=args.baseline)
     if args.json:
         if data.runs:
@@ -180,7 +112,7 @@ def _print_analysis(console: Console, result: Mapping[str, Any], data: LoadedDat
             if fit:
                 console.print(
                     f"  [bold]{escape(platform)}[/]: {escape(fit['formula'])}, {_params_text(fit['params'])}, "
-                    f"R² {fmt_number(fit['r2'])} on the log scale ({escape(fit['criterion'])})",
+                    f"R² {significant(fit['r2'])} on the log scale ({escape(fit['criterion'])})",
                     highlight=False,
                 )
             table = Table(title=f"Clusters on {escape(platform)}", title_justify="left")
@@ -193,8 +125,8 @@ def _print_analysis(console: Console, result: Mapping[str, Any], data: LoadedDat
                 cfit = detail.get("fit") or {}
                 table.add_row(
                     str(detail["label"]), escape(_members(detail["models"])),
-                    escape(cfit.get("formula", "-")), fmt_number(cfit.get("r2")),
-                    *(fmt_number(detail["centroids"].get(b)) for b in batches),
+                    escape(cfit.get("formula", "-")), significant(cfit.get("r2")),
+                    *(significant(detail["centroids"].get(b)) for b in batches),
                 )  # fmt: skip
             console.print(table)
 
@@ -211,8 +143,8 @@ def _print_analysis(console: Console, result: Mapping[str, Any], data: LoadedDat
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
         for fit in memory["fits"]:
             table.add_row(
-                escape(fit["platform"]), str(fit["line"]), fmt_number(fit["slope"]),
-                fmt_number(fit["slope_mb_per_mparam"]), fmt_number(fit["intercept"]), fmt_number(fit["r2"]),
+                escape(fit["platform"]), str(fit["line"]), significant(fit["slope"]),
+                significant(fit["slope_mb_per_mparam"]), significant(fit["intercept"]), significant(fit["r2"]),
                 str(fit["n"]), escape(_members(fit.get("models", []))),
             )  # fmt: skip
         console.print(table)
@@ -240,7 +172,7 @@ def _print_analysis(console: Console, result: Mapping[str, Any], data: LoadedDat
             table.add_column(f"batch {b}", justify="right")
         for platform, per in speedup["geomean"].items():
             cells = [per.get(str(b)) for b in batches]
-            table.add_row(escape(platform), *(f"{fmt_number(c['speedup'])}x" if c else "-" for c in cells))
+            table.add_row(escape(platform), *(f"{significant(c['speedup'])}x" if c else "-" for c in cells))
         console.print(table)
 
     if result.get("notes"):
@@ -332,31 +264,31 @@ def _print_prediction(console: Console, p: Mapping[str, Any], data: LoadedData) 
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     measured = p.get("measured_latency_ms")
     table.add_row(
-        "latency per batch (ms)", fmt_number(p["latency_ms"]),
-        f"{fmt_number(p['latency_ms_low'])} - {fmt_number(p['latency_ms_high'])}", fmt_number(measured),
+        "latency per batch (ms)", significant(p["latency_ms"]),
+        f"{significant(p['latency_ms_low'])} - {significant(p['latency_ms_high'])}", significant(measured),
     )  # fmt: skip
     batch = p["batch_size"]
     table.add_row(
-        "time per image (ms)", fmt_number(p["per_image_ms"]),
-        f"{fmt_number(p['latency_ms_low'] / batch)} - {fmt_number(p['latency_ms_high'] / batch)}",
-        fmt_number(measured / batch if measured is not None else None),
+        "time per image (ms)", significant(p["per_image_ms"]),
+        f"{significant(p['latency_ms_low'] / batch)} - {significant(p['latency_ms_high'] / batch)}",
+        significant(measured / batch if measured is not None else None),
     )  # fmt: skip
     table.add_row(
-        "images per second", fmt_number(1000.0 / p["per_image_ms"]),
-        f"{fmt_number(1000.0 * batch / p['latency_ms_high'])} - {fmt_number(1000.0 * batch / p['latency_ms_low'])}",
-        fmt_number(1000.0 * batch / measured if measured else None),
+        "images per second", significant(1000.0 / p["per_image_ms"]),
+        f"{significant(1000.0 * batch / p['latency_ms_high'])} - {significant(1000.0 * batch / p['latency_ms_low'])}",
+        significant(1000.0 * batch / measured if measured else None),
     )  # fmt: skip
     if p.get("peak_mem_mb") is not None:
         table.add_row(
-            "peak memory (MB)", fmt_number(p["peak_mem_mb"]),
-            f"{fmt_number(p['peak_mem_mb_low'])} - {fmt_number(p['peak_mem_mb_high'])}", "-",
+            "peak memory (MB)", significant(p["peak_mem_mb"]),
+            f"{significant(p['peak_mem_mb_low'])} - {significant(p['peak_mem_mb_high'])}", "-",
         )  # fmt: skip
     console.print(table)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from core.cli.console import console, write_or_print
-    from core.predict.predictor import evaluate
+    from core.predict.evaluate import evaluate
 
     data = load_data(args.db, args.csv, args.run)
     result = evaluate(data.frame)
@@ -371,27 +303,30 @@ def _print_evaluation(console: Console, result: Mapping[str, Any], data: LoadedD
     from rich.markup import escape
     from rich.table import Table
 
+    from core.predict.evaluate import EVALUATION_METRICS, NN_METER_WITHIN_10PCT, evaluation_rows
+
     table = Table(
         title="Leave-one-model-out cross-validation: predictor vs FLOPs-only baseline",
         caption="latency per batch; each model held out with all its rows",
     )
     table.add_column("platform")
     table.add_column("n", justify="right")
-    for _, label in EVALUATION_METRICS:
-        table.add_column(label, justify="right")
+    for metric in EVALUATION_METRICS:
+        table.add_column(metric.label, justify="right")
         table.add_column("FLOPs-only", justify="right", style="dim")
     for row in evaluation_rows(result):
         cells = []
-        for key, _ in EVALUATION_METRICS:
-            show = fmt_number if key == "spearman" else fmt_share
-            cells += [show(row[key]), show(row[f"baseline_{key}"])]
+        for metric in EVALUATION_METRICS:
+            show = percent if metric.share else significant
+            cells += [show(row[metric.key]), show(row[f"baseline_{metric.key}"])]
         table.add_row(escape(row["platform"]), str(row["n"]), *cells)
     console.print(f"Data: {escape(data.source)}" + (f"; {escape(data.run_label)}" if data.runs and data.run_label else ""))
     console.print(table)
     console.print(
-        f"Within ±10%: {fmt_share(result.get('within_10pct'))} of {result.get('n')} predictions "
-        f"(FLOPs-only baseline {fmt_share((result.get('baseline') or {}).get('within_10pct'))}). "
-        "For scale: nn-Meter reports 83.4% within ±10% on NCS2, at batch 1 only.",
+        f"Within ±10%: {percent(result.get('within_10pct'))} of {result.get('n')} predictions "
+        f"(FLOPs-only baseline {percent((result.get('baseline') or {}).get('within_10pct'))}). "
+        f"For scale: nn-Meter reports {percent(NN_METER_WITHIN_10PCT)} within ±10% on NCS2, "
+        "at batch 1 only.",
         highlight=False,
     )
     if result.get("method"):

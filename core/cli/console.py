@@ -8,13 +8,14 @@ one results table, used by ``backbench results`` and by ``backbench remote resul
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+
+from core.text import fixed, percent
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,6 @@ EXIT_INTERRUPTED = 130
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def open_store(path: str | None, readonly: bool = False) -> Any:
@@ -74,12 +67,11 @@ def print_results_table(measurements: Sequence[Any], title: str) -> None:
         ci = r["ci95_rel"]
         table.add_row(
             str(r["run_id"]), r["model"], f"{r['backend']}/{r['device']}/{r['precision']}", r["mode"],
-            str(r["batch_size"]), _fmt(r["latency_ms_median"], 3),
-            f"{ci * 100:.1f}%" if ci is not None and not math.isnan(ci) else "-",
-            _fmt(r["latency_ms_p99"], 3), _fmt(r["per_image_ms"], 3),
-            _fmt(r["throughput_ips"], 1), _fmt(r["first_inference_ms"], 1), _fmt(r["peak_rss_mb"], 0),
-            _fmt(r["peak_device_mem_mb"], 0),
-            _fmt(r["params"] / 1e6 if r["params"] else None, 2), _fmt(r["flops"] / 1e9 if r["flops"] else None, 2),
+            str(r["batch_size"]), fixed(r["latency_ms_median"], 3), percent(ci),
+            fixed(r["latency_ms_p99"], 3), fixed(r["per_image_ms"], 3),
+            fixed(r["throughput_ips"], 1), fixed(r["first_inference_ms"], 1), fixed(r["peak_rss_mb"], 0),
+            fixed(r["peak_device_mem_mb"], 0),
+            fixed(r["params"] / 1e6 if r["params"] else None, 2), fixed(r["flops"] / 1e9 if r["flops"] else None, 2),
             status,
         )
     console.print(table)

@@ -12,14 +12,14 @@ from typing import Any
 
 from core.cli.console import (
     EXIT_INTERRUPTED,
-    _fmt,
     console,
     err_console,
     open_store,
     print_results_table,
     write_or_print,
 )
-from core.cli.run_options import spec_from_args
+from core.cli.run_options import add_run_options, spec_from_args
+from core.text import fixed
 
 # -- models --------------------------------------------------------------------------
 
@@ -76,10 +76,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     for r in rows:
         table.add_row(
             r["name"], r["family"], r["input_size"],
-            _fmt(r["params"] / 1e6 if r["params"] else None),
-            _fmt(r["macs"] / 1e9 if r["macs"] else r["gmacs_published"], 3),
-            _fmt(r["flops"] / 1e9 if r["flops"] else None, 3),
-            _fmt(r["acc1"], 2), _fmt(r["acc5"], 2), _fmt(r["file_size_mb"], 1),
+            fixed(r["params"] / 1e6 if r["params"] else None),
+            fixed(r["macs"] / 1e9 if r["macs"] else r["gmacs_published"], 3),
+            fixed(r["flops"] / 1e9 if r["flops"] else None, 3),
+            fixed(r["acc1"], 2), fixed(r["acc5"], 2), fixed(r["file_size_mb"], 1),
             r["notes"],
         )
     console.print(table)
@@ -284,20 +284,8 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("run", help="measure models on one backend/device/precision across batch sizes")
-    p.add_argument("-m", "--model", action="append", help="zoo model name or model file (.onnx, .xml, .pt); repeatable")
-    p.add_argument("--suite", help="a suite of models (paper, quick)")
-    p.add_argument("--backend", default="torch", help="torch | openvino | onnxruntime (default torch)")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (torch/onnxruntime); CPU, GPU, NPU, MYRIAD, AUTO (openvino)")
-    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 (default fp32)")
-    p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,2,4,8,16,32,64 (default 1)")
-    p.add_argument("--mode", default="latency", help="latency (sync, one request) | throughput (async streams)")
-    p.add_argument("--target-ci", type=float, default=0.01, help="stop once the 95%% CI half-width of the median is within this fraction (default 0.01)")
-    p.add_argument("--min-iters", type=int, default=10, help="at least this many timed iterations (default 10)")
-    p.add_argument("--max-time", type=float, default=10.0, help="at most this many seconds of timed loop per case (default 10)")
+    add_run_options(p, remote=False)
     p.add_argument("--db", help="results store (default $XDG_DATA_HOME/backbench/results.db)")
-    p.add_argument("--name", help="a name for this run")
-    p.add_argument("--weights", action="append", metavar="MODEL=PATH", help="load real weights for MODEL from a local state-dict file")
-    p.add_argument("--no-isolate", action="store_true", help="measure in this process instead of one worker per case")
     p.add_argument("--resume", metavar="RUN", help="finish an interrupted run (id or name) from its first unfinished case")
     p.set_defaults(func=cmd_run)
 

@@ -44,6 +44,8 @@ for interval=0.9), widened by (n+1)/n as in split-conformal prediction.
 
 latency_ms is time per batch, per_image_ms x batch_size: in latency mode exactly the
 measured median; in throughput mode the batch time at the measured throughput.
+
+The leave-one-model-out evaluation behind the table above is ``core.predict.evaluate``.
 """
 
 from __future__ import annotations
@@ -51,18 +53,15 @@ from __future__ import annotations
 import difflib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from core.errors import DataError, UnknownModelError, UsageError
 from core.predict.features import (
-    FLOPS,
-    KERNEL_KEYS,
     FeatureProvider,
     common_keys,
     design_matrix,
@@ -81,7 +80,6 @@ MIN_MODELS = 3  # below this a held-out model is predicted from one or two other
 FIT_CV_FOLDS = 10  # grouped folds for the interval residuals in fit(); LOMO when fewer models
 METHOD = "kernels"  # when every model has the kernel census; else FALLBACK_METHOD
 FALLBACK_METHOD = "roofline"
-NOTE_INTERVAL = 0.9  # the interval whose held-out coverage evaluate() reports
 
 _REQUIRED = ("model", "backend", "device", "precision", "batch_size")
 _MEMORY_COLUMNS = ("peak_device_mem_mb", "peak_rss_mb")  # device memory first: GPUs report it
@@ -132,7 +130,9 @@ class _PlatformFit:
 
 
 @dataclass(slots=True)
-class _Data:
+class TrainingData:
+    """Measurements made ready to fit: the usable rows and each model's features."""
+
     table: pd.DataFrame  # one row per (platform, model, batch_size)
     features: dict[str, dict[str, float]]
     keys: tuple[str, ...]  # the feature keys every model has
@@ -163,7 +163,7 @@ class LatencyPredictor:
             )
         self.interval = float(interval)
         self._provider: FeatureProvider = features or zoo_features
-        self._data: _Data | None = None
+        self._data: TrainingData | None = None
         self._fits: dict[str, _PlatformFit] = {}
         self._skipped: dict[str, str] = {}
         self._measured: dict[tuple[str, str, int], float] = {}
@@ -178,17 +178,17 @@ class LatencyPredictor:
         return dict(self._skipped)
 
     def fit(self, df: pd.DataFrame) -> LatencyPredictor:
-        data = _load(df, self._provider)
+        data = training_data(df, self._provider)
         fits: dict[str, _PlatformFit] = {}
         skipped: dict[str, str] = {}
         for platform, rows in data.table.groupby("platform", sort=True):
             models = sorted(rows["model"].unique())
             if len(models) < MIN_MODELS:
-                skipped[platform] = _too_few(platform, models)
+                skipped[platform] = too_few_models(platform, models)
                 log.warning("not fitting %s", skipped[platform])
                 continue
-            latency = _fit_target(data, rows, "per_image_ms", _method(data), self.interval)
-            mem_column = _memory_column(rows)
+            latency = _fit_target(data, rows, "per_image_ms", method_for(data), self.interval)
+            mem_column = memory_column(rows)
             memory = None
             if mem_column is not None:
                 memory = _fit_target(data, rows, mem_column, "memory", self.interval)
@@ -246,7 +246,7 @@ class LatencyPredictor:
             measured_latency_ms=self._measured.get((name, model, batch)),
         )
 
-    def _trained(self) -> _Data:
+    def _trained(self) -> TrainingData:
         if self._data is None:
             raise UsageError("The predictor is not trained.", "Call fit(df) first.")
         return self._data
@@ -289,13 +289,13 @@ class LatencyPredictor:
         return feats
 
 
-def _method(data: _Data) -> str:
+def method_for(data: TrainingData) -> str:
     """The kernel-sum model where every model has the kernel census, else the roofline."""
     return METHOD if has_kernel_census(data.keys) else FALLBACK_METHOD
 
 
 def _fit_target(
-    data: _Data, rows: pd.DataFrame, column: str, kind: str, interval: float
+    data: TrainingData, rows: pd.DataFrame, column: str, kind: str, interval: float
 ) -> _Target:
     """Fit log(column) where it is known, and its band from out-of-fold residuals."""
     rows = rows[rows[column] > 0]
@@ -306,7 +306,9 @@ def _fit_target(
     return _Target(Regressor(kind, data.names).fit(x, y), band, column)
 
 
-def _memory_column(rows: pd.DataFrame) -> str | None:
+def memory_column(rows: pd.DataFrame) -> str | None:
+    """The memory column to fit on ``rows`` (device memory first), or None when too few
+    models report one."""
     for column in _MEMORY_COLUMNS:
         known = rows[rows[column] > 0]
         if known["model"].nunique() >= MIN_MODELS and len(known) >= len(rows) / 2:
@@ -314,213 +316,12 @@ def _memory_column(rows: pd.DataFrame) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------------------- evaluation
-
-
-def evaluate(df: pd.DataFrame, features: FeatureProvider | None = None) -> dict[str, Any]:
-    """Leave-one-model-out CV of the predictor and of a FLOPs-only baseline, per platform.
-
-    Shares and MAPE are fractions (0.05 = 5%); spearman is over all held-out cases of a
-    platform (all batch sizes). JSON-serialisable: NaN becomes None.
-    """
-    return _evaluate(df, features or zoo_features)
-
-
-def held_out(df: pd.DataFrame, features: FeatureProvider | None = None) -> pd.DataFrame:
-    """Each case's leave-one-model-out prediction, as ``evaluate`` scores it: one row per
-    (platform, model, batch_size) with the measured ``latency_ms`` (per batch), the
-    predictor's ``predicted_ms`` and the FLOPs-only baseline's ``baseline_ms``. Platforms
-    with too few models are left out. For slicing the figures (e.g. batch 1 only)."""
-    data = _load(df, features or zoo_features)
-    frame, skipped = _cross_validate(data, _method(data))
-    if frame.empty:
-        raise DataError(
-            "; ".join(skipped) + ".", f"Measure at least {MIN_MODELS} different models."
-        )
-    return frame
-
-
-def _cross_validate(data: _Data, kind: str) -> tuple[pd.DataFrame, list[str]]:
-    """Held-out predictions on every platform with enough models, and the skip reasons."""
-    frames: list[pd.DataFrame] = []
-    skipped: list[str] = []
-    for platform, rows in data.table.groupby("platform", sort=True):
-        models = sorted(rows["model"].unique())
-        if len(models) < MIN_MODELS:
-            skipped.append(_too_few(platform, models))
-            continue
-        batch = rows["batch_size"].to_numpy(dtype=np.float64)
-        groups = rows["model"].to_numpy()
-        y = np.log(rows["per_image_ms"].to_numpy())
-        oof = out_of_fold(data.design(rows), y, groups, kind, data.names, None)
-        flops = np.array([data.features[m][FLOPS] for m in groups])
-        actual = np.exp(y) * batch
-        baseline = _baseline_out_of_fold(np.log(flops * batch), np.log(actual), groups)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "platform": platform,
-                    "model": groups,
-                    "batch_size": rows["batch_size"].to_numpy(),
-                    "latency_ms": actual,
-                    "predicted_ms": np.exp(oof) * batch,
-                    "baseline_ms": np.exp(baseline),
-                }
-            )
-        )
-    columns = ["platform", "model", "batch_size", "latency_ms", "predicted_ms", "baseline_ms"]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    return frame, skipped
-
-
-def _evaluate(
-    df: pd.DataFrame, provider: FeatureProvider, kind: str | None = None
-) -> dict[str, Any]:
-    """``evaluate`` with the regressor ``kind`` chosen (None: as fit() chooses)."""
-    data = _load(df, provider)
-    kind = kind or _method(data)
-    frame, skipped = _cross_validate(data, kind)
-    if frame.empty:
-        raise DataError(
-            "; ".join(skipped) + ".",
-            f"Measure at least {MIN_MODELS} different models on a platform.",
-        )
-    per_platform: dict[str, Any] = {}
-    notes: list[str] = []
-    covered = 0
-    for platform, cases in frame.groupby("platform", sort=True):
-        actual = cases["latency_ms"].to_numpy()
-        per_platform[str(platform)] = _metrics(actual, cases["predicted_ms"].to_numpy()) | {
-            "baseline": _metrics(actual, cases["baseline_ms"].to_numpy())
-        }
-        residuals = np.log(actual / cases["predicted_ms"].to_numpy())
-        covered += _jackknife_coverage(residuals, cases["model"].to_numpy(), NOTE_INTERVAL)
-        notes.extend(
-            _memory_note(data, str(platform), data.table[data.table["platform"] == platform])
-        )
-    actual = frame["latency_ms"].to_numpy()
-    result = _metrics(actual, frame["predicted_ms"].to_numpy())
-    result["baseline"] = _metrics(actual, frame["baseline_ms"].to_numpy())
-    result["per_platform"] = per_platform
-    result["method"] = _method_text(kind, data.keys)
-    notes[:0] = [
-        f"Each model was held out with all its rows and predicted by a predictor trained on "
-        f"the other models: {len(actual)} predictions over {len(per_platform)} platform(s).",
-        f"{NOTE_INTERVAL:.0%} intervals built from the other models' held-out residuals (as "
-        f"predict() builds them) covered {covered / len(actual):.1%} of the held-out cases.",
-    ]
-    if data.fallback_models:
-        notes.append(
-            "No zoo features for " + ", ".join(data.fallback_models) + "; their params/flops "
-            "columns were used, so every model was described by FLOPs and params only."
-        )
-    if data.rescaled:
-        notes.append(
-            "Measured at another input size than the zoo describes (their flops column "
-            "differs), so their pixel-dependent features were scaled to it: "
-            + ", ".join(f"{m} (x{r:.3f})" for m, r in sorted(data.rescaled.items()))
-            + "."
-        )
-    notes.extend(f"Skipped: {text}." for text in skipped)
-    return cast(dict[str, Any], _json_ready(result | {"notes": notes}))
-
-
-def _memory_note(data: _Data, platform: str, rows: pd.DataFrame) -> list[str]:
-    column = _memory_column(rows)
-    if column is None:
-        return []
-    rows = rows[rows[column] > 0]
-    y = np.log(rows[column].to_numpy())
-    oof = out_of_fold(data.design(rows), y, rows["model"].to_numpy(), "memory", data.names, None)
-    m = _metrics(np.exp(y), np.exp(oof))
-    return [
-        f"Peak memory ({column}) on {platform}, leave-one-model-out: within ±10% "
-        f"{m['within_10pct']:.1%}, MAPE {m['mape']:.1%} over {m['n']} cases."
-    ]
-
-
-def _baseline_out_of_fold(
-    log_work: np.ndarray, log_latency: np.ndarray, groups: np.ndarray
-) -> np.ndarray:
-    """log(latency_ms) = a + b*log(FLOPs x batch) by least squares, each model held out."""
-    pred = np.empty(len(log_latency))
-    for model in np.unique(groups):
-        held = groups == model
-        slope, intercept = np.polyfit(log_work[~held], log_latency[~held], 1)
-        pred[held] = intercept + slope * log_work[held]
-    return pred
-
-
-def _jackknife_coverage(residuals: np.ndarray, groups: np.ndarray, interval: float) -> int:
-    """How many of a model's held-out residuals fall in the band of the other models'."""
-    hits = 0
-    for model in np.unique(groups):
-        held = groups == model
-        low, high = residual_band(residuals[~held], interval)
-        hits += int(np.sum((residuals[held] >= low) & (residuals[held] <= high)))
-    return hits
-
-
-def _metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
-    rel = np.abs(predicted - actual) / actual
-    rho = math.nan
-    if len(actual) >= 2 and np.ptp(actual) > 0 and np.ptp(predicted) > 0:
-        rho = float(spearmanr(actual, predicted)[0])
-    return {
-        "within_10pct": float(np.mean(rel <= 0.10)),
-        "within_5pct": float(np.mean(rel <= 0.05)),
-        "mape": float(np.mean(rel)),
-        "spearman": rho,
-        "n": int(len(actual)),
-    }
-
-
-_KIND_TEXT = {
-    "kernels": "a sum over kernel kinds (per-kind FLOPs at per-kind rates, activation and "
-    "weight traffic at a bandwidth, a host cost per operator per batch; host and device "
-    "combined by a fitted p-norm), a robust (Cauchy) fit with ridge-penalised corrections "
-    "from the other features",
-    "roofline": "a roofline fitted in log space (smooth max of c_F*FLOPs and c_T*memory "
-    "traffic, plus c_O*layers/batch launch overhead, times ridge-penalised corrections "
-    "from the other features)",
-    "roofline+gbm": "a roofline in log space plus gradient boosting on its residuals",
-    "ridge": "ridge regression on log features",
-    "ridge+gbm": "ridge regression on log features plus gradient boosting on its residuals",
-}
-
-
-def _method_text(kind: str, keys: Sequence[str]) -> str:
-    used = ", ".join(k for k in keys if k not in KERNEL_KEYS) or "flops"
-    if has_kernel_census(keys):
-        used += ", and the kernel census (FLOPs, traffic, weights and operators per kind)"
-    return (
-        f"Per platform, log(per-image latency) by {_KIND_TEXT.get(kind, kind)}; model "
-        f"features: {used}, with batch size. Evaluated by leave-one-model-out cross-"
-        "validation (all rows of a model held out together). Baseline: per platform, "
-        "log(latency_ms) = a + b*log(FLOPs x batch) by least squares, same folds. "
-        "within_10pct/within_5pct: share of cases with relative error <= 10%/5%; mape: mean "
-        "absolute relative error as a fraction; spearman: rank correlation of predicted and "
-        "measured latency_ms over all held-out cases (all batch sizes)."
-    )
-
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return value
-
-
 # ------------------------------------------------------------------------ data loading
 
 
-def _load(df: pd.DataFrame, provider: FeatureProvider) -> _Data:
+def training_data(df: pd.DataFrame, provider: FeatureProvider) -> TrainingData:
+    """The usable rows of ``df`` (see ``_prepare``) and each model's features from
+    ``provider``, or from its params/flops columns where the provider has none."""
     table = _prepare(df)
     features: dict[str, dict[str, float]] = {}
     fallback: list[str] = []
@@ -539,7 +340,7 @@ def _load(df: pd.DataFrame, provider: FeatureProvider) -> _Data:
         log.info("no provider features for %s; using their params/flops columns", fallback)
     if rescaled:
         log.info("rows measured at another input size than the provider's: %s", rescaled)
-    return _Data(table, features, common_keys(features.values()), fallback, rescaled)
+    return TrainingData(table, features, common_keys(features.values()), fallback, rescaled)
 
 
 def _prepare(df: pd.DataFrame) -> pd.DataFrame:
@@ -602,7 +403,8 @@ def _numeric(rows: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(rows[column], errors="coerce").astype(np.float64)
 
 
-def _too_few(platform: str, models: Sequence[str]) -> str:
+def too_few_models(platform: str, models: Sequence[str]) -> str:
+    """Why ``platform`` gets no model: fewer than MIN_MODELS models measured on it."""
     return (
         f"leave-one-model-out needs at least {MIN_MODELS} models measured on the platform "
         f"{platform}; got {len(models)}: {', '.join(models)}"

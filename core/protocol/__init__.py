@@ -7,8 +7,9 @@ and no Qt, and it imports on Python 3.10. One module per idea:
 - ``framing``: encoding one frame, splitting a byte stream into lines;
 - ``messages``: envelopes, their parsing, and the builders of replies and notifications;
 - ``methods``: each method's parameter schema, ``validate_params``, the hello reply;
-- ``events``: job events, telemetry and topics pushed by the agent;
-- ``catalogue``: the self-describing metrics.
+- ``events``: job events (and which end a job), telemetry and topics pushed by the agent;
+- ``catalogue``: the self-describing metrics;
+- ``address``: the default socket locations and the ssh forwarding argv.
 
 The per-client outbound queue is the server's business and lives in service.
 """

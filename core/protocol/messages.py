@@ -40,7 +40,7 @@ from core.protocol.codes import (
     REQUEST_FAILED,
     UNAVAILABLE,
 )
-from core.protocol.events import GAP, JOB_EVENTS, TELEMETRY, TOPIC_TELEMETRY
+from core.protocol.events import GAP, TELEMETRY, TOPIC_TELEMETRY, JobEvent
 
 logger = logging.getLogger(__name__)
 
@@ -269,12 +269,15 @@ def make_internal_error(id: str | int | None) -> dict[str, Any]:
     return make_error(id, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
 
 
-def make_job_event(event: str, job_id: int, **fields: Any) -> dict[str, Any]:
-    """A job event notification, e.g. ``make_job_event(JOB_CASE_FINISHED, 3, case_index=0,
-    measurement=m.to_dict())`` or ``(JOB_CASE_FAILED, 3, case_index=1, reason=...)``."""
-    if event not in JOB_EVENTS:
-        raise ValueError(f"unknown job event {event!r}")
-    return make_notification(event, {"job_id": job_id, **fields})
+def make_job_event(event: JobEvent | str, job_id: int, **fields: Any) -> dict[str, Any]:
+    """A job event notification, e.g. ``make_job_event(JobEvent.CASE_FINISHED, 3,
+    case_index=0, measurement=m.to_dict())`` or ``(JobEvent.CASE_FAILED, 3, case_index=1,
+    reason=...)``. Its method is the plain wire string, never the enum member."""
+    try:
+        method = JobEvent(event).value
+    except ValueError:
+        raise ValueError(f"unknown job event {event!r}") from None
+    return make_notification(method, {"job_id": job_id, **fields})
 
 
 def make_telemetry(

@@ -5,9 +5,8 @@ The folder holds ``index.html`` (inline CSS, no scripts, nothing fetched), ``fig
 analyze() returned), ``prediction.json`` (the predictor's cross-validation, when it ran)
 and a marker file that lets a later report replace this one and nothing else. It is built
 in a temporary folder next to the target and moved into place at the end, so a failure
-never leaves half a report.
-
-Imports stay light at module level: the CLI imports the formatting helpers from here.
+never leaves half a report. Numbers are rounded by core.text; the predictor's evaluation
+and its wording come from core.predict.evaluate.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -26,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from core import __version__
 from core.errors import DataError, UsageError
+from core.predict.evaluate import EVALUATION_METRICS, evaluate, evaluation_rows, evaluation_says
+from core.text import percent, significant
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 MARKER = ".backbench-report"
 FIGURE_DPI = 150
 HTML_ROW_LIMIT = 2000  # rows shown in one HTML table; the CSV always has them all
-NN_METER_WITHIN_10PCT = 0.834  # nn-Meter, NCS2, batch 1 (the issue's anchor)
 
 # (section id, heading, figures, analysis key whose "says" and skip reason apply)
 SECTIONS: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
@@ -50,75 +49,6 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
     ("prediction", "Latency prediction: leave-one-model-out evaluation", (), None),
     ("measurements", "All measurements", (), None),
 )
-EVALUATION_METRICS: tuple[tuple[str, str], ...] = (
-    ("within_10pct", "within ±10%"),
-    ("within_5pct", "within ±5%"),
-    ("mape", "MAPE"),
-    ("spearman", "Spearman"),
-)
-
-
-# -- display formatting (shared with the CLI) ---------------------------------------------
-
-
-def fmt_number(value: Any, digits: int = 3) -> str:
-    """A number rounded for display to ``digits`` significant figures; '-' when unknown."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 1000):
-        return f"{int(value):,}"
-    magnitude = abs(value)
-    if magnitude >= 10**digits:
-        return f"{value:,.0f}"
-    if magnitude < 1e-3 and magnitude != 0:
-        return f"{value:.2e}"
-    return f"{value:.{digits}g}"
-
-
-def fmt_share(value: Any) -> str:
-    """A fraction as a percentage with one decimal; '-' when unknown."""
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "-"
-    return f"{100.0 * value:.1f}%" if math.isfinite(value) else "-"
-
-
-def evaluation_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """evaluate()'s dict as rows: all platforms first, then each platform; each metric of
-    the predictor next to the FLOPs-only baseline's (``baseline_<metric>``)."""
-    rows = []
-    scopes = [("all platforms", result), *(result.get("per_platform") or {}).items()]
-    for scope, metrics in scopes:
-        baseline = metrics.get("baseline") or {}
-        row: dict[str, Any] = {"platform": scope, "n": metrics.get("n")}
-        for key, _ in EVALUATION_METRICS:
-            row[key] = metrics.get(key)
-            row[f"baseline_{key}"] = baseline.get(key)
-        rows.append(row)
-    return rows
-
-
-def evaluation_says(result: Mapping[str, Any]) -> str:
-    base = result.get("baseline") or {}
-    text = (
-        f"Holding out one model at a time, the predictor put {fmt_share(result.get('within_10pct'))} "
-        f"of {result.get('n')} latencies within ±10% of the measurement and "
-        f"{fmt_share(result.get('within_5pct'))} within ±5% (MAPE {fmt_share(result.get('mape'))}, "
-        f"Spearman {fmt_number(result.get('spearman'))}); the FLOPs-only baseline reached "
-        f"{fmt_share(base.get('within_10pct'))} within ±10% (MAPE {fmt_share(base.get('mape'))})."
-    )
-    per = result.get("per_platform") or {}
-    if len(per) > 1:
-        best = max(per, key=lambda p: per[p].get("within_10pct") or 0.0)
-        worst = min(per, key=lambda p: per[p].get("within_10pct") or 0.0)
-        text += (
-            f" Best platform: {best} ({fmt_share(per[best].get('within_10pct'))} within ±10%);"
-            f" hardest: {worst} ({fmt_share(per[worst].get('within_10pct'))})."
-        )
-    return text + (
-        f" For scale, nn-Meter reports {NN_METER_WITHIN_10PCT:.1%} within ±10% on NCS2 at batch 1 only."
-    )
 
 
 # -- tables -----------------------------------------------------------------------------------
@@ -280,9 +210,9 @@ def _kind(rows: Sequence[Mapping[str, Any]], key: str) -> str:
 
 def _cell(value: Any, kind: str) -> str:
     if kind == "share":
-        return f'<td class="n">{_e(fmt_share(value))}</td>'
+        return f'<td class="n">{_e(percent(value))}</td>'
     if kind == "num":
-        return f'<td class="n">{_e(fmt_number(value))}</td>'
+        return f'<td class="n">{_e(significant(value))}</td>'
     if kind == "bool":
         return f"<td>{'yes' if value else ''}</td>"
     return f'<td class="wrap">{_e("-" if value is None else value)}</td>'
@@ -325,7 +255,7 @@ def _latency_html(rows: Sequence[Mapping[str, Any]]) -> str:
             **r,
             "models": "(all)" if r["group"] == "all models" else r["models"],
             "params": ", ".join(
-                f"{k.removeprefix('param_')} = {fmt_number(v, 4)}"
+                f"{k.removeprefix('param_')} = {significant(v, 4)}"
                 for k, v in r.items() if k.startswith("param_") and v is not None
             ),
         }
@@ -367,10 +297,11 @@ def _prediction_html(evaluation: Mapping[str, Any]) -> str:
     groups = [("", 2)]
     kinds: dict[str, str] = {"n": "num"}
     labels: dict[str, str] = {}
-    for key, label in EVALUATION_METRICS:
+    for metric in EVALUATION_METRICS:
+        key = metric.key
         keys += [key, f"baseline_{key}"]
-        groups.append((label, 2))
-        kind = "num" if key == "spearman" else "share"
+        groups.append((metric.label, 2))
+        kind = "share" if metric.share else "num"
         kinds.update({key: kind, f"baseline_{key}": kind})
         labels.update({key: "predictor", f"baseline_{key}": "FLOPs-only"})
     table = _html_table(rows, keys, "prediction", kinds=kinds, labels=labels, groups=groups)
@@ -459,7 +390,7 @@ def _manifest_html(manifests: Sequence[Mapping[str, Any]]) -> str:
         facts = [
             ("host", m.get("host")), ("OS", m.get("os")), ("CPU", m.get("cpu_model")),
             ("cores", cores), ("governor", m.get("governor")),
-            ("memory", f"{fmt_number(m.get('memory_total_mb'))} MB"), ("GPU", gpus or "none"),
+            ("memory", f"{significant(m.get('memory_total_mb'))} MB"), ("GPU", gpus or "none"),
             ("python", m.get("python")), ("packages", packages),
         ]  # fmt: skip
         items.append(_facts(facts))
@@ -562,8 +493,6 @@ def _build(folder: Path, data: pd.DataFrame, inp: AnalysisInput, title: str, run
     prediction_reason = "not requested"
     if predictor:
         log.info("Cross-validating the latency predictor (leave one model out)")
-        from core.predict.predictor import evaluate
-
         try:
             evaluation = evaluate(data)
         except DataError as exc:

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from core.analysis import analyze
-from core.analysis import figures as figs
 from core.errors import DataError
+from core.report import figures as figs
 
 
 def frame(platforms: int = 2) -> pd.DataFrame:

@@ -95,6 +95,7 @@ def test_models_formats(capsys: pytest.CaptureFixture[str]) -> None:
         (["run", "-m", "resnet81"], "Did you mean: resnet18"),
         (["run", "-m", "resnet18", "--batch", "0"], "positive integer"),
         (["run", "-m", "resnet18", "--batch", "1,two"], "positive integer"),
+        (["run", "-m", "resnet18", "--max-time", "0"], "--max-time must be more than 0"),
         (["run", "-m", "resnet18", "--backend", "tensorflow"], "torch, openvino, onnxruntime"),
         (["run", "-m", "resnet18", "--device", "cuda:7"], "Available devices: cpu"),
         (["run", "-m", "resnet18", "--backend", "openvino", "--device", "MYRIAD"], "CPU"),

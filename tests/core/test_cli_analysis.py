@@ -268,7 +268,7 @@ def test_predict_evaluate_json_and_table(
         evaluated.append(df)
         return result  # the table shows what the JSON run computed, without recomputing
 
-    monkeypatch.setattr("core.predict.predictor.evaluate", cached)
+    monkeypatch.setattr("core.predict.evaluate.evaluate", cached)  # where the CLI takes it from
     code, out, _ = run_main(capsys, "predict", "--evaluate", "--db", str(db))
     assert len(evaluated) == 1 and len(evaluated[0]) == result["n"]
     assert code == 0

@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 
 from core.errors import DataError, UnknownModelError, UsageError
+from core.predict.evaluate import evaluate, held_out
 from core.predict.features import zoo_features
-from core.predict.predictor import LatencyPredictor, Prediction, evaluate, held_out, platforms
+from core.predict.predictor import LatencyPredictor, Prediction, platforms
 
 # name -> (backend, device, precision, peak GFLOP/s, bandwidth GB/s, overhead per layer)
 PLATFORMS = {

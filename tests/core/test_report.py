@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from core.errors import DataError, UsageError
+from core.predict.evaluate import evaluation_rows
 from core.report.figures import BUILDERS
-from core.report.html import MARKER, evaluation_rows, fmt_number, fmt_share, write_report
+from core.report.html import MARKER, write_report
 from core.zoo import model_complexity
 
 MODELS = ("squeezenet1_1", "mobilenet_v3_small", "resnet18", "resnet50", "vgg11", "densenet121")
@@ -174,7 +175,7 @@ def test_a_failure_leaves_no_half_report(tmp_path: Path, monkeypatch: pytest.Mon
     def broken(*args: object) -> str:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(core.report, "_index_html", broken)
+    monkeypatch.setattr(core.report.html, "_index_html", broken)
     with pytest.raises(RuntimeError):
         write_report(synthetic(models=MODELS[:3]), tmp_path / "r", predictor=False)
     assert list(tmp_path.iterdir()) == []
@@ -186,13 +187,8 @@ def test_unusable_data_is_a_data_error_before_anything_is_written(tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_display_formatting_rounds_only_for_display() -> None:
-    assert fmt_number(0.123456) == "0.123"
-    assert fmt_number(12345.6) == "12,346"
-    assert fmt_number(7) == "7"
-    assert fmt_number(None) == "-" and fmt_number(float("nan")) == "-"
-    assert fmt_number(0.0000123) == "1.23e-05"
-    assert fmt_share(0.8345) == "83.5%" and fmt_share(None) == "-"
+def test_prediction_table_rows_put_each_metric_next_to_the_baseline() -> None:
+    # The numbers' display rounding is core.text's (tests/core/test_text.py).
     rows = evaluation_rows(
         {"n": 4, "within_10pct": 0.5, "baseline": {"within_10pct": 0.25}, "per_platform": {}}
     )

@@ -17,11 +17,12 @@ from PySide6.QtCore import QObject
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
 from core.errors import ProtocolError
+from core.protocol.address import ssh_forward_args
 from core.protocol.codes import PROTOCOL_VERSION, VERSION_MISMATCH
 from core.protocol.framing import encode
 from core.protocol.messages import make_error, make_gap, make_job_event, make_result, make_telemetry
 from gui.agent_client import AgentClient, ClientState
-from gui.ssh_tunnel import SshTunnel, ssh_command
+from gui.ssh_tunnel import SshTunnel
 
 REPO = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("torch", "torchvision", "openvino", "onnxruntime", "service")
@@ -193,7 +194,7 @@ def test_reconnects_by_itself_after_the_agent_restarts(qtbot, fresh_agent, make_
 
 
 def test_ssh_command_keeps_the_host_out_of_the_options() -> None:
-    args = ssh_command("me@gpu", "/tmp/l.sock", "/run/backbench/agent.sock", ["ConnectTimeout=2"])
+    args = ssh_forward_args("me@gpu", "/tmp/l.sock", "/run/backbench/agent.sock", ["ConnectTimeout=2"])
     assert args[0] == "-N" and args[-2:] == ["--", "me@gpu"]
     assert "ExitOnForwardFailure=yes" in args and "ConnectTimeout=2" in args
     assert args[args.index("-L") + 1] == "/tmp/l.sock:/run/backbench/agent.sock"

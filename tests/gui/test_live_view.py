@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.protocol.events import JOB_CASE_FINISHED, JOB_CASE_STARTED, JOB_FINISHED, JOB_STARTED
+from core.protocol.events import JobEvent
 from gui.agent_client import memory_array, samples_array
-from gui.agents_panel import AgentRegistry
+from gui.agents import AgentRegistry
 from gui.live_view import (
     LATENCY_CAPACITY,
     LivePanel,
@@ -120,8 +120,8 @@ def test_panel_follows_a_job_and_draws(qtbot) -> None:
     panel = LivePanel(title="edge")
     qtbot.addWidget(panel)
     panel.show()
-    panel.on_job_event(JOB_STARTED, {"job_id": 7, "cases_total": 2, "run_id": 1})
-    panel.on_job_event(JOB_CASE_STARTED, {"job_id": 7, "case_index": 0, "cases_total": 2, "label": "resnet18 b1"})
+    panel.on_job_event(JobEvent.STARTED, {"job_id": 7, "cases_total": 2, "run_id": 1})
+    panel.on_job_event(JobEvent.CASE_STARTED, {"job_id": 7, "case_index": 0, "cases_total": 2, "label": "resnet18 b1"})
     panel.on_telemetry(7, _samples(0, 600, 2_000_000), memory_array([{"t_ns": 10**9, "rss_mb": 300.0,
                                                                        "device_memory": {}}]))  # fmt: skip
     panel.on_telemetry(7, _samples(600, 100, 4_000_000), memory_array([]))
@@ -139,11 +139,11 @@ def test_panel_follows_a_job_and_draws(qtbot) -> None:
     assert "RSS 300 MB" in panel.stats.text()
     assert "job 7 running: resnet18 b1" in panel.heading.text()
     assert panel.eta.text() == "ETA after the first case"
-    panel.on_job_event(JOB_CASE_FINISHED, {"job_id": 7, "case_index": 0})
+    panel.on_job_event(JobEvent.CASE_FINISHED, {"job_id": 7, "case_index": 0})
     assert panel.progress.value() == 1 and panel.progress.maximum() == 2
     assert panel.eta.text().startswith("ETA ") and "first" not in panel.eta.text()
     # The next case starts from an empty latency trace; memory keeps the job's history.
-    panel.on_job_event(JOB_CASE_STARTED, {"job_id": 7, "case_index": 1, "cases_total": 2, "label": "resnet18 b2"})
+    panel.on_job_event(JobEvent.CASE_STARTED, {"job_id": 7, "case_index": 1, "cases_total": 2, "label": "resnet18 b2"})
     panel.redraw()
     assert _points(panel.latency_curve) == 0
     assert len(panel.memory) == 1
@@ -153,7 +153,7 @@ def test_panel_follows_a_job_and_draws(qtbot) -> None:
     panel.flush()  # the text is refreshed a few times a second; flush draws it now
     assert "250 samples dropped" in panel.stats.text()
     assert not panel.slow_parts_pending
-    panel.on_job_event(JOB_FINISHED, {"job_id": 7, "state": "finished"})
+    panel.on_job_event(JobEvent.FINISHED, {"job_id": 7, "state": "finished"})
     assert panel.eta.text() == "finished"
 
 
@@ -185,8 +185,8 @@ def test_units_come_from_the_metric_catalogue(qtbot) -> None:
 def test_events_of_another_job_are_ignored(qtbot) -> None:
     panel = LivePanel(title="x")
     qtbot.addWidget(panel)
-    panel.on_job_event(JOB_STARTED, {"job_id": 1, "cases_total": 3})
-    panel.on_job_event(JOB_CASE_FINISHED, {"job_id": 2, "case_index": 0})
+    panel.on_job_event(JobEvent.STARTED, {"job_id": 1, "cases_total": 3})
+    panel.on_job_event(JobEvent.CASE_FINISHED, {"job_id": 2, "case_index": 0})
     assert panel.cases_done == 0
     panel.on_subscribed({"running": {"job_id": 4, "case_index": 2, "cases_total": 5, "case": "vgg16 b8"}})
     assert panel.job_id == 4 and panel.cases_done == 2 and "vgg16 b8" in panel.heading.text()

@@ -20,12 +20,13 @@ from typing import Any
 
 import psutil
 
+from core.protocol.events import JOB_ENDING_EVENTS
 from service.client import AgentClient
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"min_iters": 5, "max_time_s": 0.3, "target_ci": 0.5, "warmup_iters": 1, "warmup_time_s": 0}
 QUEUE_SAMPLES = 2000  # the shared agent's --client-queue-samples
-END_EVENTS = ("job.finished", "job.cancelled", "job.interrupted")
+END_EVENTS = tuple(event.value for event in JOB_ENDING_EVENTS)
 START_TIMEOUT_S = 60.0
 _PRIVATE_ENV = (
     "NOTIFY_SOCKET",

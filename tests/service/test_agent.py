@@ -270,6 +270,29 @@ def test_submit_without_the_test_switch_refuses_faults(agent: Agent, make_agent:
     assert err.value.code == INVALID_PARAMS and "test_faults" in err.value.message
 
 
+def test_submit_refuses_local_only_unknown_and_out_of_bounds_fields(make_agent: Any) -> None:
+    # Issue 10's H1: `"isolate": false` from a client made the agent measure in its own
+    # process, loading torch into it and letting one bad model take it down.
+    fresh = make_agent(faults=False).start()
+    spec = {"models": ["squeezenet1_1"], "backend": "torch", "device": "cpu", "stopping": FAST}
+    refused = [
+        ({**spec, "isolate": False}, "Field 'isolate' (--no-isolate) cannot be set remotely"),
+        ({**spec, "priority": 1}, "Unknown field 'priority'"),
+        (
+            {**spec, "stopping": {**FAST, "max_time_s": 10**6}},
+            "Field 'stopping.max_time_s' (--max-time) must be more than 0 and at most 86400",
+        ),
+    ]
+    with fresh.client() as c:
+        for i, (bad, words) in enumerate(refused):
+            with pytest.raises(ProtocolError) as err:
+                c.call("submit", spec=bad, client_request_id=f"refused-{i}")
+            assert err.value.code == INVALID_PARAMS
+            assert err.value.message.startswith("Parameter 'spec': ") and words in err.value.message
+        assert c.call("status")["jobs"] == []  # nothing queued, so nothing measured anywhere
+    assert "torch" not in Path(f"/proc/{fresh.pid}/maps").read_text(), "the agent loaded torch"
+
+
 def _rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 

@@ -9,14 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from core.protocol.events import (
-    GAP,
-    JOB_CASE_STARTED,
-    JOB_FINISHED,
-    JOB_QUEUED,
-    JOB_STARTED,
-    TELEMETRY,
-)
+from core.protocol.events import GAP, TELEMETRY, JobEvent
 from core.protocol.framing import LineDecoder
 from core.protocol.messages import (
     make_job_event,
@@ -54,23 +47,23 @@ def test_events_are_never_dropped_and_keep_their_place() -> None:
     queue = ClientQueue(max_telemetry_samples=5)
     for k in range(50):
         queue.push_telemetry(1, [[k * 10 + i, 0] for i in range(10)])
-        assert queue.push_event(make_job_event(JOB_CASE_STARTED, 1, case_index=k))
+        assert queue.push_event(make_job_event(JobEvent.CASE_STARTED, 1, case_index=k))
     msgs = drain(queue, max_bytes=200)
-    events = [m["params"]["case_index"] for m in msgs if m["method"] == JOB_CASE_STARTED]
+    events = [m["params"]["case_index"] for m in msgs if m["method"] == JobEvent.CASE_STARTED]
     assert events == list(range(50))
     samples = [s[0] for m in msgs if m["method"] == TELEMETRY for s in m["params"]["samples"]]
     assert samples == list(range(495, 500))  # only the newest survive; all before the last event
-    assert msgs[-1]["method"] == JOB_CASE_STARTED
+    assert msgs[-1]["method"] == JobEvent.CASE_STARTED
     assert queue.delivered + queue.dropped == queue.produced == 500
 
 
 def test_a_client_with_too_many_pending_events_overflows() -> None:
     queue = ClientQueue(max_telemetry_samples=10, max_events=5)
-    accepted = [queue.push_event(make_job_event(JOB_QUEUED, i)) for i in range(8)]
+    accepted = [queue.push_event(make_job_event(JobEvent.QUEUED, i)) for i in range(8)]
     assert accepted == [True] * 5 + [False] * 3 and queue.overflowed
     assert queue.pending_events == 5
     by_bytes = ClientQueue(10, max_event_bytes=1000)
-    while by_bytes.push_event(make_notification(JOB_FINISHED, {"pad": "x" * 100})):
+    while by_bytes.push_event(make_notification(JobEvent.FINISHED, {"pad": "x" * 100})):
         pass
     assert by_bytes.overflowed and by_bytes.stats()["event_bytes_pending"] <= 1000
 
@@ -106,7 +99,7 @@ def test_random_interleaving_accounts_for_every_sample() -> None:
             queue.push_memory(1, next_reading, 10.0, {"gpu": math.nan})
             next_reading += 1
         elif op < 0.65:
-            assert queue.push_event(make_job_event(JOB_STARTED, 1, seq=next_sample))
+            assert queue.push_event(make_job_event(JobEvent.STARTED, 1, seq=next_sample))
             pushed_events += 1
         else:
             max_bytes = rng.choice([1, 300, 2000, 50_000])
