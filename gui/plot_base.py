@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import BackbenchError
+from core.text import EN_DASH, significant
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,9 @@ def color(i: int, alpha: int = 255) -> pg.QtGui.QColor:
 
 
 def fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}"
-    number = float(value)
-    if abs(number) >= 10**digits:
-        return f"{number:,.0f}"
-    return f"{number:.{digits}g}"
+    """A number for a tool tip or a note: core.text's significant figures, with the GUI's
+    dash for a missing value."""
+    return significant(value, digits, missing=EN_DASH)
 
 
 class AnalysisPlot(QWidget):

@@ -1,6 +1,6 @@
 """``backbench-agent``: the headless daemon that runs benchmark jobs and streams telemetry.
 
-One process: an asyncio loop serves clients on a Unix socket, and one executor thread
+One process: an asyncio loop serves clients on a Unix socket, and one dispatcher thread
 measures queued jobs, each case in its own worker process. Startup refuses to steal a
 socket another agent holds, removes a stale one, opens (and if need be quarantines) the
 store, marks jobs a dead agent left running as interrupted, then tells systemd READY=1.
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_ERROR = 1
 MAX_UNIX_PATH_BYTES = 107
-EXECUTOR_STOP_EXTRA_S = 30.0
+DISPATCHER_STOP_EXTRA_S = 30.0
 
 
 class AgentAlreadyRunningError(BackbenchError):
@@ -184,7 +184,7 @@ class Agent:
         # publishes to it, the handlers that publish to it, and the server over both.
         connections = Connections()
         bridge = LoopBridge(loop, connections)
-        executor = JobDispatcher(queue, store, config, bridge, manifest)
+        dispatcher = JobDispatcher(queue, store, config, bridge, manifest)
         api = Api(
             config=config,
             store=store,
@@ -196,7 +196,7 @@ class Agent:
             boot_id=self.boot_id,
             publish=connections.publish_event,
             describe_clients=connections.describe,
-            executor=executor,
+            dispatcher=dispatcher,
         )
         server = AgentServer(api, connections, config.client_queue_samples)
         sock = _listen(config)
@@ -204,7 +204,7 @@ class Agent:
             await server.start(sock)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.request_stop, signum)
-            executor.start()
+            dispatcher.start()
             log.info(
                 "backbench agent %s listening on %s (store %s, pid %d)",
                 __version__,
@@ -219,9 +219,9 @@ class Agent:
             watchdog.cancel()
             server.stop_listening()
             config.socket_path.unlink(missing_ok=True)  # new clients get "no agent" at once
-            executor.stop()
-            grace = config.limits.term_grace_s + EXECUTOR_STOP_EXTRA_S
-            if not await asyncio.to_thread(executor.wait_stopped, grace):
+            dispatcher.stop()
+            grace = config.limits.term_grace_s + DISPATCHER_STOP_EXTRA_S
+            if not await asyncio.to_thread(dispatcher.wait_stopped, grace):
                 log.error("The running job did not stop within %.0f s; exiting anyway", grace)
             bridge.drain()
             await server.close()

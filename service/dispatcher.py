@@ -1,4 +1,4 @@
-"""The job executor: one thread that takes queued jobs in order and measures them.
+"""The job dispatcher: one thread that takes queued jobs in order and measures them.
 
 It runs one job at a time on the host (so "one job per device" holds trivially, and two
 jobs never perturb each other's timings), each case in its own worker through the same
@@ -68,9 +68,9 @@ class _FaultyCaseRunner(CaseRunner):
 
 
 class _JobObserver(SweepObserver):
-    def __init__(self, executor: JobDispatcher, job: Job) -> None:
-        self.executor = executor
-        self.bridge = executor.bridge
+    def __init__(self, dispatcher: JobDispatcher, job: Job) -> None:
+        self.dispatcher = dispatcher
+        self.bridge = dispatcher.bridge
         self.job = job
         self.cases = job.spec.cases()
         self.case_index: int | None = None
@@ -79,7 +79,7 @@ class _JobObserver(SweepObserver):
 
     def on_case_start(self, index: int, total: int, case: Case) -> None:
         self.case_index = self.cases.index(case)
-        self.executor._set_progress(self.job, self.case_index, "starting")
+        self.dispatcher._set_progress(self.job, self.case_index, "starting")
         self.bridge.event(
             make_job_event(
                 JobEvent.CASE_STARTED,
@@ -119,7 +119,7 @@ class _JobObserver(SweepObserver):
 
     def on_phase(self, phase: str) -> None:
         if self.case_index is not None:
-            self.executor._set_progress(self.job, self.case_index, phase)
+            self.dispatcher._set_progress(self.job, self.case_index, phase)
 
     def on_samples(self, samples: np.ndarray) -> None:
         if self.case_index is not None:
@@ -139,7 +139,7 @@ class JobDispatcher(threading.Thread):
         bridge: LoopBridge,
         manifest: dict[str, Any],
     ) -> None:
-        super().__init__(name="backbench-executor", daemon=True)
+        super().__init__(name="backbench-dispatcher", daemon=True)
         self.queue = queue
         self.store = store
         self.config = config
@@ -175,7 +175,7 @@ class JobDispatcher(threading.Thread):
         running = self._running
         return None if running is None else running.id
 
-    # -- executor thread -------------------------------------------------------------------
+    # -- dispatcher thread -------------------------------------------------------------------
 
     def _set_progress(self, job: Job, case_index: int | None, phase: str) -> None:
         cases = job.spec.cases()

@@ -84,7 +84,7 @@ class Api:
     publish: Publish
     describe_clients: Callable[[], list[dict[str, Any]]]
     started_at: float = field(default_factory=time.time)
-    executor: JobDispatcher | None = None
+    dispatcher: JobDispatcher | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -220,8 +220,8 @@ class Api:
         )
         if created:
             self.publish(make_job_event(JobEvent.QUEUED, job.id, job=job.to_dict()), job.id)
-            if self.executor is not None:
-                self.executor.wake()
+            if self.dispatcher is not None:
+                self.dispatcher.wake()
         position = await asyncio.to_thread(self.queue.position, job.id)
         return {"job": job.to_dict(), "duplicate": not created, "position": position}
 
@@ -232,7 +232,7 @@ class Api:
     async def do_cancel(self, client: Client, p: dict[str, Any]) -> Any:
         job_id: int = p["job_id"]
         job = await asyncio.to_thread(self.queue.get, job_id)
-        if self.executor is not None and self.executor.cancel(job_id):
+        if self.dispatcher is not None and self.dispatcher.cancel(job_id):
             return {"job_id": job_id, "state": RUNNING, "cancelling": True}
         if await asyncio.to_thread(self.queue.cancel_queued, job_id):
             self.publish(
@@ -249,12 +249,12 @@ class Api:
         self.publish(
             make_job_event(JobEvent.QUEUED, job.id, job=job.to_dict(), resumed=True), job.id
         )
-        if self.executor is not None:
-            self.executor.wake()
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
         return {"job": job.to_dict()}
 
     async def do_status(self, client: Client, p: dict[str, Any]) -> Any:
-        progress = self.executor.progress if self.executor is not None else None
+        progress = self.dispatcher.progress if self.dispatcher is not None else None
         if "job_id" in p:
             job_id = p["job_id"]
 
@@ -341,7 +341,7 @@ class Api:
     async def do_subscribe(self, client: Client, p: dict[str, Any]) -> Any:
         client.topics.update(p["topics"])
         client.job_filter = p.get("job_id")
-        progress = self.executor.progress if self.executor is not None else None
+        progress = self.dispatcher.progress if self.dispatcher is not None else None
         return {
             "topics": sorted(client.topics, key=TOPICS.index),
             "job_id": client.job_filter,

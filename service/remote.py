@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.cli.console import console, err_console, print_results_table
+from core.cli.console import case_progress, console, err_console, print_results_table
 from core.cli.run_options import remote_spec_dict, spec_from_args
 from core.errors import UsageError
 from core.protocol.codes import UPLOAD_CHUNK_BYTES
@@ -267,15 +267,6 @@ def _pick_job(client: AgentClient) -> int | None:
 
 
 def _watch(client: AgentClient, job_id: int | None) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     client.call("subscribe", topics=["jobs", "telemetry"], **({"job_id": job_id} if job_id else {}))
     if job_id is None:
         job_id = _pick_job(client)
@@ -289,16 +280,7 @@ def _watch(client: AgentClient, job_id: int | None) -> int:
             f"Job {job_id} is {job['state']}{': ' + job['reason'] if job['reason'] else ''}."
         )
         return 0
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn(f"[bold]job {job_id}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[live]}"),
-        console=err_console,
-        refresh_per_second=4,
-    )
+    progress = case_progress(f"[bold]job {job_id}", eta=False, refresh_per_second=4)
     with progress:
         task = progress.add_task(
             "cases", total=job["cases_total"], completed=job["cases_ok"], live=""

@@ -88,7 +88,7 @@ def load_store(path: str | Path | None = None, run: str | None = None) -> Loaded
     so a corrupt one is an error. Raises StoreError (no store, empty file, corrupt, no
     such run) and DataError (no measurements).
     """
-    from core.store import Store
+    from core.store import open_store
 
     if path is not None:
         file = Path(path).expanduser()
@@ -96,7 +96,7 @@ def load_store(path: str | Path | None = None, run: str | None = None) -> Loaded
             raise StoreError(
                 f"{file.name} is empty: it holds no results.", "Choose a results store file."
             )
-    store = Store(path, readonly=True, on_corrupt="quarantine" if path is None else "raise")
+    store = open_store(path, readonly=True)
     try:
         selected = store.get_run(run) if run is not None else None
         frame = store.to_dataframe(selected.id if selected is not None else None)

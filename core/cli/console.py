@@ -30,14 +30,6 @@ EXIT_INTERRUPTED = 130
 # -- helpers -------------------------------------------------------------------------
 
 
-def open_store(path: str | None, readonly: bool = False) -> Any:
-    """The default store quarantines a corrupt file and starts afresh (the agent does the
-    same); a file the user named is never renamed behind their back."""
-    from core.store import Store
-
-    return Store(path, readonly=readonly, on_corrupt="quarantine" if path is None else "raise")
-
-
 def write_or_print(text: str, output: str | None) -> None:
     if output:
         with open(output, "w", encoding="utf-8") as fh:
@@ -76,3 +68,28 @@ def print_results_table(measurements: Sequence[Any], title: str) -> None:
         )
     console.print(table)
 
+
+def case_progress(label: str, *, eta: bool, refresh_per_second: float) -> Any:
+    """The progress bar of a sweep on stderr: spinner, ``label``, bar, cases done of all,
+    elapsed time, the ETA when ``eta``, and a ``live`` field for the running case.
+
+    ``backbench run`` and ``backbench remote watch`` both draw it; callers give each task
+    a ``live`` field (``progress.add_task(..., live="")``).
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns: list[Any] = [
+        SpinnerColumn(), TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    ]  # fmt: skip
+    if eta:
+        columns += [TextColumn("ETA"), TimeRemainingColumn()]
+    columns.append(TextColumn("{task.fields[live]}"))
+    return Progress(*columns, console=err_console, refresh_per_second=refresh_per_second)

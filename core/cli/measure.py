@@ -12,9 +12,9 @@ from typing import Any
 
 from core.cli.console import (
     EXIT_INTERRUPTED,
+    case_progress,
     console,
     err_console,
-    open_store,
     print_results_table,
     write_or_print,
 )
@@ -147,17 +147,8 @@ class _ProgressObserver:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from core.measure.runner import run_sweep, validate_spec
+    from core.store import open_store
 
     resume = None
     if args.resume:
@@ -168,18 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = validate_spec(spec_from_args(args))
         store = open_store(args.db)
     total = len(spec.cases()) - (len(store.completed_cases(resume.id)) if resume else 0)
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[live]}"),
-        console=err_console,
-        refresh_per_second=2,  # the parent shares the CPU with the worker: stay quiet
-    )
+    # The parent shares the CPU with the worker: a slow refresh keeps it quiet.
+    progress = case_progress("[bold]{task.description}", eta=True, refresh_per_second=2)
     run_ref = None
     try:
         with progress:
@@ -208,6 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    from core.store import open_store
+
     store = open_store(args.db)
     run = store.get_run(args.run) if args.run is not None else None
     run_ref = run.id if run is not None else None
@@ -235,6 +218,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from rich.table import Table
+
+    from core.store import open_store
 
     store = open_store(args.db)
     runs = store.list_runs()

@@ -8,6 +8,6 @@ Imports only the data model (core.results, core.errors, core.paths).
 
 from __future__ import annotations
 
-from core.store.store import Store, default_store_path
+from core.store.store import Store, default_store_path, open_store
 
-__all__ = ["Store", "default_store_path"]
+__all__ = ["Store", "default_store_path", "open_store"]

@@ -537,3 +537,13 @@ def _check_run_status(status: str) -> None:
         raise UsageError(
             f"Unknown run status {status!r}.", f"Use one of: {', '.join(RUN_STATUSES)}."
         )
+
+
+def open_store(path: str | os.PathLike[str] | None, *, readonly: bool = False) -> Store:
+    """The store a user asked for: ``path``, or the default one when it is None.
+
+    The default store quarantines a corrupt file and starts afresh (the agent does the
+    same); a file the user named is never renamed behind their back, so a corrupt one
+    raises StoreCorruptError.
+    """
+    return Store(path, readonly=readonly, on_corrupt="quarantine" if path is None else "raise")
