@@ -92,3 +92,31 @@ def percent(value: Any, decimals: int = 1, *, missing: str = MISSING) -> str:
     if number is None:
         return missing
     return f"{100.0 * number:.{decimals}f}%"
+
+
+# -- values quoted in error messages -------------------------------------------------------
+
+
+def json_type(value: Any) -> str:
+    """How a JSON value's type reads in a sentence: "an integer", "an array", "null"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, (list, tuple)) else "an object"
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for quoting untrusted input in an
+    error message; a huge integer is described rather than printed (its repr is slow,
+    or refused)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return "an integer far out of range"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -26,6 +26,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from core.errors import UsageError
+from core.text import json_type, shown
 
 if TYPE_CHECKING:
     from core.results import RunSpec
@@ -277,14 +278,14 @@ def spec_from_remote(obj: Any) -> RunSpec:
     UsageError, whose message names the field and quotes at most a short value.
     """
     if not isinstance(obj, Mapping):
-        raise UsageError(f"A run spec must be an object, got {_json_type(obj)}.")
+        raise UsageError(f"A run spec must be an object, got {json_type(obj)}.")
     flat: dict[str, Any] = {}
     for key, value in obj.items():
         if key == STOPPING:
             if value is None:
                 continue
             if not isinstance(value, Mapping):
-                raise UsageError(f"Field {STOPPING!r} must be an object, got {_json_type(value)}.")
+                raise UsageError(f"Field {STOPPING!r} must be an object, got {json_type(value)}.")
             flat.update((f"{STOPPING}.{k}", v) for k, v in value.items())
         else:
             flat[key] = value
@@ -293,7 +294,7 @@ def spec_from_remote(obj: Any) -> RunSpec:
         opt = _BY_FIELD.get(key) if isinstance(key, str) else None
         if opt is None:
             raise UsageError(
-                f"Unknown field {_shown(key)} in the run spec.",
+                f"Unknown field {shown(key, _SHOWN_CHARS)} in the run spec.",
                 f"A run spec has: {', '.join(f for f in SPEC_FIELDS if _BY_FIELD[f].remote)}.",
             )
         if not opt.remote:
@@ -325,27 +326,6 @@ def _same(value: Any, default: Any) -> bool:
     return type(value) is type(default) and value == default
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, (list, tuple)) else "an object"
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, int) and value.bit_length() > 128:
-        return "an integer far out of range"  # repr of a huge int is slow, or refused
-    text = repr(value)
-    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
-
-
 def _checked(opt: RunOption, value: Any, *, remote: bool) -> Any:
     """``value`` for ``opt``, type and bounds checked; a list comes back a tuple."""
     label = opt.label(remote=remote)
@@ -359,21 +339,21 @@ def _checked(opt: RunOption, value: Any, *, remote: bool) -> Any:
         return _number_in_bounds(opt, label, value)
     if opt.kind is Kind.BOOL:
         if not isinstance(value, bool):
-            raise UsageError(f"{label} must be true or false, got {_json_type(value)}.")
+            raise UsageError(f"{label} must be true or false, got {json_type(value)}.")
         return value
     if opt.kind is Kind.INT_LIST:
         items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
         if not isinstance(items, (list, tuple)) or not items:
-            raise UsageError(f"{label} must be a non-empty array of integers, got {_json_type(value)}.")
+            raise UsageError(f"{label} must be a non-empty array of integers, got {json_type(value)}.")
         _count(opt, label, items)
         return tuple(_number_in_bounds(opt, label, item) for item in items)
     if opt.kind is Kind.TEXT_LIST:
         if not isinstance(value, (list, tuple)):
-            raise UsageError(f"{label} must be an array of strings, got {_json_type(value)}.")
+            raise UsageError(f"{label} must be an array of strings, got {json_type(value)}.")
         _count(opt, label, value)
         return tuple(_text(opt, label, item) for item in value)
     if not isinstance(value, Mapping):  # Kind.TEXT_MAP
-        raise UsageError(f"{label} must be an object mapping model names to paths, got {_json_type(value)}.")
+        raise UsageError(f"{label} must be an object mapping model names to paths, got {json_type(value)}.")
     _count(opt, label, value)
     return {_text(opt, label, k): _text(opt, label, v) for k, v in value.items()}
 
@@ -385,7 +365,7 @@ def _count(opt: RunOption, label: str, items: Sized) -> None:
 
 def _text(opt: RunOption, label: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise UsageError(f"{label} must be text, got {_json_type(value)}.")
+        raise UsageError(f"{label} must be text, got {json_type(value)}.")
     limit = opt.max_len or MAX_PATH_CHARS
     if not 0 < len(value) <= limit:
         raise UsageError(f"{label} must be 1 to {limit} characters of text.")
@@ -399,7 +379,7 @@ def _text(opt: RunOption, label: str, value: Any) -> str:
 def _number_in_bounds(opt: RunOption, label: str, value: Any) -> int | float:
     whole = opt.kind in (Kind.INT, Kind.INT_LIST)
     if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
-        raise UsageError(f"{label} must be {'an integer' if whole else 'a number'}, got {_json_type(value)}.")
+        raise UsageError(f"{label} must be {'an integer' if whole else 'a number'}, got {json_type(value)}.")
     try:
         number = value if whole else float(value)
     except OverflowError:  # an integer beyond any float: out of every bound
@@ -410,7 +390,7 @@ def _number_in_bounds(opt: RunOption, label: str, value: Any) -> int | float:
         or (low is not None and (number <= low if opt.min_exclusive else number < low))
         or (high is not None and (number >= high if opt.max_exclusive else number > high))
     ):
-        raise UsageError(f"{label} must be {opt.bounds_text()}, got {_shown(value)}.")
+        raise UsageError(f"{label} must be {opt.bounds_text()}, got {shown(value, _SHOWN_CHARS)}.")
     return number
 
 

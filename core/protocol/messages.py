@@ -41,6 +41,7 @@ from core.protocol.codes import (
     UNAVAILABLE,
 )
 from core.protocol.events import GAP, TELEMETRY, TOPIC_TELEMETRY, JobEvent
+from core.text import json_type, shown
 
 logger = logging.getLogger(__name__)
 
@@ -94,25 +95,6 @@ class MessageError(ProtocolError):
     ) -> None:
         super().__init__(code, message, hint)
         self.request_id = request_id
-
-
-def shown(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 def _reject_constant(name: str) -> Any:

@@ -28,7 +28,7 @@ from core.protocol.codes import (
     VERSION_MISMATCH,
 )
 from core.protocol.events import TOPICS
-from core.protocol.messages import json_type, shown
+from core.text import json_type, shown
 
 logger = logging.getLogger(__name__)
 
