@@ -7,13 +7,10 @@ never touch a socket or start a process; the callers do that.
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 SOCKET_NAME = "agent.sock"
 # Under systemd (RuntimeDirectory=backbench), the agent every user of the host shares.

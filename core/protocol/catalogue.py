@@ -4,10 +4,8 @@ build axes and legends from it (as glances does) instead of hard-coding them.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
-logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Metric:

@@ -5,10 +5,6 @@ JSON-RPC's standard codes and the application codes of the -32000..-32099 server
 
 from __future__ import annotations
 
-import logging
-
-logger = logging.getLogger(__name__)
-
 PROTOCOL_VERSION = "1.0"  # MAJOR.MINOR: only the major must match between peers
 JSONRPC = "2.0"
 MAX_FRAME_BYTES = 1 << 20  # one encoded message, newline included

@@ -6,10 +6,7 @@ one answer to "is this job over?", for the agent, its terminal client and the GU
 
 from __future__ import annotations
 
-import logging
 from enum import Enum
-
-logger = logging.getLogger(__name__)
 
 
 class JobEvent(str, Enum):
@@ -43,6 +40,7 @@ def job_event(method: str) -> JobEvent | None:
         return JobEvent(method)
     except ValueError:
         return None
+
 
 TELEMETRY = "telemetry"
 GAP = "gap"

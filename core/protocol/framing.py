@@ -7,7 +7,6 @@ memory whatever a peer sends.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -16,8 +15,6 @@ from core.errors import (
     ProtocolError,
 )
 from core.protocol.codes import MAX_FRAME_BYTES, PAYLOAD_TOO_LARGE
-
-logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- framing
 

@@ -8,7 +8,6 @@ ProtocolError with a JSON-RPC code), and error replies never carry internal exce
 from __future__ import annotations
 
 import json
-import logging
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -42,8 +41,6 @@ from core.protocol.codes import (
 )
 from core.protocol.events import GAP, TELEMETRY, TOPIC_TELEMETRY, JobEvent
 from core.text import json_type, shown
-
-logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- messages
 

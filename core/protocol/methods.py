@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,8 +28,6 @@ from core.protocol.codes import (
 )
 from core.protocol.events import TOPICS
 from core.text import json_type, shown
-
-logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- params
 
