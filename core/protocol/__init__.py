@@ -3,10 +3,11 @@
 JSON-RPC 2.0, one message per line, over a Unix socket. Pure data: no sockets, no asyncio
 and no Qt, and it imports on Python 3.10. One module per idea:
 
-- ``codes``: protocol version and its check, limits, error codes;
+- ``codes``: protocol version, limits, error codes;
 - ``framing``: encoding one frame, splitting a byte stream into lines;
 - ``messages``: envelopes, their parsing, and the builders of replies and notifications;
-- ``methods``: each method's parameter schema, ``validate_params``, the hello reply;
+- ``methods``: each method's parameter schema, ``validate_params``, the hello reply
+  and the version check at hello;
 - ``events``: job events (and which end a job), telemetry and topics pushed by the agent;
 - ``catalogue``: the self-describing metrics;
 - ``address``: the default socket locations and the ssh forwarding argv.

@@ -1,4 +1,4 @@
-"""Protocol version, limits, error codes, and error codes.
+"""Protocol version, frame and page limits, and error codes.
 
 JSON-RPC's standard codes and the application codes of the -32000..-32099 server range.
 """

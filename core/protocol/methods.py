@@ -1,5 +1,5 @@
 """The methods an agent serves, each with the schema of its named parameters, and the
-hello reply that lists them.
+hello reply that lists them, with the version check it makes.
 
 ``validate_params`` checks a request's params at the boundary and returns a normalised
 copy; it raises only ProtocolError (INVALID_PARAMS or METHOD_NOT_FOUND).
