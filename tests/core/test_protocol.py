@@ -44,6 +44,7 @@ from core.protocol.messages import (
 )
 from core.protocol.methods import METHODS, check_version, make_hello_result, validate_params
 from core.results import RunSpec
+from tests.jsonfuzz import random_json as fuzz_json
 
 SPEC = {"models": ["resnet18"], "batch_sizes": [1, 4], "stopping": {"min_iters": 5}}
 VALID_PARAMS: dict[str, dict[str, Any]] = {
@@ -374,23 +375,11 @@ def test_metric_catalogue_describes_itself() -> None:
 # ---------------------------------------------------------------- fuzz
 
 
-def random_json(rng: random.Random, depth: int = 0) -> Any:
-    kind = rng.randrange(9 if depth < 4 else 6)
-    if kind == 0:
-        return None
-    if kind == 1:
-        return rng.random() < 0.5
-    if kind == 2:
-        return rng.choice([0, -1, 1, 2**31, -(2**63), 10**30, 2**53, rng.randrange(-9, 10**6)])
-    if kind == 3:
-        return rng.choice([0.5, -1e300, 1e-300, rng.uniform(-1e6, 1e6)])
-    if kind in (4, 5):
-        alphabet = 'abc_.-/\\ é\u2603\ud800\x00\n"{}[]' + "0123456789abcdef"
-        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 80)))
-    if kind == 6:
-        return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
-    keys = list(VALID_PARAMS["submit"]["spec"]) + ["job_id", "topics", "x", "id", "method"]
-    return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+FUZZ_KEYS = [*VALID_PARAMS["submit"]["spec"], "job_id", "topics", "x", "id", "method"]
+
+
+def random_json(rng: random.Random) -> Any:
+    return fuzz_json(rng, FUZZ_KEYS)
 
 
 def mutate(rng: random.Random, msg: dict[str, Any]) -> dict[str, Any]:

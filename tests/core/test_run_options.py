@@ -27,6 +27,7 @@ from core.cli.run_options import (
 )
 from core.errors import UsageError
 from core.results import RunSpec, StoppingRule
+from tests.jsonfuzz import random_json
 
 SPEC = {"models": ["resnet18"], "batch_sizes": [1, 4], "stopping": {"min_iters": 5}}
 
@@ -266,23 +267,8 @@ def test_not_an_object() -> None:
     assert "must be an object, got an array" in _raises([SPEC]).message
 
 
-def _random_json(rng: random.Random, depth: int = 0) -> Any:
-    kind = rng.randrange(9 if depth < 3 else 6)
-    if kind == 0:
-        return None
-    if kind == 1:
-        return rng.random() < 0.5
-    if kind == 2:
-        return rng.choice([0, -1, 1, 2**31, -(2**63), 10**30, 2**53, rng.randrange(-9, 10**6)])
-    if kind == 3:
-        return rng.choice([0.5, -1e300, 1e-300, rng.uniform(-1e6, 1e6)])
-    if kind in (4, 5):
-        alphabet = 'abc_.-/\\ é\u2603\ud800\x00\n"{}[]' + "0123456789"
-        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 80)))
-    if kind == 6:
-        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
-    keys = [*SPEC_FIELDS, "stopping", "x"]
-    return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+def _random_json(rng: random.Random) -> Any:
+    return random_json(rng, [*SPEC_FIELDS, "stopping", "x"], max_depth=3)
 
 
 def test_fuzzed_specs_raise_only_short_usage_errors() -> None:
