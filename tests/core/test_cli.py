@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,3 +173,40 @@ def test_ctrl_c_keeps_completed_cases_and_resume_finishes(tmp_path: Path) -> Non
         assert store.get_run(run.id).status == "finished"
     assert sorted(m.case.batch_size for m in final) == [1, 2, 3]
     assert [m.measurement_id for m in final[: len(kept)]] == [m.measurement_id for m in kept]
+
+
+# -- command families ------------------------------------------------------------------
+
+
+def subcommands(parser: Any) -> list[str]:
+    action = next(a for a in parser._actions if a.dest == "command")
+    return list(action.choices)
+
+
+def test_every_family_registers_through_the_entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    from core.cli.main import COMMANDS_GROUP, CORE_FAMILIES
+
+    installed = {ep.name: ep.value for ep in entry_points(group=COMMANDS_GROUP)}
+    assert {"measure", "analysis", "agent", "gui"} <= set(installed)
+    # core's fallback for a bare checkout names exactly what pyproject declares
+    assert {name: installed[name] for name, _ in CORE_FAMILIES} == dict(CORE_FAMILIES)
+
+
+def test_commands_come_in_family_order() -> None:
+    from core.cli.main import build_parser
+
+    assert subcommands(build_parser()) == [
+        "models", "run", "results", "runs", "devices", "worker", "analyze", "predict",
+        "report", "agent", "remote", "export", "gui",
+    ]  # fmt: skip
+
+
+def test_core_commands_work_without_installed_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.cli.main as cli_main
+
+    monkeypatch.setattr(cli_main, "entry_points", lambda group: [])
+    names = subcommands(cli_main.build_parser())
+    assert "run" in names and "report" in names
+    assert "agent" not in names and "gui" not in names  # only entry points bring those
