@@ -286,7 +286,30 @@ MEASUREMENT_COLUMNS: tuple[str, ...] = (
     "measurement_id",
     "environment_id",
     "started_at",
+    # Issue 9: memory split, where the time went, interference, attempts.
+    "baseline_rss_mb",
+    "model_rss_mb",
+    "interference",
+    "disturbed",
+    "attempt",
+    "convert_s",
+    "load_s",
+    "compile_s",
+    "warmup_s",
+    "measure_s",
+    "wall_s",
 )
+
+# The phases a case's wall time is split into (Measurement.phase_s keys), in order:
+# converting the model (only the case that converted it; a cache hit is 0), starting the
+# worker, loading, compiling, warm-up (first inference included) and the timed loop.
+PHASES: tuple[str, ...] = ("convert", "start", "load", "compile", "warmup", "measure")
+# How a case's worker process starts: forked from a pre-warmed server, or a fresh exec.
+WORKER_START_FORK = "fork-server"
+WORKER_START_EXEC = "exec"
+WORKER_STARTS: tuple[str, ...] = (WORKER_START_FORK, WORKER_START_EXEC)
+# Other processes' CPU use above this, in cores, marks a case disturbed.
+DEFAULT_DISTURBED_THRESHOLD = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +344,30 @@ class Measurement:
     run_id: int | None = None
     run_name: str | None = None
     measurement_id: int | None = None
+    # RSS after the framework's imports, before the model is loaded: peak minus this is
+    # what the model itself (weights, activations, compiled graph) cost.
+    baseline_rss_mb: float | None = None
+    phase_s: dict[str, float] = field(default_factory=dict)  # keys from PHASES
+    # CPU time other processes used while this case warmed up and measured, in cores
+    # (steal time included); above the run's threshold the case is ``disturbed``.
+    interference: float | None = None
+    disturbed: bool | None = None
+    # How the case ran and under what conditions: worker start method, memory-limit
+    # mechanism, steal, CPU frequency, other processes on the GPU.
+    conditions: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1  # a retry, resume or re-queue of a case adds an attempt
+    current: bool = True  # the attempt that counts; older attempts stay for the record
+
+    @property
+    def model_rss_mb(self) -> float | None:
+        """Peak RSS minus the baseline: the model's own memory, not the framework's."""
+        if self.peak_rss_mb is None or self.baseline_rss_mb is None:
+            return None
+        return max(0.0, self.peak_rss_mb - self.baseline_rss_mb)
+
+    @property
+    def wall_s(self) -> float | None:
+        return self.duration_s
 
     @property
     def macs(self) -> int | None:
@@ -377,6 +424,13 @@ class Measurement:
             "measurement_id": self.measurement_id,
             "environment_id": self.environment_id,
             "started_at": self.started_at,
+            "baseline_rss_mb": self.baseline_rss_mb,
+            "model_rss_mb": self.model_rss_mb,
+            "interference": self.interference,
+            "disturbed": self.disturbed,
+            "attempt": self.attempt,
+            **{f"{phase}_s": self.phase_s.get(phase) for phase in PHASES if phase != "start"},
+            "wall_s": self.duration_s,
         }
         return row
 
@@ -404,6 +458,13 @@ class Measurement:
             "run_id": self.run_id,
             "run_name": self.run_name,
             "measurement_id": self.measurement_id,
+            "baseline_rss_mb": self.baseline_rss_mb,
+            "phase_s": dict(self.phase_s),
+            "interference": self.interference,
+            "disturbed": self.disturbed,
+            "conditions": dict(self.conditions),
+            "attempt": self.attempt,
+            "current": self.current,
         }
         if include_samples:
             data["samples_ns"] = list(self.samples_ns)
@@ -434,6 +495,13 @@ class Measurement:
             run_id=data.get("run_id"),
             run_name=data.get("run_name"),
             measurement_id=data.get("measurement_id"),
+            baseline_rss_mb=data.get("baseline_rss_mb"),
+            phase_s={str(k): float(v) for k, v in (data.get("phase_s") or {}).items()},
+            interference=data.get("interference"),
+            disturbed=data.get("disturbed"),
+            conditions=dict(data.get("conditions") or {}),
+            attempt=int(data.get("attempt") or 1),
+            current=bool(data.get("current", True)),
         )
 
     @classmethod
@@ -467,10 +535,29 @@ class RunSpec:
     name: str | None = None
     weights: dict[str, str] = field(default_factory=dict)
     isolate: bool = True  # one worker process per case
+    # Measure a disturbed case again, up to this many times (each try is an attempt).
+    retry_disturbed: int = 0
+    disturbed_threshold: float = DEFAULT_DISTURBED_THRESHOLD  # cores of other processes' work
+    # Bound the model's memory (not the framework's imports) to this many MB; None: no bound.
+    max_mem_mb: int | None = None
+    # "fork-server": fork each case from a process that imported the frameworks once,
+    # falling back to "exec" where that is unsafe; "exec": a fresh interpreter per case.
+    worker_start: str = "fork-server"
 
     def __post_init__(self) -> None:
         if not self.models:
             raise UsageError("No model given.", "Use -m MODEL or --suite NAME.")
+        if self.worker_start not in WORKER_STARTS:
+            raise UsageError(
+                f"Unknown worker start {self.worker_start!r}.",
+                f"Use one of: {', '.join(WORKER_STARTS)}.",
+            )
+        if self.retry_disturbed < 0:
+            raise UsageError("--retry-disturbed must be 0 or more.")
+        if not self.disturbed_threshold > 0:
+            raise UsageError("--disturbed-threshold must be a positive number of cores.")
+        if self.max_mem_mb is not None and self.max_mem_mb < 1:
+            raise UsageError("--max-mem-mb must be a positive number of MB.")
 
     def cases(self) -> list[Case]:
         """Model-major order: a model's batch sizes run back to back."""
@@ -492,6 +579,10 @@ class RunSpec:
             "name": self.name,
             "weights": dict(self.weights),
             "isolate": self.isolate,
+            "retry_disturbed": self.retry_disturbed,
+            "disturbed_threshold": self.disturbed_threshold,
+            "max_mem_mb": self.max_mem_mb,
+            "worker_start": self.worker_start,
         }
 
     @classmethod
@@ -513,6 +604,14 @@ class RunSpec:
             name=data.get("name"),
             weights={str(k): str(v) for k, v in weights.items()},
             isolate=bool(data.get("isolate", True)),
+            retry_disturbed=int(data.get("retry_disturbed") or 0),
+            disturbed_threshold=float(
+                data.get("disturbed_threshold", DEFAULT_DISTURBED_THRESHOLD)
+                if data.get("disturbed_threshold") is not None
+                else DEFAULT_DISTURBED_THRESHOLD
+            ),
+            max_mem_mb=None if data.get("max_mem_mb") is None else int(data["max_mem_mb"]),
+            worker_start=str(data.get("worker_start") or "fork-server"),
         )
 
 

@@ -166,6 +166,30 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         max_items=MAX_MODELS, max_len=MAX_PATH_CHARS, metavar="MODEL=PATH",
         remote_note="uploaded if the file is here",
     ),
+    RunOption(
+        "retry_disturbed", ("--retry-disturbed",), Kind.INT, 0,
+        help="measure a case disturbed by other processes again, up to N times (default %(default)s)",
+        minimum=0, maximum=100, metavar="N",
+    ),
+    RunOption(
+        "disturbed_threshold", ("--disturbed-threshold",), Kind.FLOAT, 0.1,
+        help="other processes' CPU use, in cores, above which a case is marked disturbed "
+        "(default %(default)s)",
+        minimum=0, maximum=4096, min_exclusive=True, metavar="CORES",
+    ),
+    RunOption(
+        "max_mem_mb", ("--max-mem-mb",), Kind.INT, None,
+        help="fail a case whose model needs more than this many MB (the framework's imports "
+        "do not count; not applied on CUDA)",
+        minimum=1, maximum=16_777_216, metavar="MB",
+    ),
+    RunOption(
+        "worker_start", ("--worker-start",), Kind.TEXT, "fork-server",
+        help="fork-server: fork each case from a process that imported the frameworks once "
+        "(falls back to exec where unsafe); exec: a fresh interpreter per case "
+        "(default %(default)s)",
+        max_len=32,
+    ),
     # Local only: measuring in the agent's own process would let a client crash or hang
     # the agent with one bad model, and load torch into it.
     RunOption(
@@ -430,4 +454,8 @@ def _build(values: Mapping[str, Any], *, remote: bool) -> RunSpec:
         name=get("name"),
         weights=dict(get("weights") or {}),
         isolate=get("isolate"),
+        retry_disturbed=get("retry_disturbed"),
+        disturbed_threshold=get("disturbed_threshold"),
+        max_mem_mb=get("max_mem_mb"),
+        worker_start=get("worker_start"),
     )

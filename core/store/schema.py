@@ -140,9 +140,49 @@ CREATE TABLE agent_jobs (
 CREATE INDEX agent_jobs_by_state ON agent_jobs(state, id);
 """
 
+# Issue 9: the model's share of memory, where a case's time went, how disturbed it was,
+# and attempts. Every try of a case is kept; ``current`` marks the one that counts.
+_V3_ATTEMPTS = """
+ALTER TABLE measurements ADD COLUMN baseline_rss_mb REAL;
+ALTER TABLE measurements ADD COLUMN phase_s_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE measurements ADD COLUMN interference REAL;
+ALTER TABLE measurements ADD COLUMN disturbed INTEGER;
+ALTER TABLE measurements ADD COLUMN conditions_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE measurements ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE measurements ADD COLUMN current INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX measurements_by_case ON measurements(
+    run_id, model, backend, device, precision, batch_size, mode, id);
+"""
+
+CASE_COLUMNS = ("model", "backend", "device", "precision", "batch_size", "mode")
+
+
+def _number_attempts(conn: sqlite3.Connection) -> None:
+    """Files from before attempts may hold a case twice in one run (a resume measured a
+    failed case again): number those rows in the order they were written, and let the
+    last one count."""
+    keys = ", ".join(CASE_COLUMNS)
+    repeated = conn.execute(
+        f"SELECT run_id, {keys} FROM measurements GROUP BY run_id, {keys} HAVING COUNT(*) > 1"
+    ).fetchall()
+    match = " AND ".join(f"{c} = ?" for c in ("run_id", *CASE_COLUMNS))
+    for key in repeated:
+        ids = [row[0] for row in conn.execute(f"SELECT id FROM measurements WHERE {match} ORDER BY id", tuple(key))]
+        for attempt, mid in enumerate(ids, start=1):
+            conn.execute(
+                "UPDATE measurements SET attempt = ?, current = ? WHERE id = ?",
+                (attempt, int(attempt == len(ids)), mid),
+            )
+
+
 MIGRATIONS: list[Migration] = [
     Migration("runs, measurements, samples and environments", sql=_V1),
     Migration("the agent's job queue", sql=_V2_AGENT_JOBS),
+    Migration(
+        "attempts, the model's share of memory, phase times and interference",
+        sql=_V3_ATTEMPTS,
+        apply=_number_attempts,
+    ),
 ]
 
 # The tables version 1 creates; a version-0 file holding other tables is not ours.
@@ -365,6 +405,8 @@ MEASUREMENT_INSERT_COLUMNS = (
     "failure", "error", *STATS_COLUMNS, "ci95_rel", "throughput_ips", "first_inference_ms",
     "target_met", "peak_rss_mb", "peak_device_mem_mb", "device_memory_json", "params",
     "flops", "weights", "backend_config_json", "environment_id", "started_at", "duration_s",
+    "baseline_rss_mb", "phase_s_json", "interference", "disturbed", "conditions_json",
+    "attempt", "current",
 )  # fmt: skip
 MEASUREMENT_INSERT = (
     f"INSERT INTO measurements ({', '.join(MEASUREMENT_INSERT_COLUMNS)}) "
@@ -449,6 +491,13 @@ def measurement_params(m: Measurement, run_id: int, env_id: str) -> dict[str, An
         "environment_id": env_id,
         "started_at": _opt_float(m.started_at),
         "duration_s": _opt_float(m.duration_s),
+        "baseline_rss_mb": _opt_float(m.baseline_rss_mb),
+        "phase_s_json": dumps(m.phase_s),
+        "interference": _opt_float(m.interference),
+        "disturbed": None if m.disturbed is None else int(bool(m.disturbed)),
+        "conditions_json": dumps(m.conditions),
+        "attempt": int(m.attempt),
+        "current": int(bool(m.current)),
     }
 
 
@@ -493,6 +542,13 @@ def measurement_from_row(row: sqlite3.Row, samples_ns: tuple[int, ...]) -> Measu
         run_id=int(row["run_id"]),
         run_name=row["run_name"],
         measurement_id=int(row["id"]),
+        baseline_rss_mb=row["baseline_rss_mb"],
+        phase_s=json.loads(row["phase_s_json"] or "{}"),
+        interference=row["interference"],
+        disturbed=None if row["disturbed"] is None else bool(row["disturbed"]),
+        conditions=json.loads(row["conditions_json"] or "{}"),
+        attempt=int(row["attempt"]),
+        current=bool(row["current"]),
     )
 
 

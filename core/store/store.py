@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -384,6 +385,15 @@ class Store:
                     f"{self.path} does not hold.",
                     "Register its manifest with Store.add_environment first.",
                 )
+            # Every try of a case is kept, numbered; the newest is the one that counts.
+            case_key = store_schema.measurement_params(m, int(run_id), env_id)
+            match = " AND ".join(f"{c} = :{c}" for c in ("run_id", *store_schema.CASE_COLUMNS))
+            previous = conn.execute(
+                f"SELECT COALESCE(MAX(attempt), 0) FROM measurements WHERE {match}", case_key
+            ).fetchone()[0]
+            if previous:
+                conn.execute(f"UPDATE measurements SET current = 0 WHERE {match}", case_key)
+            m = replace(m, attempt=int(previous) + 1, current=True)
             cursor = conn.execute(
                 store_schema.MEASUREMENT_INSERT,
                 store_schema.measurement_params(m, int(run_id), env_id),
@@ -400,13 +410,23 @@ class Store:
         )  # fmt: skip
 
     def measurements(
-        self, run: int | str | None = None, include_samples: bool = False
+        self,
+        run: int | str | None = None,
+        include_samples: bool = False,
+        *,
+        all_attempts: bool = False,
     ) -> list[Measurement]:
         """A run's measurements in the order they were added; ``run=None`` means every
-        run's, oldest run first."""
-        where, params = (
-            ("", ()) if run is None else (" WHERE m.run_id = ?", (self.get_run(run).id,))
-        )
+        run's, oldest run first. Only each case's current attempt, unless
+        ``all_attempts``: counts, tables, analysis and prediction use one result a case."""
+        clauses: list[str] = []
+        params: tuple[Any, ...] = ()
+        if run is not None:
+            clauses.append("m.run_id = ?")
+            params = (self.get_run(run).id,)
+        if not all_attempts:
+            clauses.append("m.current = 1")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._snapshot() as conn:
             rows = conn.execute(
                 f"{store_schema.MEASUREMENT_SELECT}{where} ORDER BY m.run_id, m.id", params
@@ -450,7 +470,7 @@ class Store:
         """Cases of a run that finished with status ok: a resume skips these."""
         rows = self.query(
             "SELECT DISTINCT model, backend, device, precision, batch_size, mode "
-            "FROM measurements WHERE run_id = ? AND status = ?",
+            "FROM measurements WHERE run_id = ? AND status = ? AND current = 1",
             (int(run_id), Status.OK.value),
         )
         return {store_schema.case_from_row(row) for row in rows}

@@ -49,6 +49,10 @@ EVERY_REMOTE_FIELD: dict[str, Any] = {
     },
     "name": "sweep-7",
     "weights": {"resnet18": "weights/r18.pth"},
+    "retry_disturbed": 2,
+    "disturbed_threshold": 0.25,
+    "max_mem_mb": 4096,
+    "worker_start": "exec",
 }
 
 
@@ -99,12 +103,13 @@ def test_options_are_frozen_and_state_bounds_for_numbers_and_lists() -> None:
     assert all(o.why_local for o in RUN_OPTIONS if not o.remote)
 
 
-def test_run_declares_exactly_the_flags_it_always_had() -> None:
+def test_run_declares_exactly_its_flags() -> None:
     flags = {s for a in _run_parser()._actions for s in a.option_strings} - {"-h", "--help"}
     assert flags == {
         "-m", "--model", "--suite", "--backend", "--device", "--precision", "--batch",
         "--mode", "--target-ci", "--min-iters", "--max-time", "--name", "--weights",
-        "--no-isolate",
+        "--no-isolate", "--retry-disturbed", "--disturbed-threshold", "--max-mem-mb",
+        "--worker-start",
     }  # fmt: skip
     # The spec fields with no flag stay without one.
     assert not any(run_options.option(f).flags for f in
@@ -253,6 +258,8 @@ def test_bounds_themselves_are_accepted() -> None:
             spec = {"models": ["r"], "stopping": {"max_iters": 10_000_000}}
             if opt.kind is Kind.INT_LIST:
                 spec[opt.field] = [value]
+            elif "." not in opt.field:
+                spec[opt.field] = value
             elif opt.field == "stopping.max_iters":
                 spec["stopping"] = {"max_iters": value, "min_iters": 1}
             else:
