@@ -3,7 +3,8 @@ plus the latency predictor and a notes tab.
 
 ``set_dataframe(df)`` hands the long-schema rows to a worker thread (gui.fit_worker); the
 plots are drawn when the fit comes back, and a result for data that have since changed
-is dropped. Clicking a point highlights its model in every plot and emits
+is dropped. "Exclude disturbed" leaves out the measurements that other processes
+disturbed (``disturbed`` true) from every analysis and from the predictor. Clicking a point highlights its model in every plot and emits
 ``model_selected``; ``highlight_model`` does the same from outside without emitting.
 """
 
@@ -18,6 +19,7 @@ import pandas as pd
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -31,10 +33,12 @@ from PySide6.QtWidgets import (
 
 from core.errors import BackbenchError
 from gui.fit_worker import AnalysisResult, BackgroundCall, FitRunner, PredictionResult
+from gui.memory_choice import MemoryChoices
 from gui.plot_base import AnalysisPlot
 from gui.plots import AccuracyPlot, DensityPlot, ParetoPlot, SpeedupPlot
 from gui.plots_fits import LatencyBatchPlot, MemoryPlot
 from gui.prediction_panel import PredictionPanel
+from gui.table_model import disturbed_mask
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,9 @@ class AnalysisView(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._frame = pd.DataFrame()
+        self._frame = pd.DataFrame()  # the rows analysed (disturbed ones left out if asked)
+        self._input = pd.DataFrame()  # the rows given
+        self._disturbed = 0  # rows of the input marked disturbed
         self._analysis: dict[str, Any] | None = None
         self._highlighted: str | None = None
         self.last_analysis_thread: int | None = None
@@ -76,8 +82,16 @@ class AnalysisView(QWidget):
         self.report_call = BackgroundCall(self)
         self.report_call.done.connect(self._on_report_written)
         self.report_call.failed.connect(lambda text: self._on_report_failed(text))
+        self.exclude_disturbed = QCheckBox("Exclude disturbed")
+        self.exclude_disturbed.setToolTip(
+            "Leave out measurements during which other processes used more CPU than the "
+            "run's threshold (disturbed), from every analysis and from the predictor"
+        )
+        self.exclude_disturbed.setEnabled(False)
+        self.exclude_disturbed.toggled.connect(lambda _on: self._analyse_input())
         bar = QHBoxLayout()
         bar.addWidget(self.summary_label, 1)
+        bar.addWidget(self.exclude_disturbed)
         bar.addWidget(self.busy_label)
         bar.addWidget(self.busy_bar)
         bar.addWidget(self.report_button)
@@ -105,13 +119,38 @@ class AnalysisView(QWidget):
 
     def set_dataframe(self, df: pd.DataFrame) -> None:
         """Analyse long-schema rows (in a worker thread); an empty frame clears the views."""
-        self._frame = df.reset_index(drop=True).copy()
+        self._input = df.reset_index(drop=True).copy()
+        disturbed = disturbed_mask(self._input)
+        self._disturbed = int(disturbed.sum())
+        self.exclude_disturbed.setText(
+            f"Exclude disturbed ({self._disturbed})" if self._disturbed else "Exclude disturbed"
+        )
+        self.exclude_disturbed.setEnabled(self._disturbed > 0)
+        self._analyse_input()
+
+    def excluded_disturbed(self) -> int:
+        """How many disturbed rows the analysis leaves out now."""
+        return self._disturbed if self.exclude_disturbed.isChecked() else 0
+
+    def _analyse_input(self) -> None:
+        frame = self._input
+        if self.excluded_disturbed():
+            frame = frame.loc[~disturbed_mask(frame)].reset_index(drop=True)
+        self._frame = frame
         if self._frame.empty:
             self.runner.cancel()
             self._analysis = None
-            self.summary_label.setText("No data: import results or run a benchmark.")
+            if self._input.empty:
+                self.summary_label.setText("No data: import results or run a benchmark.")
+                reason = "no measurements to analyse"
+            else:
+                self.summary_label.setText(
+                    f"All {len(self._input)} measurements are disturbed: untick Exclude "
+                    "disturbed to analyse them."
+                )
+                reason = "every measurement is disturbed, and disturbed ones are excluded"
             for plot in self.plots.values():
-                plot.show_skipped("no measurements to analyse")
+                plot.show_skipped(reason)
             self.report_button.setEnabled(False)
             return
         self.error_label.setVisible(False)
@@ -239,17 +278,29 @@ class AnalysisView(QWidget):
             self.notes.setHtml(f"<p>{html.escape(message)}</p>")
             self.analysis_finished.emit(None)
             return
-        self.show_analysis(result.analysis)
+        self.show_analysis(result.analysis, result.memory)
 
-    def show_analysis(self, analysis: dict[str, Any]) -> None:
-        """Draw an analyze() result computed elsewhere (e.g. loaded from analysis.json)."""
+    def show_analysis(self, analysis: dict[str, Any], memory: MemoryChoices | None = None) -> None:
+        """Draw an analyze() result; ``memory`` holds the memory view's fit per memory
+        figure (gui.memory_choice). Without it (an analysis computed elsewhere, e.g.
+        loaded from analysis.json) the memory view shows analyze()'s own figure."""
         self._analysis = analysis
         info = analysis.get("input") or {}
+        excluded = self.excluded_disturbed()
+        if excluded:
+            disturbed = f" {excluded} disturbed measurement(s) excluded."
+        elif self._disturbed:
+            disturbed = f" Includes {self._disturbed} disturbed measurement(s)."
+        else:
+            disturbed = ""
         self.summary_label.setText(
             f"{info.get('rows_used', 0)} of {info.get('rows_read', 0)} measurements: "
             f"{len(info.get('models') or [])} models, {len(info.get('platforms') or [])} platform(s), "
-            f"batch sizes {', '.join(str(b) for b in info.get('batch_sizes') or [])}."
+            f"batch sizes {', '.join(str(b) for b in info.get('batch_sizes') or [])}.{disturbed}"
         )
+        memory_plot = self.plots[MemoryPlot.key]
+        if isinstance(memory_plot, MemoryPlot):
+            memory_plot.set_memory_choices(memory)
         # Every view opens on the platform with the most data (the one analyze() leads with).
         main_platform = (analysis.get("latency_vs_batch") or {}).get("platform")
         for plot in self.plots.values():

@@ -14,13 +14,14 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 from PySide6.QtCore import QObject, Signal
 
 from core.errors import BackbenchError
+from gui.memory_choice import MemoryChoices, memory_choices
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class AnalysisResult:
     analysis: dict[str, Any] | None
     error: str | None
     thread_id: int  # threading.get_ident() of the thread that computed it
+    memory: MemoryChoices = field(default_factory=MemoryChoices)  # the memory view's choices
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +66,25 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
-def run_analysis(frame: pd.DataFrame) -> tuple[dict[str, Any] | None, str | None]:
+def run_analysis(frame: pd.DataFrame) -> tuple[dict[str, Any] | None, str | None, MemoryChoices]:
+    """analyze() of ``frame``, and the memory view's fit for each memory figure."""
     from core.analysis import analyze
+    from core.analysis.data import prepare
 
     try:
-        return analyze(frame), None
+        inp = prepare(frame)
+        analysis = analyze(inp)
     except BackbenchError as exc:
-        return None, str(exc)
+        return None, str(exc), MemoryChoices()
     except Exception as exc:  # noqa: BLE001 - the thread boundary: report, never crash the GUI
         log.exception("analysis failed")
-        return None, _message(exc)
+        return None, _message(exc), MemoryChoices()
+    try:
+        memory = memory_choices(inp)
+    except Exception:  # noqa: BLE001 - the memory switch is lost, never the analysis
+        log.exception("memory fits per memory figure failed")
+        memory = MemoryChoices()
+    return analysis, None, memory
 
 
 def run_predictor_fit(frame: pd.DataFrame) -> tuple[Any, str | None]:
@@ -136,9 +147,10 @@ class _FitTask:
         thread_id = threading.get_ident()
         generation = self._generation
         try:
-            analysis, error = run_analysis(self._frame)
+            analysis, error, memory = run_analysis(self._frame)
             _emit(
-                self._signals.analysis_done, AnalysisResult(generation, analysis, error, thread_id)
+                self._signals.analysis_done,
+                AnalysisResult(generation, analysis, error, thread_id, memory),
             )
             # Later stages are skipped once newer data wait: their results would be dropped.
             if not (self._with_prediction and self._runner.is_current(generation)):

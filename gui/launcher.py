@@ -5,6 +5,9 @@ suites one click away); backends and devices are those the agent's ``list_device
 reports, so a run is only offered where it can run. Submitting sends the spec with a
 fresh ``client_request_id``; if the connection drops before the reply, pressing Submit
 again with the same spec reuses that id, so the agent never queues the job twice.
+
+Options left at their defaults are not sent (an agent fills them in), so an older agent
+that lacks a newer option still takes a run that does not use it.
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.cli.run_options import default_device, run_defaults
+from core.cli.run_options import default_device, option, run_defaults
 from core.errors import ProtocolError
-from core.results import Mode, Precision
+from core.results import WORKER_STARTS, Mode, Precision
 from gui.agent_client import CONNECTION_LOST
 from gui.agents import AgentConnection, AgentRegistry
 from gui.settings import load_choices, open_settings, save_choices
@@ -46,6 +49,11 @@ logger = logging.getLogger(__name__)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 SUITES = ("paper", "quick")
 DEFAULTS = run_defaults()  # the defaults of `backbench run`, keyed by spec field
+# Sent only when changed from the default (see the module docstring).
+OPTIONAL_FIELDS: tuple[str, ...] = (
+    "retry_disturbed", "disturbed_threshold", "max_mem_mb", "worker_start",
+)  # fmt: skip
+THRESHOLD_MAX_CORES = 256.0  # within the option's bound; more is no machine's idle noise
 FALLBACK_DEVICES = {DEFAULTS["backend"]: [default_device(DEFAULTS["backend"])]}
 
 
@@ -148,6 +156,7 @@ class LauncherPanel(QWidget):
         self.max_time.setToolTip("At most this long in the timed loop, per case")
         self.run_name = QLineEdit()
         self.run_name.setPlaceholderText("optional")
+        self._build_condition_options()
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -157,6 +166,8 @@ class LauncherPanel(QWidget):
         form.addRow("Target CI:", self.target_ci)
         form.addRow("Min iterations:", self.min_iters)
         form.addRow("Max time/case:", self.max_time)
+        form.addRow("Disturbed above:", _row(self.disturbed_threshold, self.retry_disturbed))
+        form.addRow("Worker, memory:", _row(self.worker_start, self.max_mem))
         form.addRow("Run name:", self.run_name)
 
         models_box = QGroupBox("Models")
@@ -191,6 +202,44 @@ class LauncherPanel(QWidget):
         for connection in registry.connections:
             self._on_agent_added(connection)
         self._update_summary()
+
+    def _build_condition_options(self) -> None:
+        """Disturbed threshold and retries, worker start and memory bound, within the
+        bounds the agent checks (core/cli/run_options.py)."""
+        threshold = option("disturbed_threshold")
+        self.disturbed_threshold = QDoubleSpinBox()
+        self.disturbed_threshold.setDecimals(2)
+        self.disturbed_threshold.setRange(0.01, min(THRESHOLD_MAX_CORES, float(threshold.maximum or THRESHOLD_MAX_CORES)))
+        self.disturbed_threshold.setSingleStep(0.05)
+        self.disturbed_threshold.setSuffix(" cores")
+        self.disturbed_threshold.setValue(float(DEFAULTS["disturbed_threshold"]))
+        self.disturbed_threshold.setToolTip(
+            "A case is marked disturbed when other processes used more CPU than this, in "
+            "cores, while it warmed up and was timed"
+        )
+        retry = option("retry_disturbed")
+        self.retry_disturbed = QSpinBox()
+        self.retry_disturbed.setRange(int(retry.minimum or 0), int(retry.maximum or 0))
+        self.retry_disturbed.setPrefix("retry ")
+        self.retry_disturbed.setSuffix("x")
+        self.retry_disturbed.setSpecialValueText("no retry")
+        self.retry_disturbed.setValue(int(DEFAULTS["retry_disturbed"]))
+        self.retry_disturbed.setToolTip("Measure a disturbed case again, up to this many times")
+        self.worker_start = QComboBox()
+        self.worker_start.addItems(list(WORKER_STARTS))
+        self.worker_start.setCurrentText(str(DEFAULTS["worker_start"]))
+        self.worker_start.setToolTip(option("worker_start").help.replace("%(default)s", str(DEFAULTS["worker_start"])))
+        memory = option("max_mem_mb")
+        self.max_mem = QSpinBox()
+        self.max_mem.setRange(0, min(int(memory.maximum or 0), 2**31 - 1))
+        self.max_mem.setSingleStep(256)
+        self.max_mem.setSuffix(" MB")
+        self.max_mem.setSpecialValueText("no memory limit")
+        self.max_mem.setValue(int(DEFAULTS["max_mem_mb"] or 0))
+        self.max_mem.setToolTip(
+            "Fail a case whose model needs more than this (the framework's imports do not "
+            "count; not applied on CUDA)"
+        )
 
     # -- agents ------------------------------------------------------------------------------
 
@@ -326,6 +375,15 @@ class LauncherPanel(QWidget):
                 "max_time_s": self.max_time.value(),
             },
         }
+        chosen = {
+            "retry_disturbed": self.retry_disturbed.value(),
+            "disturbed_threshold": round(self.disturbed_threshold.value(), 6),
+            "max_mem_mb": self.max_mem.value() or None,
+            "worker_start": self.worker_start.currentText(),
+        }
+        for field in OPTIONAL_FIELDS:
+            if chosen[field] != DEFAULTS[field]:
+                spec[field] = chosen[field]
         name = self.run_name.text().strip()
         if name:
             spec["name"] = name
@@ -409,3 +467,10 @@ class LauncherPanel(QWidget):
             value = stopping.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 box.setValue(type(box.value())(value * scale))
+        for box, key in ((self.retry_disturbed, "retry_disturbed"), (self.disturbed_threshold, "disturbed_threshold"),
+                         (self.max_mem, "max_mem_mb")):  # fmt: skip
+            value = c.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                box.setValue(type(box.value())(value))
+        if c.get("worker_start") in WORKER_STARTS:
+            self.worker_start.setCurrentText(str(c["worker_start"]))

@@ -8,6 +8,10 @@ the last ``ROLLING_WINDOW`` samples, on at most ``ROLLING_POINTS`` positions.
 
 One ``LivePanel`` per agent, side by side, so an edge device and a cloud GPU can be
 watched at once.
+
+A case that ends disturbed (other processes used more CPU than the run's threshold while
+it warmed up and was timed) is flagged: counted in the progress bar, named with its
+interference in a warning line, and shaded on the memory plot's job timeline.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +28,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from core.protocol.events import ENDING_STATE, JOB_ENDING_EVENTS, JobEvent
+from core.text import as_real, significant
 from gui.agents import AgentConnection, AgentRegistry
 from gui.ring_buffer import RingBuffer
 
@@ -41,7 +47,47 @@ ROLLING_STYLE = (("median", 50, "#2ca02c"), ("p90", 90, "#ff7f0e"), ("p99", 99, 
 TRACE_COLOR = "#1f77b4"
 RSS_COLOR = "#9467bd"
 DEVICE_COLOR = "#8c564b"
+DISTURBED_COLOR = "#8a4b00"
+DISTURBED_SHADE = (230, 159, 0, 60)
 NS_PER_S = 1e9
+DISTURBED_NAMED = 4  # cases named in the warning line; the tool tip names them all
+DISTURBED_MARKS = 200  # shaded spans on the memory plot, newest kept
+
+
+@dataclass(frozen=True, slots=True)
+class DisturbedCase:
+    """A case that other processes disturbed, as its job event reported it."""
+
+    label: str
+    interference: float | None  # cores' worth of other processes' CPU
+    attempt: int | None
+
+    def detail(self) -> str:
+        cores = (
+            f"{significant(self.interference, 2)} cores of other work"
+            if self.interference is not None
+            else "other work above the threshold"
+        )
+        again = f", attempt {self.attempt}" if self.attempt and self.attempt > 1 else ""
+        return cores + again
+
+    def text(self) -> str:
+        return f"{self.label} ({self.detail()})"
+
+
+def case_outcome(params: dict[str, Any]) -> tuple[bool | None, float | None, int | None]:
+    """(disturbed, interference in cores, attempt) from a case's end event; None each where
+    the event does not say (an older agent, or a value of the wrong type)."""
+    measurement = params.get("measurement")
+    if not isinstance(measurement, dict):
+        return None, None, None
+    disturbed = measurement.get("disturbed")
+    attempt = measurement.get("attempt")
+    return (
+        disturbed if isinstance(disturbed, bool) else None,
+        as_real(measurement.get("interference")),
+        attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+    )
 
 
 def rolling_percentiles(
@@ -99,11 +145,17 @@ class LivePanel(QWidget):
         self.dropped = 0
         self.redraw_count = 0
         self.job_id: int | None = None
-        self.case_label = ""
+        self.case_label = ""  # the heading's words for the case: its name and how it ended
+        self.case_name = ""  # the case's name as its start event gave it
         self.case_index: int | None = None
         self.cases_total = 0
         self.cases_done = 0
         self.job_state = ""
+        # Disturbed cases of this job by case index (a retried case keeps its last attempt).
+        self.disturbed: dict[int, DisturbedCase] = {}
+        self._disturbed_marks: list[pg.LinearRegionItem] = []
+        # The case's first memory sample, on the memory plot's clock: where its span starts.
+        self._case_started_t: float | None = None
         self._iterations = 0  # in the current case
         self._memory_origin_ns: float | None = None
         self._job_started = 0.0
@@ -137,6 +189,10 @@ class LivePanel(QWidget):
         self.eta = QLabel("ETA -")
         self.stats = QLabel("No samples yet.")
         self.stats.setWordWrap(True)
+        self.disturbed_label = QLabel()
+        self.disturbed_label.setWordWrap(True)
+        self.disturbed_label.setStyleSheet(f"color: {DISTURBED_COLOR}; font-weight: bold;")
+        self.disturbed_label.setVisible(False)
         progress_row = QHBoxLayout()
         progress_row.addWidget(self.progress, 1)
         progress_row.addWidget(self.eta)
@@ -182,6 +238,7 @@ class LivePanel(QWidget):
         layout.addWidget(self.heading)
         layout.addLayout(progress_row)
         layout.addWidget(self.stats)
+        layout.addWidget(self.disturbed_label)
         layout.addWidget(self.graphics, 1)
         self._update_header()
 
@@ -214,6 +271,8 @@ class LivePanel(QWidget):
                 self._memory_origin_ns = float(memory[0, 0])
             rows = memory.copy()
             rows[:, 0] = (rows[:, 0] - self._memory_origin_ns) / NS_PER_S
+            if self._case_started_t is None:
+                self._case_started_t = float(rows[0, 0])
             self.memory.append(rows)
             self.memory_received += m
         self._dirty = True
@@ -229,7 +288,7 @@ class LivePanel(QWidget):
             self.cases_total = int(running.get("cases_total") or 0)
             self.case_index = running.get("case_index")
             self.cases_done = int(self.case_index or 0)
-            self.case_label = str(running.get("case") or "")
+            self.case_label = self.case_name = str(running.get("case") or "")
             self.job_state = "running"
             self._update_header()
 
@@ -248,24 +307,81 @@ class LivePanel(QWidget):
         if name == JobEvent.CASE_STARTED:
             self.case_index = params.get("case_index")
             self.cases_total = int(params.get("cases_total") or self.cases_total)
-            self.case_label = str(params.get("label") or "")
+            self.case_label = self.case_name = str(params.get("label") or "")
             self.job_state = "running"
             self.latency.clear()
             self._iterations = 0
+            self._case_started_t = None
         elif name in (JobEvent.CASE_FINISHED, JobEvent.CASE_FAILED):
             self.cases_done += 1
             if name == JobEvent.CASE_FAILED:
                 self.case_label += f" - failed: {params.get('reason') or 'see the queue'}"
+            self._note_outcome(params)
         elif name in JOB_ENDING_EVENTS:
             self.job_state = str(params.get("state") or ENDING_STATE[JobEvent(name)])
         self._update_header()
         self._dirty = True
 
+    def _note_outcome(self, params: dict[str, Any]) -> None:
+        disturbed, interference, attempt = case_outcome(params)
+        index = params.get("case_index")
+        key = index if isinstance(index, int) and not isinstance(index, bool) else -1 - len(self.disturbed)
+        if not disturbed:
+            if disturbed is False:
+                self.disturbed.pop(key, None)  # a retry that ran undisturbed
+            self._update_disturbed()
+            return
+        case = DisturbedCase(self.case_name or f"case {key + 1}", interference, attempt)
+        self.disturbed[key] = case
+        self.case_label += f" - disturbed: {case.detail()}"
+        if self._case_started_t is not None:
+            self._mark_disturbed(self._case_started_t, self._memory_clock(), case)
+        self._update_disturbed()
+
+    def _memory_clock(self) -> float:
+        """Now on the memory plot's clock: the time of the newest memory sample."""
+        last = self.memory.latest(1)
+        return float(last[0, 0]) if len(last) else 0.0
+
+    def _mark_disturbed(self, start: float, end: float, case: DisturbedCase) -> None:
+        if not end > start:
+            return  # no memory samples over the case: named in the text only
+        region = pg.LinearRegionItem(
+            values=(start, end), movable=False, brush=pg.mkBrush(*DISTURBED_SHADE),
+            pen=pg.mkPen(None),
+        )  # fmt: skip
+        region.setToolTip(f"Disturbed: {case.text()}")
+        region.setZValue(-10)
+        self.memory_plot.addItem(region)
+        self._disturbed_marks.append(region)
+        if len(self._disturbed_marks) > DISTURBED_MARKS:
+            self.memory_plot.removeItem(self._disturbed_marks.pop(0))
+
+    def _update_disturbed(self) -> None:
+        cases = list(self.disturbed.values())
+        self.disturbed_label.setVisible(bool(cases))
+        if not cases:
+            self.disturbed_label.clear()
+            self.disturbed_label.setToolTip("")
+            return
+        named = "; ".join(c.text() for c in cases[-DISTURBED_NAMED:])
+        more = f"{len(cases) - DISTURBED_NAMED} more; latest: " if len(cases) > DISTURBED_NAMED else ""
+        self.disturbed_label.setText(
+            f"⚠ {len(cases)} disturbed case(s), other processes busy while measuring: {more}{named}"
+        )
+        self.disturbed_label.setToolTip("\n".join(c.text() for c in cases))
+
     def _adopt_job(self, job_id: int) -> None:
         self.job_id = job_id
         self.cases_done = 0
+        self.disturbed.clear()
+        for region in self._disturbed_marks:
+            self.memory_plot.removeItem(region)
+        self._disturbed_marks.clear()
+        self._case_started_t = None
+        self._update_disturbed()
         self.case_index = None
-        self.case_label = ""
+        self.case_label = self.case_name = ""
         self._job_started = time.monotonic()
         self._iterations = 0
         self._memory_origin_ns = None
@@ -285,7 +401,8 @@ class LivePanel(QWidget):
             self.heading.setText(f"{self.title} - job {self.job_id} {self.job_state}{case}{status}")
         self.progress.setRange(0, max(1, self.cases_total))
         self.progress.setValue(min(self.cases_done, max(1, self.cases_total)))
-        self.progress.setFormat("%v / %m cases" if self.cases_total else "no job")
+        disturbed = f", {len(self.disturbed)} disturbed" if self.disturbed else ""
+        self.progress.setFormat(f"%v / %m cases{disturbed}" if self.cases_total else "no job")
         self.eta.setText(self._eta_text())
 
     def _eta_text(self) -> str:

@@ -1,5 +1,6 @@
 """Analysis plots, part 2: the fitted ones. Time per image vs batch size (clusters,
-centroids, fitted curves, 95% prediction band) and memory vs parameters (fitted lines)."""
+centroids, fitted curves, 95% prediction band) and memory vs parameters (fitted lines,
+the model's own memory or the whole process's)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ import numpy as np
 import pandas as pd
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
 
+from gui.memory_choice import (
+    CHOICE_TEXT,
+    CHOICES,
+    MODEL,
+    MODEL_COLUMN,
+    PROCESS,
+    PROCESS_COLUMN,
+    MemoryChoices,
+    axis_label,
+    short_name,
+)
 from gui.plot_axes import Log2Axis, LogAxis, log_wanted
 from gui.plot_base import AnalysisPlot, color, fmt, tip_text
 
@@ -193,12 +206,113 @@ class LatencyBatchPlot(AnalysisPlot):
 
 
 class MemoryPlot(AnalysisPlot):
-    """Peak memory against parameters (MB of fp32 weights) with the fitted line(s)."""
+    """Memory against parameters (MB of fp32 weights) with the fitted line(s).
+
+    By default the memory is the model's own (peak RSS minus the baseline after the
+    framework's imports); a switch shows the whole process's peak RSS instead. A GPU
+    platform with device memory shows that, whichever RSS figure is chosen, as core picks
+    it. Data without a baseline (older results) show peak RSS, and the axis says so.
+    """
 
     key = "memory"
     title = "Memory vs params"
     section = "memory_vs_params"
     platform_key = "per_platform"
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._choices = MemoryChoices()
+        self._source: Mapping[str, Any] = {}
+        self.fallback = False  # the model's share was asked for but the data lack it
+        self.memory_combo = QComboBox()
+        for choice in CHOICES:
+            self.memory_combo.addItem(CHOICE_TEXT[choice], choice)
+        self.memory_combo.setToolTip(
+            "Model memory: peak RSS minus the RSS after the framework's imports, before the "
+            "model loads (what the model itself costs). Process memory: the whole worker "
+            "process's peak RSS, framework included."
+        )
+        self.memory_combo.currentIndexChanged.connect(lambda _i: self._choice_changed())
+        self.controls_layout.insertWidget(0, QLabel("Memory:"))
+        self.controls_layout.insertWidget(1, self.memory_combo)
+        # The switch sits above the stack, so that it stays in reach when one memory
+        # figure has no fit and its reason shows in the plot's place.
+        self.plot_layout.removeWidget(self._controls)
+        column = QWidget()
+        column_layout = QVBoxLayout(column)
+        column_layout.setContentsMargins(0, 0, 0, 0)
+        self.layout().replaceWidget(self.stack, column)
+        column_layout.addWidget(self._controls)
+        column_layout.addWidget(self.stack, 1)
+        self._controls.setVisible(True)
+        self._drawing_choice = False
+
+    # ---- the memory figure ------------------------------------------------------------
+
+    def memory_choice(self) -> str:
+        return str(self.memory_combo.currentData())
+
+    def set_memory_choice(self, choice: str) -> None:
+        """Show ``choice`` (memory_choice.MODEL or PROCESS), as the switch does."""
+        index = self.memory_combo.findData(choice)
+        if index < 0:
+            raise ValueError(f"unknown memory choice {choice!r}; use one of {', '.join(CHOICES)}")
+        self.memory_combo.setCurrentIndex(index)
+
+    def set_memory_choices(self, choices: MemoryChoices | None) -> None:
+        """The section fitted for each memory figure (gui.memory_choice), for the switch.
+        None: only analyze()'s own section (e.g. an analysis computed elsewhere)."""
+        self._choices = choices or MemoryChoices()
+        self.memory_combo.setEnabled(bool(self._choices.sections))
+
+    def set_analysis(self, analysis: Mapping[str, Any]) -> None:
+        self._source = analysis
+        chosen, reason = self._chosen_section(analysis)
+        view = dict(analysis)
+        view[self.section] = chosen
+        if reason:
+            view["skipped"] = {**(analysis.get("skipped") or {}), self.section: reason}
+        self._drawing_choice = True
+        try:
+            super().set_analysis(view)
+        finally:
+            self._drawing_choice = False
+
+    def _chosen_section(self, analysis: Mapping[str, Any]) -> tuple[Any, str | None]:
+        sections, reasons = self._choices.sections, self._choices.reasons
+        self.fallback = False
+        if not sections:
+            return analysis.get(self.section), None
+        choice = self.memory_choice()
+        if choice == MODEL and not self._choices.has_model_memory:
+            self.fallback = True
+            choice = PROCESS
+        section = sections.get(choice)
+        if section is None:
+            why = reasons.get(choice) or "no data"
+            return None, f"{CHOICE_TEXT[choice]}: {why}"
+        return section, None
+
+    def _choice_changed(self) -> None:
+        if self._source:
+            self.set_analysis(self._source)
+
+    def _fill_platforms(self, section: Mapping[str, Any]) -> None:
+        super()._fill_platforms(section)
+        several = self.platform_combo.count() > 1
+        self._platform_label.setVisible(several)
+        self.platform_combo.setVisible(several)
+        self._controls.setVisible(True)  # the memory switch stays in reach
+
+    def show_skipped(self, reason: str) -> None:
+        if not self._drawing_choice:  # no analysis at all: the switch has nothing to redraw
+            self._source = {}
+        super().show_skipped(reason)
+
+    def axis_text(self) -> str:
+        return str(self.plot.getAxis("left").labelText)
+
+    # ---- drawing ----------------------------------------------------------------------
 
     def _draw(self, section: Mapping[str, Any]) -> None:
         platform = self.platform()
@@ -208,8 +322,8 @@ class MemoryPlot(AnalysisPlot):
         self.set_axes()
         fits = [f for f in section.get("fits", []) if f.get("platform") == platform]
         points = data.get("points", [])
-        column = data.get("memory_column", "peak_rss_mb")
-        what = "peak device memory" if column == "peak_device_mem_mb" else "peak RSS"
+        column = str(data.get("memory_column", PROCESS_COLUMN))
+        what = short_name(column)
         self.add_legend()
         for k, fit in enumerate(fits):
             line_points = [p for p in points if p.get("line") == fit.get("line", k)]
@@ -248,7 +362,7 @@ class MemoryPlot(AnalysisPlot):
         self.plot.setLabel("top", "parameters (millions)", **{"font-size": "9pt", "color": "#555"})
         self.label_axes(
             "parameters (MB of fp32 weights, 4 bytes each)",
-            f"{what} at batch {data.get('batch_size', 1)} (MB)",
+            axis_label(column, data.get("batch_size", 1), fallback=self.fallback),
             "",
         )
         self.plot.setTitle(None)
@@ -258,9 +372,18 @@ class MemoryPlot(AnalysisPlot):
                 str(section.get("says", "")), platform, list(section.get("per_platform") or {})
             )
         )
-        self.detail_label.setText(
-            f"{data.get('choice', '')}. Selection: {section.get('selection', '')}."
-        )
+        detail = f"{data.get('choice', '')}. Selection: {section.get('selection', '')}."
+        if column == MODEL_COLUMN:
+            detail += (
+                " Model memory is the worker's peak RSS minus its RSS after the framework's "
+                "imports, before the model loaded."
+            )
+        elif self.fallback:
+            detail += (
+                " These results have no baseline RSS (they predate it), so the model's own "
+                "memory cannot be told apart: the whole process's peak RSS is shown."
+            )
+        self.detail_label.setText(detail)
         self.table = pd.DataFrame(
             [{"platform": platform, "memory_column": column, **p} for p in points]
         )

@@ -46,20 +46,23 @@ DEFAULT_HIDDEN: frozenset[str] = frozenset(
     {
         "latency_ms_mean", "latency_ms_std", "latency_ms_min", "latency_ms_max", "macs",
         "failure", "weights", "run_id", "measurement_id", "environment_id", "started_at",
-        "target_met",
+        "target_met", "baseline_rss_mb", "convert_s", "load_s", "compile_s", "warmup_s",
+        "measure_s", "wall_s",
     }
 )  # fmt: skip
 # Display order of the table: what a reader compares first, then the rest.
 TABLE_ORDER: tuple[str, ...] = (
     "model", "backend", "device", "precision", "mode", "batch_size", "per_image_ms",
     "latency_ms_median", "latency_ms_p90", "latency_ms_p99", "ci95_rel", "iterations",
-    "throughput_ips", "first_inference_ms", "peak_rss_mb", "peak_device_mem_mb", "params",
-    "flops", "top1", "top5", "status", "run_name", "error",
+    "throughput_ips", "first_inference_ms", "model_rss_mb", "peak_rss_mb", "peak_device_mem_mb",
+    "params", "flops", "top1", "top5", "status", "disturbed", "interference", "attempt",
+    "run_name", "error",
 )  # fmt: skip
 FILTER_HELP = (
     "Words match model, backend, device, precision, mode, status or run.\n"
     "column:text matches one column; batch>=8, per_image_ms<5, params>20 (millions),\n"
-    "flops<2 (GFLOPs) compare numbers in the header's unit. Terms combine with AND."
+    "flops<2 (GFLOPs) compare numbers in the header's unit; disturbed=no keeps the\n"
+    "cases no other process disturbed. Terms combine with AND."
 )
 FILTER_DELAY_MS = 200
 
@@ -290,7 +293,7 @@ class ResultsView(QWidget):
         self.proxy.set_allowed_rows(None)
         if len(self._runs) == 1:
             only = next(iter(self._runs.values()))
-            self.details.set_run(only.manifest, only.spec, only.name)
+            self.details.set_run(only.manifest, only.spec, only.name, self._run_rows(only.key))
         else:
             self.details.clear("Select a run to see its environment")
         self._update_count()
@@ -324,7 +327,7 @@ class ResultsView(QWidget):
             )
             info = self._runs.get(key if key in keys else keys[0])
             if info is not None:
-                self.details.set_run(info.manifest, info.spec, info.name)
+                self.details.set_run(info.manifest, info.spec, info.name, self._run_rows(info.key))
         self._update_count()
         self._emit_selection()
 
@@ -346,9 +349,20 @@ class ResultsView(QWidget):
         self.filter_edit.setText(text)
         self.apply_filter()
 
+    def _run_rows(self, key: str) -> pd.DataFrame:
+        return self._frame.loc[self._run_keys == key]
+
     def _update_count(self) -> None:
         shown, total = self.proxy.rowCount(), self.model.rowCount()
-        self.count_label.setText(f"{shown} of {total} rows" if total else "No data")
+        text = f"{shown} of {total} rows" if total else "No data"
+        disturbed = int((self.model.disturbed_rows() & self.proxy.accepted_mask()).sum())
+        if disturbed:
+            text += f", {disturbed} disturbed"
+        self.count_label.setText(text)
+        self.count_label.setToolTip(
+            "Disturbed rows (tinted): other processes used more CPU than the run's threshold "
+            "while they were measured." if disturbed else ""
+        )
 
     def dataframe(self) -> pd.DataFrame:
         """The rows in view (selected runs, filtered), raw values, in source order."""

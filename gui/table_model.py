@@ -5,7 +5,8 @@ e.g. params in millions), ``UserRole``/``EditRole`` give the raw value. Sorting 
 rank per column computed once with pandas (numeric columns by value, text columns in
 natural order, so "resnet18" < "resnet101" and 9 < 10), and missing values always go
 last. Filtering is one vectorised mask per query, so neither sorting nor filtering calls
-back into Python per cell.
+back into Python per cell. A row that other processes disturbed (``disturbed`` true)
+is tinted amber and says why in its tool tip.
 """
 
 from __future__ import annotations
@@ -90,18 +91,64 @@ COLUMN_SPECS: dict[str, ColumnSpec] = {
     "measurement_id": ColumnSpec("id"),
     "environment_id": ColumnSpec("environment"),
     "started_at": ColumnSpec("started", description="local time the case started"),
-}
+    "model_rss_mb": ColumnSpec(
+        "model memory", "MB",
+        description="the model's own memory: peak RSS minus the baseline after the framework's imports",
+    ),
+    "baseline_rss_mb": ColumnSpec(
+        "baseline RSS", "MB", description="RSS after the framework's imports, before the model loads"
+    ),
+    "interference": ColumnSpec(
+        "interference", "cores", digits=2,
+        description="CPU other processes used during warm-up and the timed loop, in cores",
+    ),
+    "disturbed": ColumnSpec(
+        "disturbed", description="other processes used more CPU than the run's threshold"
+    ),
+    "attempt": ColumnSpec("attempt", description="1 for the first try; a retry, resume or re-queue adds one"),
+    "convert_s": ColumnSpec("convert", "s", description="converting the model (0 when cached)"),
+    "load_s": ColumnSpec("load", "s", description="loading the model"),
+    "compile_s": ColumnSpec("compile", "s", description="compiling the model for the device"),
+    "warmup_s": ColumnSpec("warm-up", "s", description="warm-up, first inference included"),
+    "measure_s": ColumnSpec("measure", "s", description="the timed loop"),
+    "wall_s": ColumnSpec("wall", "s", description="the whole case, worker start included"),
+}  # fmt: skip
 # Plain words in a filter match these columns.
 TEXT_COLUMNS: tuple[str, ...] = (
     "model", "backend", "device", "precision", "mode", "status", "run_name", "source",
 )  # fmt: skip
 ALIASES: dict[str, str] = {"batch": "batch_size", "run": "run_name", "b": "batch_size"}
 ID_COLUMNS: frozenset[str] = frozenset({"run_id", "measurement_id"})
+# Yes/no columns: a filter may say disturbed=yes, as the cells read.
+BOOL_COLUMNS: frozenset[str] = frozenset({"disturbed", "target_met"})
+BOOL_WORDS: dict[str, bool] = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 _FAILED_BRUSH = QBrush(QColor("#b00020"))
+_DISTURBED_BRUSH = QBrush(QColor("#fff0d0"))
+_DISTURBED_TEXT_BRUSH = QBrush(QColor("#8a4b00"))
+_DISTURBED_MARK = QColor("#E69F00")  # a swatch before "yes" in the disturbed column
 
 
 def spec_for(column: str) -> ColumnSpec:
     return COLUMN_SPECS.get(column, ColumnSpec(column))
+
+
+def truth_values(series: pd.Series) -> pd.Series:
+    """A yes/no column as a nullable boolean: True, False or <NA> (missing, or a value
+    that is neither), whether it came from a store (bools), a CSV ("True", "False", "")
+    or JSON."""
+    words = series.astype("string").str.strip().str.lower().str.removesuffix(".0")
+    truth = pd.Series(pd.NA, index=series.index, dtype="boolean")
+    for word, value in BOOL_WORDS.items():
+        truth = truth.mask((words == word).fillna(False), value)
+    return truth
+
+
+def disturbed_mask(frame: pd.DataFrame) -> np.ndarray:
+    """Rows whose ``disturbed`` is true. False where it is false or unknown, and for
+    older results that lack the column."""
+    if "disturbed" not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    return truth_values(frame["disturbed"]).fillna(False).to_numpy(dtype=bool)
 
 
 def format_value(value: Any, spec: ColumnSpec, column: str = "") -> str:
@@ -169,6 +216,8 @@ class DataFrameModel(QAbstractTableModel):
         self._ranks: dict[int, np.ndarray] = {}
         self._numeric: list[bool] = []
         self._failed = np.zeros(0, dtype=bool)
+        self._disturbed = np.zeros(0, dtype=bool)
+        self._interference: np.ndarray = np.zeros(0)
         if frame is not None:
             self.set_dataframe(frame)
 
@@ -189,6 +238,12 @@ class DataFrameModel(QAbstractTableModel):
             self._failed = status.isin(["failed", "cancelled"]).fillna(False).to_numpy(dtype=bool)
         else:
             self._failed = np.zeros(len(self._frame), dtype=bool)
+        self._disturbed = disturbed_mask(self._frame)
+        if "interference" in self._frame.columns:
+            interference = pd.to_numeric(self._frame["interference"], errors="coerce")
+            self._interference = interference.to_numpy(dtype=float, na_value=np.nan)
+        else:
+            self._interference = np.full(len(self._frame), np.nan)
         self.endResetModel()
 
     def dataframe(self) -> pd.DataFrame:
@@ -199,6 +254,21 @@ class DataFrameModel(QAbstractTableModel):
 
     def column_index(self, name: str) -> int:
         return self._columns.index(name)
+
+    def is_disturbed(self, row: int) -> bool:
+        return bool(self._disturbed[row])
+
+    def disturbed_rows(self) -> np.ndarray:
+        """A mask of the disturbed rows, in source order."""
+        return self._disturbed.copy()
+
+    def _disturbed_tip(self, row: int) -> str:
+        cores = self._interference[row]
+        used = f"{significant(cores, 2)} cores' worth of CPU" if math.isfinite(cores) else "CPU"
+        return (
+            f"Disturbed: other processes used {used} while this case warmed up and was "
+            "timed, above the run's threshold; its latency may read high."
+        )
 
     def raw(self, row: int, column: int) -> Any:
         value = self._values[column][row]
@@ -235,6 +305,8 @@ class DataFrameModel(QAbstractTableModel):
             value = self.raw(row, column)
             return value.item() if isinstance(value, np.generic) else value
         if role == Qt.ItemDataRole.ToolTipRole:
+            if self._disturbed[row] and name in ("disturbed", "interference", "model"):
+                return self._disturbed_tip(row)
             value = self.raw(row, column)
             if value is None:
                 return None
@@ -246,8 +318,16 @@ class DataFrameModel(QAbstractTableModel):
             ):
                 return Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
             return Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
-        if role == Qt.ItemDataRole.ForegroundRole and self._failed[row]:
-            return _FAILED_BRUSH
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if self._failed[row]:
+                return _FAILED_BRUSH
+            if self._disturbed[row] and name in ("disturbed", "interference"):
+                return _DISTURBED_TEXT_BRUSH
+            return None
+        if role == Qt.ItemDataRole.BackgroundRole and self._disturbed[row]:
+            return _DISTURBED_BRUSH
+        if role == Qt.ItemDataRole.DecorationRole and self._disturbed[row] and name == "disturbed":
+            return _DISTURBED_MARK
         return None
 
     def headerData(
@@ -305,6 +385,12 @@ def _term_mask(frame: pd.DataFrame, term: str) -> pd.Series:
     name, op, wanted = match.groups()
     column = _column_named(frame, name)
     series = frame[column]
+    word = wanted.strip().lower()
+    if (column in BOOL_COLUMNS or pd.api.types.is_bool_dtype(series)) and word in BOOL_WORDS:
+        if op not in ("=", ":", "!="):
+            raise QueryError(f"{term!r}: {column} is yes or no; use {column}=yes or {column}=no.")
+        equal = (truth_values(series) == BOOL_WORDS[word]).fillna(False).astype(bool)
+        return ~equal if op == "!=" else equal
     numeric_column = _is_numeric(series)
     try:
         number = float(wanted)

@@ -2,11 +2,12 @@
 
 - ``load``: a store, CSV or JSON file -> the long DataFrame (load_store, load_csv_file,
   load_json_file, load_file, load_csv), for the CLI and the GUI.
-- ``data``: prepare -> AnalysisInput (validated, zoo-filled).
+- ``data``: prepare -> AnalysisInput (validated, zoo-filled); without_disturbed.
 - ``accuracy``: top-1/top-5 vs GFLOPs, accuracy density with Wilson error bars.
 - ``latency_batch``: clusters of per-image-time curves, AICc-chosen curve with a band.
 - ``pareto``: top-1 vs FPS at batch 1 and the Pareto front, per platform.
-- ``memory``: memory vs params, one or two lines by BIC.
+- ``memory``: memory vs params (the model's share of RSS by default), one or two lines
+  by BIC.
 - ``speedup``: per-image time ratios between platforms.
 - ``summary.analyze``: all of the above as one JSON-ready dict.
 
@@ -23,6 +24,8 @@ _EXPORTS: dict[str, str] = {
     "AnalysisInput": "core.analysis.data",
     "load_csv": "core.analysis.load",
     "prepare": "core.analysis.data",
+    "without_disturbed": "core.analysis.data",
+    "MEMORY_CHOICES": "core.analysis.memory",
     "REQUIRED_COLUMNS": "core.analysis.data",
     "analyze": "core.analysis.summary",
     "to_jsonable": "core.analysis.summary",

@@ -2,10 +2,12 @@
 
 ``prepare`` turns a long-schema DataFrame (one row per measurement, columns as in
 ``core.results.MEASUREMENT_COLUMNS``, plus optional ``top1``, ``top5`` and
-``n_eval_images``) into an ``AnalysisInput``: numeric columns, only ``status == ok`` rows,
-a ``platform`` column, and params/FLOPs/accuracy filled from the zoo where the data lack
-them. Everything it drops or fills is said in ``notes``. Reading a store, CSV or JSON
-file into that DataFrame is ``core.analysis.load``.
+``n_eval_images``) into an ``AnalysisInput``: numeric columns, only ``status == ok`` rows
+(and, when asked, no disturbed ones), a ``platform`` column, a ``disturbed`` column of
+True/False/None, and params/FLOPs/accuracy filled from the zoo where the data lack them.
+Everything it drops or fills is said in ``notes``. Reading a store, CSV or JSON file into
+that DataFrame is ``core.analysis.load``; ``without_disturbed`` leaves disturbed rows out of
+a raw long-schema frame (what the predictor's commands train on).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ NUMERIC_COLUMNS: tuple[str, ...] = (
     "throughput_ips",
     "peak_rss_mb",
     "peak_device_mem_mb",
+    "baseline_rss_mb",
+    "model_rss_mb",
+    "interference",
     "params",
     "flops",
     "top1",
@@ -44,6 +49,13 @@ UNKNOWN = "unknown"
 # MB throughout = 2**20 bytes, the unit of peak_rss_mb; fp32 weights take 4 bytes each.
 BYTES_PER_MB = float(2**20)
 FP32_BYTES = 4.0
+# How a CSV or JSON file may spell the disturbed flag (compared lower-case, stripped).
+_TRUE_TEXT = frozenset({"true", "1", "1.0", "yes", "y", "t"})
+_FALSE_TEXT = frozenset({"false", "0", "0.0", "no", "n", "f"})
+DISTURBED_MEANING = (
+    "other processes used more CPU than the run's threshold while the case warmed up and "
+    "was timed"
+)
 
 _REQUIRED_TEXT = ", ".join(REQUIRED_COLUMNS)
 
@@ -54,7 +66,9 @@ class AnalysisInput:
 
     ``frame`` has one row per ok measurement with numeric columns (NaN where unknown),
     ``platform`` ("backend/device/precision", with "/throughput" appended, as core.predict.platform_label does, for
-    throughput-mode rows) and ``accuracy_source`` (``MEASURED``, ``REFERENCE`` or None).
+    throughput-mode rows), ``accuracy_source`` (``MEASURED``, ``REFERENCE`` or None) and
+    ``disturbed`` (True, False, or None where the data do not say). ``n_disturbed``
+    counts the disturbed rows kept in ``frame``; ``n_excluded_disturbed`` those left out.
     """
 
     frame: pd.DataFrame
@@ -62,6 +76,8 @@ class AnalysisInput:
     n_rows_read: int
     n_excluded_status: int
     n_dropped_missing: int
+    n_disturbed: int = 0
+    n_excluded_disturbed: int = 0
 
     @property
     def models(self) -> list[str]:
@@ -101,6 +117,55 @@ def _to_numeric(frame: pd.DataFrame, column: str) -> pd.Series:
             "the value is unknown.",
         )
     return values.astype(float)
+
+
+def _flag(value: Any) -> bool | None:
+    """A disturbed cell as True, False or None (unknown); ValueError when unreadable."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        if math.isnan(float(value)):
+            return None
+        if float(value) in (0.0, 1.0):
+            return bool(value)
+        raise ValueError(value)
+    text = str(value).strip().lower()
+    if text in ("", "nan", "none", "null", "<na>"):
+        return None
+    if text in _TRUE_TEXT:
+        return True
+    if text in _FALSE_TEXT:
+        return False
+    raise ValueError(value)
+
+
+def disturbed_flags(frame: pd.DataFrame) -> pd.Series:
+    """The ``disturbed`` column as True/False/None (object dtype); all None without one.
+
+    Raises DataError naming the row for a value that is neither true nor false.
+    """
+    if "disturbed" not in frame.columns:
+        return pd.Series(None, index=frame.index, dtype=object)
+    flags: list[bool | None] = []
+    for position, value in enumerate(frame["disturbed"].tolist()):
+        try:
+            flags.append(_flag(value))
+        except ValueError:
+            model = frame["model"].iloc[position] if "model" in frame.columns else None
+            raise DataError(
+                f"Column 'disturbed' must be true or false, but data row {position + 1} "
+                f"(model {model!r}) holds {value!r}.",
+                "Write true or false (or leave the cell empty when unknown).",
+            ) from None
+    return pd.Series(flags, index=frame.index, dtype=object)
+
+
+def without_disturbed(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``frame`` without the rows whose ``disturbed`` is true, and how many those were."""
+    disturbed = disturbed_flags(frame).map(lambda flag: flag is True).astype(bool)
+    return frame.loc[~disturbed].reset_index(drop=True), int(disturbed.sum())
 
 
 def _platform_column(frame: pd.DataFrame) -> pd.Series:
@@ -198,11 +263,13 @@ def _fill_from_zoo(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     return frame
 
 
-def prepare(df: pd.DataFrame) -> AnalysisInput:
+def prepare(df: pd.DataFrame, *, exclude_disturbed: bool = False) -> AnalysisInput:
     """Validate and normalise a long-schema DataFrame for analysis.
 
-    Raises DataError for missing required columns, non-numeric values or when no usable
-    row is left; everything else that is dropped or filled is recorded in ``notes``.
+    ``exclude_disturbed`` leaves out the rows whose ``disturbed`` is true (by default they
+    are kept, counted and noted). Raises DataError for missing required columns,
+    non-numeric values or when no usable row is left; everything else that is dropped or
+    filled is recorded in ``notes``.
     """
     if not isinstance(df, pd.DataFrame):
         raise DataError(
@@ -239,11 +306,36 @@ def prepare(df: pd.DataFrame) -> AnalysisInput:
             )
 
     frame["model"] = frame["model"].astype("string").str.strip()
+    frame["disturbed"] = disturbed_flags(frame)
+    is_disturbed = frame["disturbed"].map(lambda flag: flag is True).astype(bool)
+    n_disturbed = int(is_disturbed.sum())
+    n_excluded_disturbed = 0
+    if n_disturbed and exclude_disturbed:
+        n_excluded_disturbed, n_disturbed = n_disturbed, 0
+        notes.append(
+            f"{n_excluded_disturbed} disturbed measurement(s) left out ({DISTURBED_MEANING})."
+        )
+        frame = frame.loc[~is_disturbed]
+        if frame.empty:
+            raise DataError(
+                f"All {n_excluded_disturbed} ok measurements were disturbed, so none is left "
+                "once they are left out.",
+                "Leave out --exclude-disturbed, or measure again on a quieter machine "
+                "(backbench run --retry-disturbed N measures a disturbed case again).",
+            )
+    elif n_disturbed:
+        notes.append(
+            f"{n_disturbed} measurement(s) were disturbed ({DISTURBED_MEANING}); they are "
+            "included and marked (--exclude-disturbed leaves them out)."
+        )
     for column in NUMERIC_COLUMNS:
         if column in frame.columns:
             frame[column] = _to_numeric(frame, column)
         else:
             frame[column] = np.nan
+    # A table with both RSS figures but no model_rss_mb column still has the model's share.
+    derived = (frame["peak_rss_mb"] - frame["baseline_rss_mb"]).clip(lower=0.0)
+    frame["model_rss_mb"] = frame["model_rss_mb"].fillna(derived)
 
     required_na = frame["model"].isna() | (frame["model"] == "")
     for column in ("batch_size", "per_image_ms"):
@@ -274,6 +366,8 @@ def prepare(df: pd.DataFrame) -> AnalysisInput:
         n_rows_read=n_read,
         n_excluded_status=n_excluded,
         n_dropped_missing=n_dropped,
+        n_disturbed=int(frame["disturbed"].map(lambda flag: flag is True).sum()),
+        n_excluded_disturbed=n_excluded_disturbed,
     )
 
 
@@ -303,8 +397,14 @@ def _accuracy_as_percent(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     return frame
 
 
-def coerce_input(data: pd.DataFrame | AnalysisInput) -> AnalysisInput:
-    return data if isinstance(data, AnalysisInput) else prepare(data)
+def coerce_input(
+    data: pd.DataFrame | AnalysisInput, *, exclude_disturbed: bool = False
+) -> AnalysisInput:
+    """``data`` prepared; an AnalysisInput is taken as it is (it was prepared with its own
+    ``exclude_disturbed``)."""
+    if isinstance(data, AnalysisInput):
+        return data
+    return prepare(data, exclude_disturbed=exclude_disturbed)
 
 
 def cell_medians(inp: AnalysisInput, columns: tuple[str, ...]) -> pd.DataFrame:

@@ -2,9 +2,14 @@
 
 Per platform, at batch 1 (else the smallest batch size measured there), one point per
 model: peak device memory where at least 3 models have it (a GPU's own memory is what
-limits it), else peak RSS. x = params, given both in millions and in MB of fp32 weights
-(4 bytes each, MB = 2**20 bytes like peak_rss_mb), so the slope reads as MB of memory
-per MB of weights, the study's unit.
+limits it), else the RSS figure asked for. ``memory="model"`` (the default) is the
+model's own share, peak minus the RSS after the framework's imports (``model_rss_mb``):
+the process figure carries the framework's few hundred MB in every point, which hides
+what the model costs. Data from before the baseline RSS was recorded have no model share;
+there, and with ``memory="process"``, the process's peak RSS (``peak_rss_mb``) is used,
+and a fallback says so (``memory_fallback`` and a note). x = params, given both in
+millions and in MB of fp32 weights (4 bytes each, MB = 2**20 bytes like peak_rss_mb), so
+the slope reads as MB of memory per MB of weights, the study's unit.
 
 Number of lines: a one-line least-squares fit against a two-component Gaussian mixture
 of linear regressions with a common residual variance (EM from several k-lines starts).
@@ -24,8 +29,20 @@ import numpy as np
 from scipy import stats
 
 from core.analysis.data import BYTES_PER_MB, FP32_BYTES, AnalysisInput, cell_medians
+from core.errors import UsageError
 
 log = logging.getLogger(__name__)
+
+MEMORY_CHOICES = ("model", "process")  # the RSS figure asked for: the model's share, or all
+DEVICE_COLUMN = "peak_device_mem_mb"
+MODEL_COLUMN = "model_rss_mb"
+PROCESS_COLUMN = "peak_rss_mb"
+# Each memory column in words: (axis label with its unit, name for a sentence).
+MEMORY_LABELS: dict[str, tuple[str, str]] = {
+    MODEL_COLUMN: ("model memory: peak − baseline RSS (MB)", "model memory (peak − baseline RSS)"),
+    PROCESS_COLUMN: ("process memory: peak RSS (MB)", "process peak RSS"),
+    DEVICE_COLUMN: ("peak device memory (MB)", "peak device memory"),
+}
 
 MIN_POINTS_PER_LINE = 3
 PARAM_MB_PER_MPARAM = 1e6 * FP32_BYTES / BYTES_PER_MB
@@ -163,25 +180,60 @@ def fit_lines(x: Any, y: Any, max_lines: int = 2) -> tuple[list[LineFit], dict[s
     return lines, bic, f"two lines: BIC {bic['2']:.1f} (2 lines) < {bic['1']:.1f} (1 line)"
 
 
-def _memory_column(rows: Any) -> str:
-    device = rows["peak_device_mem_mb"].notna().sum()
-    return "peak_device_mem_mb" if device >= MIN_POINTS_PER_LINE else "peak_rss_mb"
+def check_memory(memory: str) -> str:
+    """``memory`` when it is one of MEMORY_CHOICES; UsageError otherwise."""
+    if memory not in MEMORY_CHOICES:
+        raise UsageError(
+            f"Unknown memory figure {memory!r}.",
+            f"Use one of: {', '.join(MEMORY_CHOICES)} (model: peak − baseline RSS, the "
+            "model's own share; process: the whole process's peak RSS).",
+        )
+    return memory
 
 
-def memory_section(inp: AnalysisInput) -> tuple[dict[str, Any] | None, str | None, list[str]]:
-    """The ``memory_vs_params`` section. Returns (section, reason, notes)."""
-    cells = cell_medians(inp, ("params", "peak_rss_mb", "peak_device_mem_mb"))
+def memory_label(column: str) -> str:
+    """The axis label of a memory column, with its unit."""
+    return MEMORY_LABELS.get(column, (f"{column} (MB)", column))[0]
+
+
+def _memory_column(rows: Any, memory: str) -> tuple[str, str | None]:
+    """The column to fit on ``rows`` and, when the model's share was asked for but the
+    process figure is used, why."""
+    if rows[DEVICE_COLUMN].notna().sum() >= MIN_POINTS_PER_LINE:
+        return DEVICE_COLUMN, None
+    if memory == "process":
+        return PROCESS_COLUMN, None
+    known = int(rows[MODEL_COLUMN].notna().sum())
+    if known >= MIN_POINTS_PER_LINE:
+        return MODEL_COLUMN, None
+    have = "no model" if known == 0 else f"only {known} model(s)"
+    return PROCESS_COLUMN, (
+        f"{have} with a baseline RSS (data measured before backbench recorded it have "
+        f"none), so the process's peak RSS ({PROCESS_COLUMN}, the framework included) is "
+        f"used instead of the model's share ({MODEL_COLUMN})"
+    )
+
+
+def memory_section(
+    inp: AnalysisInput, memory: str = "model"
+) -> tuple[dict[str, Any] | None, str | None, list[str]]:
+    """The ``memory_vs_params`` section for the ``memory`` figure ("model" or "process",
+    see the module's docstring). Returns (section, reason, notes)."""
+    check_memory(memory)
+    cells = cell_medians(inp, ("params", PROCESS_COLUMN, MODEL_COLUMN, DEVICE_COLUMN))
     platforms: dict[str, Any] = {}
     fits: list[dict[str, Any]] = []
     reasons: dict[str, str] = {}
+    fallbacks: dict[str, str] = {}
     for platform, group in cells.groupby("platform", sort=True):
         batch = 1 if (group["batch_size"] == 1).any() else int(group["batch_size"].min())
         rows = group[group["batch_size"] == batch]
-        column = _memory_column(rows)
+        column, fallback = _memory_column(rows, memory)
         usable = rows[rows[column].notna() & rows["params"].notna() & (rows["params"] > 0)]
         if rows[column].isna().all():
             reasons[str(platform)] = (
-                f"no memory figures (peak_rss_mb, peak_device_mem_mb) on {platform}"
+                f"no memory figures ({PROCESS_COLUMN}, {MODEL_COLUMN}, {DEVICE_COLUMN}) on "
+                f"{platform}"
             )
             continue
         if len(usable) < MIN_POINTS_PER_LINE:
@@ -194,9 +246,9 @@ def memory_section(inp: AnalysisInput) -> tuple[dict[str, Any] | None, str | Non
             reasons[str(platform)] = f"all models on {platform} have the same parameter count"
             continue
         params_mb = usable["params"].to_numpy() * FP32_BYTES / BYTES_PER_MB
-        memory = usable[column].to_numpy(dtype=float)
+        memory_mb = usable[column].to_numpy(dtype=float)
         models = usable["model"].tolist()
-        lines, bic, why = fit_lines(params_mb, memory)
+        lines, bic, why = fit_lines(params_mb, memory_mb)
         line_of = {i: k for k, line in enumerate(lines) for i in line.members}
         platform_fits = []
         for k, line in enumerate(lines):
@@ -217,8 +269,12 @@ def memory_section(inp: AnalysisInput) -> tuple[dict[str, Any] | None, str | Non
             }
             platform_fits.append(entry)
         fits.extend(platform_fits)
+        if fallback is not None:
+            fallbacks[str(platform)] = fallback
         platforms[str(platform)] = {
             "memory_column": column,
+            "memory_label": memory_label(column),
+            "memory_fallback": fallback,
             "batch_size": batch,
             "n_lines": len(lines),
             "bic": bic,
@@ -228,7 +284,7 @@ def memory_section(inp: AnalysisInput) -> tuple[dict[str, Any] | None, str | Non
                     "model": models[i],
                     "params_m": float(usable["params"].iloc[i]) / 1e6,
                     "params_mb": float(params_mb[i]),
-                    "memory_mb": float(memory[i]),
+                    "memory_mb": float(memory_mb[i]),
                     "line": line_of[i],
                 }
                 for i in range(len(models))
@@ -237,9 +293,16 @@ def memory_section(inp: AnalysisInput) -> tuple[dict[str, Any] | None, str | Non
     if not fits:
         return None, "; ".join(reasons.values()) or "no memory figures in the data", []
     notes = [f"memory_vs_params skipped for {p}: {r}" for p, r in reasons.items()]
+    by_reason: dict[str, list[str]] = {}
+    for platform_name, why in fallbacks.items():
+        by_reason.setdefault(why, []).append(platform_name)
+    notes += [f"memory_vs_params on {', '.join(ps)}: {why}." for why, ps in by_reason.items()]
+    labels = list(dict.fromkeys(info["memory_label"] for info in platforms.values()))
     section = {
         "x": "parameters: MB of fp32 weights (4 bytes each, MB = 2**20 bytes); also in millions",
-        "y": "peak memory (MB)",
+        "y": "; ".join(labels),
+        "memory": memory,
+        "memory_fallback": bool(fallbacks),
         "selection": SELECTION,
         "fits": fits,
         "per_platform": platforms,
@@ -257,9 +320,9 @@ def _says(fits: list[dict[str, Any]], platforms: dict[str, Any]) -> str:
             f"intercept {f['intercept']:.0f} MB, R² {f['r2']:.3f}, {f['n']} models"
             for f in lines
         )
-        label = (
-            "peak device memory" if info["memory_column"] == "peak_device_mem_mb" else "peak RSS"
-        )
+        label = MEMORY_LABELS.get(info["memory_column"], ("", info["memory_column"]))[1]
+        if info.get("memory_fallback"):
+            label += " (no baseline RSS in these data)"
         if len(lines) == 2:
             texts.append(f"On {platform} {label} falls on two lines: {described}.")
         else:

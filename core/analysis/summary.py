@@ -21,7 +21,7 @@ import pandas as pd
 from core.analysis.accuracy import accuracy_section
 from core.analysis.data import AnalysisInput, coerce_input
 from core.analysis.latency_batch import latency_section
-from core.analysis.memory import memory_section
+from core.analysis.memory import check_memory, memory_section
 from core.analysis.pareto import pareto_section
 from core.analysis.speedup import speedup_section
 from core.errors import DataError
@@ -69,16 +69,26 @@ def _run_info(run: Any) -> dict[str, Any] | None:
 
 
 def analyze(
-    data: pd.DataFrame | AnalysisInput, run: Any = None, baseline: str | None = None
+    data: pd.DataFrame | AnalysisInput,
+    run: Any = None,
+    baseline: str | None = None,
+    *,
+    memory: str = "model",
+    exclude_disturbed: bool = False,
 ) -> dict[str, Any]:
     """Run every analysis on long-schema data and return the JSON-ready result.
 
     ``run`` (a core.results.Run or a name) is recorded under ``input``; ``baseline``
     names the platform ("backend/device/precision") that speed-ups are relative to (the
-    slowest by default). Raises DataError only when the input itself is unusable; a
-    part that cannot be computed is null and named under ``skipped``.
+    slowest by default). ``memory`` is the RSS figure that memory_vs_params fits: "model"
+    (peak − baseline RSS, falling back to the process figure where the data lack it) or
+    "process" (peak RSS). ``exclude_disturbed`` leaves out disturbed measurements (when
+    ``data`` is a DataFrame; an AnalysisInput was already prepared). Raises UsageError for
+    an unknown ``memory`` and DataError only when the input itself is unusable; a part
+    that cannot be computed is null and named under ``skipped``.
     """
-    inp = coerce_input(data)
+    check_memory(memory)
+    inp = coerce_input(data, exclude_disturbed=exclude_disturbed)
     if baseline is not None and baseline not in inp.platforms:
         raise DataError(
             f"Baseline platform {baseline!r} is not in the data.",
@@ -100,7 +110,7 @@ def analyze(
 
     builders: dict[str, Callable[[AnalysisInput], tuple[Any, str | None]]] = {
         "latency_vs_batch": with_notes(latency_section),
-        "memory_vs_params": with_notes(memory_section),
+        "memory_vs_params": with_notes(lambda i: memory_section(i, memory)),
         "accuracy_density": accuracy_section,
         "pareto": with_notes(pareto_section),
         "speedup": with_notes(lambda i: speedup_section(i, baseline)),
@@ -120,6 +130,9 @@ def analyze(
         "rows_used": int(len(inp.frame)),
         "rows_excluded_status": inp.n_excluded_status,
         "rows_dropped_missing": inp.n_dropped_missing,
+        "rows_disturbed": inp.n_disturbed,
+        "rows_excluded_disturbed": inp.n_excluded_disturbed,
+        "memory": memory,
         "models": inp.models,
         "platforms": inp.platforms,
         "batch_sizes": inp.batch_sizes,

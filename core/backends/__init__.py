@@ -11,6 +11,7 @@ import importlib
 import logging
 
 from core.backends.base import BackendImpl, ModelSource, PreparedModel
+from core.backends.convert import ConvertedModel
 from core.errors import (
     BackbenchError,
     BackendUnavailableError,
@@ -27,7 +28,9 @@ __all__ = [
     "PreparedModel",
     "available_backends",
     "check_case",
+    "ensure_converted",
     "get_backend",
+    "needs_conversion",
 ]
 
 # backend -> (implementation module, framework module, pip package)
@@ -112,3 +115,27 @@ def check_case(case: Case) -> None:
             f"{case.backend.value} on {device} does not support {case.precision.value}.",
             f"Supported precisions there: {', '.join(p.value for p in supported) or 'none'}.",
         )
+
+
+def needs_conversion(case: Case) -> bool:
+    """Whether the case's backend reads a converted file of the model (OpenVINO IR, ONNX)
+    that the sweep should make, in its own process, before the case runs. Light: reads
+    the model card only."""
+    from core.backends.convert import SourceKind, source_kind
+
+    if case.backend is Backend.TORCH:
+        return False
+    try:
+        kind = source_kind(case.model)
+    except BackbenchError:
+        return False  # the case itself reports the bad model
+    return kind in (SourceKind.ZOO, SourceKind.TORCHSCRIPT)
+
+
+def ensure_converted(case: Case, source: ModelSource) -> ConvertedModel | None:
+    """Convert the model for the case's backend into the cache (a cache hit does nothing)."""
+    if not needs_conversion(case):
+        return None
+    impl = get_backend(case.backend)
+    convert = getattr(impl, "convert", None)
+    return None if convert is None else convert(source)

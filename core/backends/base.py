@@ -18,6 +18,7 @@ from core.results import Backend, Case, Precision
 # (an NCS2 compile takes minutes; a CPU load takes seconds).
 PhaseHook = Callable[[str], None]
 
+PHASE_CONVERT = "convert"  # a conversion job, in its own process before the case
 PHASE_LOAD = "load"
 PHASE_COMPILE = "compile"
 PHASE_WARMUP = "warmup"

@@ -291,12 +291,35 @@ def export_ir(module: Any, input_size: tuple[int, int, int], target: Path) -> No
         _remove_quietly(tmp_xml, tmp_bin)
 
 
+_forbidden = False
+
+
+@contextlib.contextmanager
+def forbid_conversion() -> Iterator[None]:
+    """Inside, a conversion that would be needed fails instead: a measured process reads
+    the cache, and the sweep converts each model before its cases, in a process of its
+    own, so the converter's memory and time never count as the model's."""
+    global _forbidden
+    before = _forbidden
+    _forbidden = True
+    try:
+        yield
+    finally:
+        _forbidden = before
+
+
 def _ensure(target: Path, source: ModelSource, write: Any) -> ConvertedModel:
     input_size = input_size_of(source)
     with _cache_lock(target):
         if target.is_file():
             log.debug("using cached %s", target)
             return ConvertedModel(target, input_size, converted=False)
+        if _forbidden:
+            raise ModelFileError(
+                f"The converted model {target} is missing: it was removed after the sweep "
+                "converted it, or the cache folder is not shared with this worker.",
+                f"Run the case again; check that {CACHE_DIR_ENV} is the same for every process.",
+            )
         log.info("converting %s to %s", source.name, target)
         module, _label = load_torch_module(source, device="cpu")
         write(module, input_size, target)

@@ -199,6 +199,11 @@ class OnnxRuntimeBackend:
                 f"onnxruntime could not place the input on {device}: {convert.framework_message(exc)}"
             ) from exc
 
+    def convert(self, source: ModelSource) -> convert.ConvertedModel:
+        """The cached ONNX export of a torch model, exporting it if needed (the sweep
+        calls this in a process of its own, before the cases)."""
+        return convert.ensure_onnx(source)
+
     def _model_file(self, source: ModelSource) -> tuple[Path, tuple[int, int, int] | None]:
         kind = convert.source_kind(source.name)
         if kind is SourceKind.OPENVINO_IR:

@@ -389,6 +389,11 @@ class OpenVinoBackend:
                 return precision.value
         return hint
 
+    def convert(self, source: ModelSource) -> ConvertedModel:
+        """The cached model file this API reads for a torch model, converting it if
+        needed (the sweep calls this in a process of its own, before the cases)."""
+        return self.api.convert(source)
+
     def _read(self, source: ModelSource) -> tuple[Any, Path, tuple[int, int, int] | None]:
         kind = convert.source_kind(source.name)
         input_size: tuple[int, int, int] | None = None

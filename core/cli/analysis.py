@@ -4,6 +4,11 @@ They read the long schema from a results store (every run by default, so that pl
 measured in different runs can be compared; ``--run`` picks one) or from a CSV, through
 core.analysis.load, and hand it to core.analysis, core.predict and core.report. Heavy
 libraries are imported inside the commands, so ``backbench --help`` stays fast.
+
+``--memory model|process`` (analyze, report) picks the RSS figure of the memory fits: the
+model's share, peak − baseline RSS (the default), or the whole process's peak.
+``--exclude-disturbed`` (analyze, predict, report) leaves out the measurements other
+processes disturbed, and each command says how many that was.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHOWN_MEMBERS = 8  # cluster members listed in the terminal before "... and N more"
+# core.analysis.memory.MEMORY_CHOICES, spelt out: importing it would load SciPy for --help.
+MEMORY_CHOICES = ("model", "process")
 
 
 def load_data(db: str | None, csv: str | None, run: str | None) -> LoadedData:
@@ -74,7 +81,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     # analyze() records one run; with several, stderr says which were included so that
     # stdout stays exactly analyze()'s object.
     run_info = data.runs[0] if len(data.runs) == 1 else None
-    result = analyze(data.frame, run=run_info, baseline=args.baseline)
+    result = analyze(
+        data.frame, run=run_info, baseline=args.baseline, memory=args.memory,
+        exclude_disturbed=args.exclude_disturbed,
+    )  # fmt: skip
     if args.json:
         if data.runs:
             err_console.print(f"Analysed {escape(data.run_label or '')} from {escape(data.source)}", highlight=False)
@@ -97,7 +107,8 @@ def _print_analysis(console: Console, result: Mapping[str, Any], data: LoadedDat
         console.print(f"Included: {escape(data.run_label or '')}")
     console.print(
         f"{inp['rows_used']} of {inp['rows_read']} rows used "
-        f"({inp['rows_excluded_status']} not ok, {inp['rows_dropped_missing']} incomplete); "
+        f"({inp['rows_excluded_status']} not ok, {inp['rows_dropped_missing']} incomplete"
+        f"{_disturbed_counts(inp)}); "
         f"{len(inp['models'])} models, platforms: {escape(', '.join(inp['platforms']))}; "
         f"batch sizes: {', '.join(str(b) for b in inp['batch_sizes'])}",
         highlight=False,
@@ -133,6 +144,14 @@ def _print_analysis(console: Console, result: Mapping[str, Any], data: LoadedDat
     memory = result.get("memory_vs_params")
     if memory:
         console.rule("Memory vs params")
+        fallback = [p for p, info in (memory.get("per_platform") or {}).items() if info and info.get("memory_fallback")]
+        console.print(f"Memory: {escape(memory.get('y', ''))}", highlight=False)
+        if fallback:
+            console.print(
+                f"[yellow]No baseline RSS on {escape(', '.join(fallback))}: the process figure stands in "
+                "for the model's share (see Notes).[/]",
+                highlight=False,
+            )
         console.print(escape(memory.get("says", "")), highlight=False)
         table = Table()
         for name, justify in (
@@ -185,6 +204,14 @@ def _print_analysis(console: Console, result: Mapping[str, Any], data: LoadedDat
             console.print(f"- [bold]{name}[/]: {escape(reason)}", highlight=False)
 
 
+def _disturbed_counts(inp: Mapping[str, Any]) -> str:
+    """", N disturbed left out" or ", N disturbed kept" for the rows line; "" without."""
+    excluded, kept = inp.get("rows_excluded_disturbed") or 0, inp.get("rows_disturbed") or 0
+    if excluded:
+        return f", {excluded} disturbed left out"
+    return f", {kept} disturbed kept" if kept else ""
+
+
 def _per_platform(section: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     per = section.get("per_platform")
     if per:
@@ -214,7 +241,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from core.predict.predictor import LatencyPredictor
 
     data = load_data(args.db, args.csv, args.run)
-    platform, rows = _platform_rows(data.frame, args.platform)
+    frame, _ = _training_frame(data.frame, args.exclude_disturbed)
+    platform, rows = _platform_rows(frame, args.platform)
     # Training on the one platform asked for saves fitting the others.
     prediction = LatencyPredictor().fit(rows).predict(args.model, args.batch, platform)
     if args.json:
@@ -222,6 +250,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     _print_prediction(console, prediction.to_dict(), data)
     return 0
+
+
+def _training_frame(frame: pd.DataFrame, exclude_disturbed: bool) -> tuple[pd.DataFrame, int]:
+    """The rows the predictor learns from, and how many disturbed ones were left out (said
+    on stderr, so that JSON on stdout stays the predictor's own object)."""
+    from core.analysis.data import without_disturbed
+    from core.cli.console import err_console
+
+    if not exclude_disturbed:
+        return frame, 0
+    kept, excluded = without_disturbed(frame)
+    err_console.print(f"Left out {excluded} disturbed measurement(s) (--exclude-disturbed).", highlight=False)
+    if kept.empty:
+        raise UsageError(
+            f"All {excluded} measurements were disturbed; none is left to learn from.",
+            "Leave out --exclude-disturbed, or measure again on a quieter machine.",
+        )
+    return kept, excluded
 
 
 def _platform_rows(frame: pd.DataFrame, wanted: str | None) -> tuple[str, pd.DataFrame]:
@@ -291,7 +337,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from core.predict.evaluate import evaluate
 
     data = load_data(args.db, args.csv, args.run)
-    result = evaluate(data.frame)
+    frame, excluded = _training_frame(data.frame, args.exclude_disturbed)
+    result = evaluate(frame)
+    if args.exclude_disturbed:
+        result["rows_excluded_disturbed"] = excluded
+        result["notes"] = [
+            *(result.get("notes") or []),
+            f"{excluded} disturbed measurement(s) left out (--exclude-disturbed).",
+        ]
     if args.json:
         write_or_print(_dump_json(result), None)
         return 0
@@ -351,6 +404,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             run_label=f"{data.source}; {data.run_label}" if data.runs else data.source,
             predictor=not args.no_predict,
             manifests=list(data.manifests),
+            memory=args.memory,
+            exclude_disturbed=args.exclude_disturbed,
         )
     console.print(f"Wrote {index}", highlight=False)
     return 0
@@ -366,9 +421,28 @@ def _add_input_options(p: argparse.ArgumentParser, run: bool = True) -> None:
         p.add_argument("--run", metavar="NAME|ID", help="run id or name (default: every run in the store)")
 
 
+def _add_memory_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--memory", choices=MEMORY_CHOICES, default="model",
+        help="memory figure of the memory-vs-params fits: model = peak − baseline RSS, the model's own share "
+        "(default; data without a baseline RSS fall back to process, and say so); process = the process's peak RSS. "
+        "Device memory is used wherever it was measured",
+    )  # fmt: skip
+
+
+def _add_disturbed_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--exclude-disturbed", action="store_true",
+        help="leave out measurements that other processes disturbed (their CPU use above the run's threshold); "
+        "by default they are kept and flagged",
+    )  # fmt: skip
+
+
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("analyze", help="analyse stored results: clusters, fits, memory lines, Pareto, speed-ups")
     _add_input_options(p)
+    _add_memory_option(p)
+    _add_disturbed_option(p)
     p.add_argument("--json", action="store_true", help="print the analysis as one JSON object")
     p.add_argument("--baseline", metavar="PLATFORM", help="platform (backend/device/precision) that speed-ups are relative to (default: the slowest)")
     p.set_defaults(func=cmd_analyze)
@@ -379,6 +453,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--platform", metavar="NAME", help="backend/device/precision, e.g. openvino/CPU/fp32 (default: the only one)")
     p.add_argument("--evaluate", action="store_true", help="leave-one-model-out cross-validation against a FLOPs-only baseline")
     _add_input_options(p)
+    _add_disturbed_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
 
@@ -387,4 +462,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (replaced if it holds an earlier report)")
     p.add_argument("--title", help="report title")
     p.add_argument("--no-predict", action="store_true", help="leave out the predictor's cross-validation (the slowest part)")
+    _add_memory_option(p)
+    _add_disturbed_option(p)
     p.set_defaults(func=cmd_report)

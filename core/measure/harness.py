@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 
 # (timestamp_ns on CLOCK_MONOTONIC, latency_ns). Called once per sample: keep it cheap.
 SampleSink = Callable[[int, int], None]
+# Called once, as the timed loop starts (after warm-up).
+MeasureHook = Callable[[], None]
+
+
+def _no_hook() -> None:
+    return None
 
 _CHECK_GROWTH = 1.10
 
@@ -88,7 +94,11 @@ def _warmup_done(rule: StoppingRule, iters: int, t0_ns: int, now_ns: int) -> boo
 
 
 def run_latency(
-    prepared: PreparedModel, batch_size: int, rule: StoppingRule, sink: SampleSink | None = None
+    prepared: PreparedModel,
+    batch_size: int,
+    rule: StoppingRule,
+    sink: SampleSink | None = None,
+    on_measure: MeasureHook = _no_hook,
 ) -> HarnessResult:
     clock = time.perf_counter_ns
     t_warm = clock()
@@ -98,6 +108,7 @@ def run_latency(
         prepared.infer_ns()
         warm_iters += 1
     prepared.reset_peak_device_memory()
+    on_measure()
 
     samples: list[int] = []
     append = samples.append
@@ -123,7 +134,11 @@ def run_latency(
 
 
 def run_throughput(
-    prepared: PreparedModel, batch_size: int, rule: StoppingRule, sink: SampleSink | None = None
+    prepared: PreparedModel,
+    batch_size: int,
+    rule: StoppingRule,
+    sink: SampleSink | None = None,
+    on_measure: MeasureHook = _no_hook,
 ) -> HarnessResult:
     """Keep ``max_in_flight`` requests busy; per-request latencies are the samples and the
     throughput is images completed over the wall time of the loop (drain included)."""
@@ -140,6 +155,7 @@ def run_throughput(
         warm_submitted += 1
     prepared.drain()
     prepared.reset_peak_device_memory()
+    on_measure()
 
     # Completions arrive on the framework's threads: they only append (atomic in CPython)
     # and this thread slices what is new, so the sink is fed from one thread, lock-free.
@@ -184,7 +200,8 @@ def run_timed(
     mode: Mode,
     rule: StoppingRule,
     sink: SampleSink | None = None,
+    on_measure: MeasureHook = _no_hook,
 ) -> HarnessResult:
     if mode is Mode.THROUGHPUT:
-        return run_throughput(prepared, batch_size, rule, sink)
-    return run_latency(prepared, batch_size, rule, sink)
+        return run_throughput(prepared, batch_size, rule, sink, on_measure)
+    return run_latency(prepared, batch_size, rule, sink, on_measure)

@@ -1,10 +1,12 @@
 """The sweep runner, shared by the CLI and the agent.
 
 It validates a RunSpec up front (models, backend, device, precision), records the run
-and its environment manifest, then measures each case in its own worker (or inline) and
-commits each measurement as soon as it exists: a case completed before a crash or
-Ctrl-C is never lost. An interrupted run resumes at case granularity: completed cases
-stand, a case cut off mid-measurement is measured again from scratch.
+and its environment manifest (with how its workers start), converts each model that
+needs it in a process of its own, then measures each case in its own worker (or
+inline) and commits each measurement as soon as it exists: a case completed before a
+crash or Ctrl-C is never lost. An interrupted run resumes at case granularity: completed
+cases stand, a case cut off mid-measurement is measured again from scratch, as its next
+attempt. A disturbed case may be measured again (``--retry-disturbed``).
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core import zoo
-from core.backends.base import ModelSource
+from core.backends import ensure_converted, needs_conversion
+from core.backends.base import PHASE_CONVERT, ModelSource
 from core.errors import BackbenchError, ModelFileError, UsageError
 from core.measure.environment import manifest as host_manifest
 from core.measure.supervisor import CaseObserver, CaseRunner, run_inline
 from core.measure.worker import WorkerJob
-from core.results import Case, Measurement, Run, RunSpec, Status
+from core.results import Case, FailureKind, Measurement, Run, RunSpec, Status
 from core.store import Store
 
 log = logging.getLogger(__name__)
@@ -38,8 +42,39 @@ class SweepObserver(CaseObserver):
     def on_case_start(self, index: int, total: int, case: Case) -> None:
         return None
 
+    def on_case_retry(self, index: int, total: int, measurement: Measurement) -> None:
+        """A disturbed attempt was stored and the case is measured again."""
+        return None
+
     def on_case_end(self, index: int, total: int, measurement: Measurement) -> None:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class TimeSummary:
+    """Where a sweep's wall time went: warm-up plus timed loops against the whole."""
+
+    wall_s: float
+    measuring_s: float  # warm-up + timed loop, summed over the cases
+    cases: int
+
+    @property
+    def measuring_share(self) -> float:
+        return self.measuring_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def line(self) -> str:
+        return f"{self.wall_s:.0f} s wall, {self.measuring_share:.0%} measuring ({self.cases} cases)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "wall_s": self.wall_s, "measuring_s": self.measuring_s,
+            "measuring_share": self.measuring_share, "cases": self.cases,
+        }  # fmt: skip
+
+
+def time_summary(measurements: list[Measurement], wall_s: float) -> TimeSummary:
+    measuring = sum(m.phase_s.get("warmup", 0.0) + m.phase_s.get("measure", 0.0) for m in measurements)
+    return TimeSummary(wall_s=wall_s, measuring_s=measuring, cases=len(measurements))
 
 
 def validate_spec(spec: RunSpec) -> RunSpec:
@@ -89,11 +124,17 @@ def run_sweep(
 ) -> Run:
     """Run every case of ``spec`` (or the unfinished ones of ``resume``) and store them.
 
-    KeyboardInterrupt marks the run interrupted and propagates, after the worker is
-    stopped; what was completed stays in the store. ``validate=False`` is for callers
-    that already ran ``validate_spec`` (the CLI does, before it draws a progress bar).
+    Each model that its backend reads converted (OpenVINO IR, ONNX) is converted first,
+    in a process of its own. A case disturbed by other processes is measured again up
+    to ``spec.retry_disturbed`` times; every attempt is stored and the last one counts.
+    KeyboardInterrupt stores the case cut off as an interrupted attempt, marks the run
+    interrupted and propagates, after the worker is stopped; what was completed stays in
+    the store. ``validate=False`` is for callers that already ran ``validate_spec`` (the
+    CLI does, before it draws a progress bar). ``run.summary`` is not stored; use
+    ``time_summary`` on the measurements for where the time went.
     """
     observer = observer or SweepObserver()
+    t_sweep = time.monotonic()
     if resume is not None:
         run = resume
         spec = run.spec
@@ -104,24 +145,54 @@ def run_sweep(
             spec = validate_spec(spec)
         run = store.create_run(spec, manifest if manifest is not None else host_manifest(), name=spec.name)
         done = set()
+    owned = case_runner is None
     runner = case_runner or CaseRunner()
+    runner.start = spec.worker_start
+    runner.disturbed_threshold = spec.disturbed_threshold
+    if spec.max_mem_mb:
+        runner.max_mem_mb = spec.max_mem_mb
     cases = spec.cases()
     todo = [c for c in cases if c not in done]
     total = len(todo)
     final_status = RUN_FINISHED
+    conversions: dict[str, Measurement | None] = {}  # model -> its conversion's failure
     try:
+        if todo:
+            _record_worker_start(store, run, runner, spec)
         for index, case in enumerate(todo):
             if cancel is not None and cancel.is_set():
                 final_status = RUN_CANCELLED
                 break
             observer.on_case_start(index, total, case)
             job = WorkerJob(case, ModelSource(case.model, spec.weights.get(case.model)), spec.stopping)
-            if spec.isolate:
-                measurement = runner.run(job, observer, cancel)
-            else:
-                measurement = run_inline(job, observer)
-            measurement = replace(measurement, **_complexity_fields(case.model))
-            measurement = store.add_measurement(run.id, measurement)
+            attempt = 0
+            while True:
+                started_at = time.time()
+                try:
+                    measurement = _measure_case(job, spec, runner, observer, cancel, conversions)
+                except KeyboardInterrupt:
+                    # The attempt cut off is kept, so the resume that measures the case
+                    # again is its next attempt.
+                    store.add_measurement(run.id, Measurement.failed(
+                        case, FailureKind.INTERRUPTED,
+                        "interrupted while measuring; a resume measures it again",
+                        status=Status.CANCELLED, started_at=started_at,
+                        duration_s=time.time() - started_at,
+                    ))  # fmt: skip
+                    raise
+                measurement = replace(measurement, **_complexity_fields(case.model))
+                measurement = store.add_measurement(run.id, measurement)
+                retry = (
+                    measurement.disturbed
+                    and attempt < spec.retry_disturbed
+                    and not (cancel is not None and cancel.is_set())
+                )
+                if not retry:
+                    break
+                attempt += 1
+                log.info("%s was disturbed (%.2f cores of other work); measuring again",
+                         case.label(), measurement.interference or 0.0)
+                observer.on_case_retry(index, total, measurement)
             observer.on_case_end(index, total, measurement)
             if measurement.status is Status.CANCELLED:
                 final_status = RUN_CANCELLED
@@ -129,5 +200,72 @@ def run_sweep(
     except BaseException:
         store.set_run_status(run.id, RUN_INTERRUPTED)
         raise
+    finally:
+        if owned:
+            runner.close()
     store.set_run_status(run.id, final_status)
+    log.info("run %d: %s", run.id, time_summary(store.measurements(run.id), time.monotonic() - t_sweep).line())
     return store.get_run(run.id)
+
+
+def _record_worker_start(store: Store, run: Run, runner: CaseRunner, spec: RunSpec) -> None:
+    """Start the fork server now (imports happen once, here) and record in the run's
+    manifest how its workers start, and why not by fork where they cannot."""
+    if not spec.isolate:
+        how: dict[str, Any] = {"method": "inline"}
+    else:
+        method, why = runner.start_method(spec.backend)
+        how = {"method": method, "requested": spec.worker_start}
+        if why:
+            how["fallback"] = why
+        server = runner.server_info(spec.backend)
+        if server:
+            how["fork_server"] = server
+    if run.manifest.get("worker_start") != how:
+        store.set_run_manifest(run.id, {**run.manifest, "worker_start": how})
+
+
+def _measure_case(
+    job: WorkerJob,
+    spec: RunSpec,
+    runner: CaseRunner,
+    observer: SweepObserver,
+    cancel: threading.Event | None,
+    conversions: dict[str, Measurement | None],
+) -> Measurement:
+    """One attempt at a case: its model's conversion first (once per model), then the case."""
+    case = job.case
+    convert_s = 0.0
+    if case.model not in conversions and needs_conversion(case):
+        observer.on_phase(PHASE_CONVERT)
+        if spec.isolate:
+            converted = runner.convert(job, cancel)
+        else:
+            t0 = time.monotonic()
+            try:
+                ensure_converted(case, job.source)
+                converted = None
+            except BackbenchError as exc:
+                converted = Measurement.failed(case, FailureKind.ERROR, f"converting the model failed: {exc}")
+            convert_s = time.monotonic() - t0
+        if isinstance(converted, Measurement):
+            conversions[case.model] = converted
+            if converted.status is Status.CANCELLED:
+                return converted
+        else:
+            conversions[case.model] = None
+            if converted is not None:
+                convert_s = converted.seconds
+    failure = conversions.get(case.model)
+    if failure is not None:
+        return replace(failure, case=case, started_at=time.time())
+    if spec.isolate:
+        measurement = runner.run(job, observer, cancel)
+    else:
+        measurement = run_inline(job, observer)
+    if convert_s:
+        phases = {**measurement.phase_s, "convert": convert_s}
+        measurement = replace(
+            measurement, phase_s=phases, duration_s=(measurement.duration_s or 0.0) + convert_s
+        )
+    return measurement

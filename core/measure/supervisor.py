@@ -1,12 +1,16 @@
 """The parent side of a worker: spawn, stream, watch, classify.
 
-One worker process per case, started by fork+exec (subprocess, never multiprocessing's
-fork) in a new session; it sets PDEATHSIG itself, so the parent's death takes it along.
-Frames arrive on an inherited pipe (core.measure.pipe). A watchdog enforces a heartbeat and a
-time limit per phase (load, compile and measure are timed apart: an NCS2 compile is slow)
-and ends a stuck worker with SIGTERM, then SIGKILL, to its whole process group. The exit
-is classified as ok, failed (error, crashed with its signal, OOM, timeout) or cancelled.
-Peak RSS comes from ``os.wait4``'s ``ru_maxrss``.
+One worker process per case, in a session of its own, forked from a fork server that
+imported the frameworks once (core.measure.forkserver, core.measure.zygote), or started
+by fork+exec (subprocess, never multiprocessing's fork) where forking is unsafe or
+unavailable. Either way the worker sets PDEATHSIG, so its parent's death takes it along.
+Frames arrive on a pipe (core.measure.pipe). A watchdog enforces a heartbeat and a time
+limit per phase (load, compile and measure are timed apart: an NCS2 compile is slow) and
+ends a stuck worker with SIGTERM, then SIGKILL, to its whole process group. The exit is
+classified as ok, failed (error, crashed with its signal, OOM, timeout) or cancelled.
+Peak RSS comes from ``wait4``'s ``ru_maxrss`` (the fork server's, for a forked worker);
+the worker reports its RSS after the imports (the baseline) and the phase stamps, and
+the interference window (core.measure.interference) covers warm-up and the timed loop.
 
 The CLI's runner and the agent both use ``CaseRunner``.
 """
@@ -24,13 +28,19 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.backends.base import PHASE_COMPILE, PHASE_LOAD, PHASE_MEASURE
+from core.backends.base import (
+    PHASE_COMPILE,
+    PHASE_CONVERT,
+    PHASE_LOAD,
+    PHASE_MEASURE,
+    PHASE_WARMUP,
+)
 from core.measure.pipe import (
     KIND_ERROR,
     KIND_HEARTBEAT,
@@ -39,8 +49,20 @@ from core.measure.pipe import (
     KIND_SAMPLES,
     FrameDecoder,
 )
-from core.measure.worker import WorkerJob
-from core.results import Case, FailureKind, LatencyStats, Measurement, Status
+from core.measure.forkserver import ForkServer, ForkServerError, preload_key, zygote_command
+from core.measure.interference import InterferenceWindow
+from core.measure.worker import TASK_CONVERT, WorkerJob
+from core.results import (
+    DEFAULT_DISTURBED_THRESHOLD,
+    WORKER_START_EXEC,
+    WORKER_START_FORK,
+    Backend,
+    Case,
+    FailureKind,
+    LatencyStats,
+    Measurement,
+    Status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +80,9 @@ class PhaseLimits:
     term_grace_s: float = 5.0
 
     def for_phase(self, phase: str, job: WorkerJob) -> float:
-        if phase == PHASE_COMPILE:
+        if phase in (PHASE_COMPILE, PHASE_CONVERT):
             return self.compile_s
-        if phase == PHASE_MEASURE:
+        if phase in (PHASE_WARMUP, PHASE_MEASURE):
             if self.measure_s is not None:
                 return self.measure_s
             # Warm-up (capped at a quarter of max_time), the timed loop, and slack for a
@@ -128,10 +150,91 @@ class _Outcome:
     killed_for: tuple[FailureKind, str] | None = None
     cancelled: bool = False
     device_memory: dict[str, float] = field(default_factory=dict)
+    # (phase, CLOCK_MONOTONIC ns) as the worker entered each phase; the result's stamp ends it.
+    timeline: list[tuple[str, int]] = field(default_factory=list)
+    worker_info: dict[str, Any] = field(default_factory=dict)  # baseline RSS, memory limit
+    conditions: dict[str, Any] = field(default_factory=dict)
+
+
+class _Child:
+    """A worker process, however it was started: fork+exec, or forked by the fork server."""
+
+    pid: int
+    start: str
+
+    def poll(self, wait_s: float = 0.0) -> tuple[int, Any] | None:
+        """(wait status, rusage with ru_maxrss) once it exited, else None."""
+        raise NotImplementedError
+
+
+class _ExecChild(_Child):
+    start = WORKER_START_EXEC
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+
+    def poll(self, wait_s: float = 0.0) -> tuple[int, Any] | None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return (signal.SIGKILL, None)  # someone else reaped it: no rusage to give
+            if pid:
+                # Tell Popen the child is reaped, so it never waits on a recycled pid.
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                return status, rusage
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
+
+
+class _ForkedChild(_Child):
+    start = WORKER_START_FORK
+
+    def __init__(self, server: ForkServer, pid: int) -> None:
+        self.server = server
+        self.pid = pid
+
+    def poll(self, wait_s: float = 0.0) -> tuple[int, Any] | None:
+        found = self.server.exit_of(self.pid, wait_s)
+        return None if found is None else (found.status, found)
+
+
+@dataclass
+class _Spawned:
+    child: _Child
+    read_fd: int
+    stderr: Any  # a binary file open for reading
+    t_spawn_ns: int
+    stderr_path: Path | None = None  # a forked child's, which the child opens by name
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        self.stderr.close()
+        if self.stderr_path is not None:
+            with contextlib.suppress(OSError):
+                self.stderr_path.unlink()
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """A model converted (or found in the cache) for a case's backend, before the case."""
+
+    seconds: float
+    converted: bool
+    path: str | None
 
 
 class CaseRunner:
-    """Runs cases in worker processes, one at a time per instance."""
+    """Runs cases in worker processes, one at a time per instance.
+
+    ``start="fork-server"`` forks each worker from a fork server that imported the
+    frameworks once (core.measure.zygote), falling back to fork+exec where that is
+    unsafe or unavailable; ``"exec"`` always starts a fresh interpreter. Either way a
+    case has a process of its own. ``close()`` (or ``with``) stops the fork servers.
+    """
 
     def __init__(
         self,
@@ -139,11 +242,75 @@ class CaseRunner:
         limits: PhaseLimits | None = None,
         max_mem_mb: int | None = None,
         env: dict[str, str] | None = None,
+        start: str = WORKER_START_FORK,
+        disturbed_threshold: float = DEFAULT_DISTURBED_THRESHOLD,
     ) -> None:
         self.worker_command = list(worker_command or default_worker_command())
         self.limits = limits or PhaseLimits()
         self.max_mem_mb = max_mem_mb
         self.env = env
+        self.start = start
+        self.disturbed_threshold = disturbed_threshold
+        self._servers: dict[str, ForkServer] = {}
+        # Why a case's worker was exec'd rather than forked, by preload set.
+        self.fallbacks: dict[str, str] = {}
+
+    # -- fork servers --------------------------------------------------------------------
+
+    def start_method(self, backend: Backend | str, convert: bool = False) -> tuple[str, str | None]:
+        """How a case of ``backend`` will start (starting its fork server now if needed):
+        (method, why it falls back to exec or None)."""
+        server = self._server(preload_key(backend, convert))
+        if server is None:
+            return WORKER_START_EXEC, self.fallbacks.get(preload_key(backend, convert))
+        return WORKER_START_FORK, None
+
+    def _server(self, key: str) -> ForkServer | None:
+        if self.start != WORKER_START_FORK:
+            return None
+        if key in self.fallbacks:
+            return None
+        command = zygote_command(self.worker_command)
+        if command is None:
+            self.fallbacks[key] = "the worker command is not backbench's worker"
+            return None
+        if not hasattr(os, "fork") or not hasattr(os, "mkfifo"):
+            self.fallbacks[key] = "this platform has no fork"
+            return None
+        server = self._servers.get(key)
+        if server is None:
+            server = self._servers[key] = ForkServer(command, key, self.env)
+        try:
+            server.start()
+        except ForkServerError as exc:
+            self.fallbacks[key] = str(exc)
+            return None
+        return server
+
+    def server_info(self, backend: Backend | str) -> dict[str, Any]:
+        """What the fork server of ``backend`` reported when it started (import time,
+        RSS, modules), or {} when there is none."""
+        server = self._servers.get(preload_key(backend))
+        if server is None or not server.alive:
+            return {}
+        keep = ("pid", "preload", "imported", "missing", "import_s", "rss_mb", "start_s")
+        return {k: server.info[k] for k in keep if k in server.info}
+
+    def server_pids(self) -> list[int]:
+        return [int(s.info["pid"]) for s in self._servers.values() if s.alive and s.info.get("pid")]
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            server.close()
+        self._servers.clear()
+
+    def __enter__(self) -> CaseRunner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- one case --------------------------------------------------------------------------
 
     def run(
         self,
@@ -153,75 +320,164 @@ class CaseRunner:
     ) -> Measurement:
         observer = observer or CaseObserver()
         if self.max_mem_mb and not job.max_mem_mb:
-            job = WorkerJob(job.case, job.source, job.rule, self.max_mem_mb, job.fault)
+            job = replace(job, max_mem_mb=self.max_mem_mb)
         started_at = time.time()
         t_start = time.monotonic()
         oom_before = _oom_kills()
-        read_fd, write_fd = os.pipe()
-        stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+        spawned = self._spawn(job)
+        if isinstance(spawned, str):
+            return Measurement.failed(job.case, FailureKind.ERROR, spawned, started_at=started_at)
+        outcome = _Outcome()
+        window = InterferenceWindow(job.case.device)
         try:
             try:
-                proc = subprocess.Popen(
-                    [*self.worker_command, "--fd", str(write_fd), "--parent-pid", str(os.getpid())],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr_file,
-                    pass_fds=(write_fd,),
-                    start_new_session=True,
-                    env=self.env,
-                    cwd=os.getcwd(),
-                )
-            except OSError as exc:
-                return Measurement.failed(
-                    job.case,
-                    FailureKind.ERROR,
-                    f"could not start the worker {self.worker_command[0]!r}: {exc.strerror or exc}",
-                    started_at=started_at,
-                )
-            finally:
-                os.close(write_fd)
-            outcome = _Outcome()
-            try:
-                try:
-                    if proc.stdin is not None:
-                        proc.stdin.write(json.dumps(job.to_dict()).encode())
-                        proc.stdin.close()
-                except BrokenPipeError:
-                    pass  # the worker died at once; its exit status tells why
-                status, rusage = self._supervise(proc, read_fd, job, observer, cancel, outcome)
+                status, rusage = self._supervise(spawned, job, observer, cancel, outcome, window)
             except BaseException:
                 # KeyboardInterrupt or a bug here: never leave an orphaned worker behind.
-                self._kill_group(proc.pid)
-                self._reap(proc, wait=True)
+                self._kill_group(spawned.child.pid)
+                spawned.child.poll(wait_s=self.limits.term_grace_s)
                 raise
-            stderr_tail = self._stderr_tail(stderr_file)
+            stderr_tail = self._stderr_tail(spawned.stderr)
         finally:
+            spawned.close()
+        outcome.conditions["start"] = spawned.child.start
+        if spawned.child.start == WORKER_START_EXEC and self.start == WORKER_START_FORK:
+            key = preload_key(job.case.backend, job.task == TASK_CONVERT)
+            if key in self.fallbacks:
+                outcome.conditions["start_fallback"] = self.fallbacks[key]
+        return self._classify(
+            job, outcome, status, rusage, stderr_tail, oom_before, started_at,
+            time.monotonic() - t_start, spawned.t_spawn_ns,
+        )  # fmt: skip
+
+    def convert(
+        self, job: WorkerJob, cancel: threading.Event | None = None
+    ) -> Conversion | Measurement:
+        """Convert the case's model for its backend in a process of its own (a cache hit
+        costs a fork). Returns the Conversion, or the case's failed Measurement."""
+        convert_job = replace(job, task=TASK_CONVERT, fault=None)
+        observer = CaseObserver()
+        started_at = time.time()
+        t_start = time.monotonic()
+        oom_before = _oom_kills()
+        spawned = self._spawn(convert_job)
+        if isinstance(spawned, str):
+            return Measurement.failed(job.case, FailureKind.ERROR, spawned, started_at=started_at)
+        outcome = _Outcome(phase=PHASE_CONVERT)
+        try:
+            try:
+                status, rusage = self._supervise(spawned, convert_job, observer, cancel, outcome, None)
+            except BaseException:
+                self._kill_group(spawned.child.pid)
+                spawned.child.poll(wait_s=self.limits.term_grace_s)
+                raise
+            stderr_tail = self._stderr_tail(spawned.stderr)
+        finally:
+            spawned.close()
+        result = outcome.result
+        clean_exit = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if result is not None and outcome.error is None and outcome.killed_for is None and clean_exit:
+            return Conversion(
+                seconds=time.monotonic() - t_start,
+                converted=bool(result.get("converted")),
+                path=result.get("path"),
+            )
+        failed = self._classify(
+            convert_job, outcome, status, rusage, stderr_tail, oom_before, started_at,
+            time.monotonic() - t_start, spawned.t_spawn_ns,
+        )  # fmt: skip
+        if failed.status is Status.CANCELLED:
+            return failed
+        return replace(
+            failed,
+            status=Status.FAILED,
+            error=f"converting the model for {job.case.backend.value} failed: {failed.error}",
+            peak_rss_mb=None,  # the converter's, not the model's
+            stats=None,
+        )
+
+    def _spawn(self, job: WorkerJob) -> _Spawned | str:
+        """Start the worker; a message for the case when it cannot start at all."""
+        key = preload_key(job.case.backend, job.task == TASK_CONVERT)
+        server = self._server(key)
+        if server is not None:
+            try:
+                return self._fork(server, job)
+            except ForkServerError as exc:
+                self.fallbacks[key] = str(exc)
+                log.warning("case %s: fork server failed (%s); exec'ing the worker", job.case.label(), exc)
+        return self._exec(job)
+
+    def _fork(self, server: ForkServer, job: WorkerJob) -> _Spawned:
+        fifo, stderr_path = server.paths()
+        read_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            t_spawn = time.perf_counter_ns()
+            pid = server.fork(job.to_dict(), fifo, stderr_path)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                fifo.unlink()
+        stderr = open(stderr_path, "rb")  # noqa: SIM115 - closed by run()
+        return _Spawned(_ForkedChild(server, pid), read_fd, stderr, t_spawn, stderr_path)
+
+    def _exec(self, job: WorkerJob) -> _Spawned | str:
+        read_fd, write_fd = os.pipe()
+        stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by run()
+        t_spawn = time.perf_counter_ns()
+        try:
+            proc = subprocess.Popen(
+                [*self.worker_command, "--fd", str(write_fd), "--parent-pid", str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr_file,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+                env=self.env,
+                cwd=os.getcwd(),
+            )
+        except OSError as exc:
             os.close(read_fd)
             stderr_file.close()
-        return self._classify(job, outcome, status, rusage, stderr_tail, oom_before, started_at, time.monotonic() - t_start)
+            return f"could not start the worker {self.worker_command[0]!r}: {exc.strerror or exc}"
+        finally:
+            os.close(write_fd)
+        try:
+            if proc.stdin is not None:
+                proc.stdin.write(json.dumps(job.to_dict()).encode())
+                proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the worker died at once; its exit status tells why
+        return _Spawned(_ExecChild(proc), read_fd, stderr_file, t_spawn)
 
     # -- supervision -----------------------------------------------------------------
 
+    def _own_pids(self, child: _Child) -> list[int]:
+        return [child.pid, *self.server_pids()]
+
     def _supervise(
         self,
-        proc: subprocess.Popen[bytes],
-        read_fd: int,
+        spawned: _Spawned,
         job: WorkerJob,
         observer: CaseObserver,
         cancel: threading.Event | None,
         outcome: _Outcome,
+        window: InterferenceWindow | None,
     ) -> tuple[int, Any]:
+        child, read_fd = spawned.child, spawned.read_fd
         decoder = FrameDecoder()
         now = time.monotonic()
         last_beat = now
-        phase_deadline = now + self.limits.for_phase(PHASE_LOAD, job)
+        phase_deadline = now + self.limits.for_phase(outcome.phase, job)
         next_rss = now
         reaped: tuple[int, Any] | None = None
         eof_deadline: float | None = None
         try:
             import psutil
 
-            ps_proc: Any = psutil.Process(proc.pid)
+            ps_proc: Any = psutil.Process(child.pid)
         except Exception:  # psutil missing or the worker already gone: no live RSS then
             ps_proc = None
 
@@ -238,12 +494,20 @@ class CaseRunner:
                         observer.on_samples(payload)
                     elif kind == KIND_PHASE:
                         outcome.phase = str(payload.get("phase", outcome.phase))
+                        outcome.timeline.append((outcome.phase, int(payload.get("t_ns") or time.perf_counter_ns())))
+                        for key in ("baseline_rss_mb", "mem_limit"):
+                            if key in payload:
+                                outcome.worker_info[key] = payload[key]
+                        if outcome.phase == PHASE_WARMUP and window is not None:
+                            window.open(self._own_pids(child))
                         phase_deadline = last_beat + self.limits.for_phase(outcome.phase, job)
                         observer.on_phase(outcome.phase)
                     elif kind == KIND_HEARTBEAT:
                         if payload.get("device_memory"):
                             outcome.device_memory = dict(payload["device_memory"])
                     elif kind == KIND_RESULT:
+                        if window is not None and window.is_open:
+                            outcome.conditions.update(window.close(self._own_pids(child)))
                         outcome.result = payload
                     elif kind == KIND_ERROR:
                         outcome.error = payload
@@ -272,41 +536,25 @@ class CaseRunner:
                         f"the {outcome.phase} phase exceeded its limit of {limit:g} s",
                     )
                 if outcome.killed_for is not None:
-                    log.warning("stopping worker %d: %s", proc.pid, outcome.killed_for[1])
-                    reaped = self._terminate(proc)
+                    log.warning("stopping worker %d: %s", child.pid, outcome.killed_for[1])
+                    reaped = self._terminate(child)
                     eof_deadline = time.monotonic() + 1.0
             if reaped is None:
-                reaped = self._reap(proc, wait=False)
+                reaped = child.poll()
                 if reaped is not None and eof_deadline is None:
                     # A grandchild may still hold the pipe open: read what is left, briefly.
                     eof_deadline = time.monotonic() + 1.0
             if eof_deadline is not None and time.monotonic() > eof_deadline:
                 break
         if reaped is None:
-            reaped = self._reap(proc, wait=False)
+            # EOF: the worker exited, or closed the pipe and is still running; give it the
+            # grace period.
+            reaped = child.poll(wait_s=self.limits.term_grace_s)
             if reaped is None:
-                # EOF but still running (it closed the pipe): give it the grace period.
-                deadline = time.monotonic() + self.limits.term_grace_s
-                while reaped is None and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                    reaped = self._reap(proc, wait=False)
-                if reaped is None:
-                    reaped = self._terminate(proc)
+                reaped = self._terminate(child)
         if decoder.pending:
-            log.warning("worker %d left %d bytes of a partial frame", proc.pid, decoder.pending)
+            log.warning("worker %d left %d bytes of a partial frame", child.pid, decoder.pending)
         return reaped
-
-    @staticmethod
-    def _reap(proc: subprocess.Popen[bytes], wait: bool) -> tuple[int, Any] | None:
-        try:
-            pid, status, rusage = os.wait4(proc.pid, 0 if wait else os.WNOHANG)
-        except ChildProcessError:
-            return None
-        if pid == 0:
-            return None
-        # Tell Popen the child is reaped, so it never waits on a recycled pid.
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        return status, rusage
 
     @staticmethod
     def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
@@ -314,19 +562,16 @@ class CaseRunner:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
 
-    def _terminate(self, proc: subprocess.Popen[bytes]) -> tuple[int, Any]:
+    def _terminate(self, child: _Child) -> tuple[int, Any]:
         """SIGTERM to the worker's process group, SIGKILL after the grace period."""
-        self._kill_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.limits.term_grace_s
-        while time.monotonic() < deadline:
-            reaped = self._reap(proc, wait=False)
-            if reaped is not None:
-                self._kill_group(proc.pid)  # any grandchildren left in the group
-                return reaped
-            time.sleep(0.02)
-        self._kill_group(proc.pid)
-        reaped = self._reap(proc, wait=True)
-        if reaped is None:  # someone else reaped it: no rusage to give
+        self._kill_group(child.pid, signal.SIGTERM)
+        reaped = child.poll(wait_s=self.limits.term_grace_s)
+        if reaped is not None:
+            self._kill_group(child.pid)  # any grandchildren left in the group
+            return reaped
+        self._kill_group(child.pid)
+        reaped = child.poll(wait_s=30.0)
+        if reaped is None:  # the kernel did not deliver SIGKILL in 30 s: give up waiting
             return (signal.SIGKILL, None)
         return reaped
 
@@ -352,13 +597,24 @@ class CaseRunner:
         oom_before: int | None,
         started_at: float,
         duration_s: float,
+        t_spawn_ns: int,
     ) -> Measurement:
-        peak_rss_mb = rusage.ru_maxrss / 1024.0 if rusage is not None else None
+        peak_rss_mb = rusage.ru_maxrss / 1024.0 if rusage is not None and rusage.ru_maxrss else None
+        conditions = dict(outcome.conditions)
+        interference = conditions.pop("interference", None)
+        if outcome.worker_info.get("mem_limit"):
+            conditions["mem_limit"] = outcome.worker_info["mem_limit"]
+        baseline = outcome.worker_info.get("baseline_rss_mb")
         common: dict[str, Any] = {
             "peak_rss_mb": peak_rss_mb,
+            "baseline_rss_mb": float(baseline) if baseline is not None else None,
             "started_at": started_at,
             "duration_s": duration_s,
             "weights": job.source.weights_label,
+            "phase_s": phase_seconds(outcome.timeline, t_spawn_ns, outcome.result),
+            "interference": interference,
+            "disturbed": None if interference is None else bool(interference > self.disturbed_threshold),
+            "conditions": conditions,
         }
         case = job.case
         if outcome.cancelled:
@@ -425,6 +681,24 @@ class CaseRunner:
         )
 
 
+def phase_seconds(
+    timeline: list[tuple[str, int]], t_spawn_ns: int, result: dict[str, Any] | None
+) -> dict[str, float]:
+    """Seconds per phase from the worker's phase stamps (CLOCK_MONOTONIC, shared with
+    this process): ``start`` runs from the spawn to the first phase, and the last phase
+    ends at the result's stamp (a worker that died ends it nowhere: it is left out)."""
+    phases: dict[str, float] = {}
+    if not timeline:
+        return phases
+    phases["start"] = max(0.0, (timeline[0][1] - t_spawn_ns) / 1e9)
+    ends = [t for _, t in timeline[1:]]
+    if result is not None and result.get("t_ns"):
+        ends.append(int(result["t_ns"]))
+    for (phase, t_begin), t_end in zip(timeline, ends):
+        phases[phase] = phases.get(phase, 0.0) + max(0.0, (t_end - t_begin) / 1e9)
+    return phases
+
+
 def ok_measurement(
     case: Case,
     samples_ns: np.ndarray,
@@ -459,16 +733,29 @@ def run_inline(job: WorkerJob, observer: CaseObserver | None = None) -> Measurem
 
     from core.measure.worker import classify_exception, measure
 
+    from core.backends import ensure_converted
+    from core.measure.worker import PhaseClock
+
     observer = observer or CaseObserver()
     started_at = time.time()
     t_start = time.monotonic()
-    common: dict[str, Any] = {"started_at": started_at, "weights": job.source.weights_label}
+    t_spawn = time.perf_counter_ns()
+    job = replace(job, max_mem_mb=None)  # never an address-space limit on the caller
+    common: dict[str, Any] = {
+        "started_at": started_at,
+        "weights": job.source.weights_label,
+        "conditions": {"start": "inline"},
+    }
 
     def sink(t_ns: int, latency_ns: int) -> None:
         observer.on_samples(np.array([[t_ns, latency_ns]], dtype=np.int64))
 
+    clock = PhaseClock(None, job)
     try:
-        result, config, device_memory = measure(job, None, sink=sink)
+        t_convert = time.monotonic()
+        ensure_converted(job.case, job.source)
+        convert_s = time.monotonic() - t_convert
+        result, config, device_memory = measure(job, None, sink=sink, clock=clock)
     except Exception as exc:
         kind, message, hint = classify_exception(exc)
         return Measurement.failed(
@@ -485,7 +772,12 @@ def run_inline(job: WorkerJob, observer: CaseObserver | None = None) -> Measurem
         config=config,
         device_memory=device_memory,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        baseline_rss_mb=clock.baseline_rss_mb,
         duration_s=time.monotonic() - t_start,
+        phase_s={
+            "convert": convert_s,
+            **phase_seconds(clock.timeline, t_spawn, {"t_ns": time.perf_counter_ns()}),
+        },
         **common,
     )
 

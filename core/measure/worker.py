@@ -25,7 +25,14 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
-from core.backends.base import PHASE_MEASURE, ModelSource, PreparedModel
+from core.backends.base import (
+    PHASE_CONVERT,
+    PHASE_LOAD,
+    PHASE_MEASURE,
+    PHASE_WARMUP,
+    ModelSource,
+    PreparedModel,
+)
 from core.errors import BackbenchError, CaseFailure
 from core.measure.harness import HarnessResult, SampleSink, run_timed
 from core.measure.pipe import (
@@ -46,6 +53,8 @@ EXIT_OK = 0
 EXIT_CASE_FAILED = 3
 FLUSH_INTERVAL_NS = 20_000_000  # telemetry leaves the worker within 20 ms (<= 50 writes/s)
 HEARTBEAT_INTERVAL_S = 0.1
+TASK_MEASURE = "measure"
+TASK_CONVERT = "convert"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +62,9 @@ class WorkerJob:
     case: Case
     source: ModelSource
     rule: StoppingRule
-    max_mem_mb: int | None = None  # RLIMIT_AS for the worker, if set
+    max_mem_mb: int | None = None  # the model's memory bound (see limit_memory), if set
     fault: str | None = None  # test hook: "segfault" | "hang" | "alloc" | "exit" at measure
+    task: str = TASK_MEASURE  # or TASK_CONVERT: convert the model for the case's backend
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +73,7 @@ class WorkerJob:
             "rule": self.rule.to_dict(),
             "max_mem_mb": self.max_mem_mb,
             "fault": self.fault,
+            "task": self.task,
         }
 
     @classmethod
@@ -74,6 +85,7 @@ class WorkerJob:
             rule=StoppingRule.from_dict(data["rule"]),
             max_mem_mb=data.get("max_mem_mb"),
             fault=data.get("fault"),
+            task=str(data.get("task") or TASK_MEASURE),
         )
 
 
@@ -154,7 +166,7 @@ class Heartbeat(threading.Thread):
         self._stop_event.set()
 
 
-def _set_parent_death_signal(parent_pid: int) -> None:
+def set_parent_death_signal(parent_pid: int) -> None:
     """Die with the parent: PR_SET_PDEATHSIG, then check the parent did not already go."""
     if sys.platform.startswith("linux"):
         try:
@@ -167,10 +179,54 @@ def _set_parent_death_signal(parent_pid: int) -> None:
         os._exit(EXIT_CASE_FAILED)
 
 
-def _limit_memory(max_mem_mb: int | None) -> None:
-    if max_mem_mb:
-        limit = int(max_mem_mb) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+_set_parent_death_signal = set_parent_death_signal  # the name tests/service's worker uses
+
+
+def set_process_name(name: str) -> None:
+    """The name ps and top show (PR_SET_NAME, 15 characters), so a forked worker reads as
+    one rather than as its fork server."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_name = 15
+            libc.prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+        except OSError:
+            pass
+
+
+def _status_kb(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def current_rss_mb() -> float | None:
+    """This process's resident set now, in MB (2**20 bytes, like ru_maxrss / 1024)."""
+    kb = _status_kb("VmRSS")
+    return None if kb is None else kb / 1024.0
+
+
+def limit_memory(max_mem_mb: int | None, device: str) -> str:
+    """Bound the model's memory: RLIMIT_AS at the address space used now (the framework's
+    imports) plus ``max_mem_mb``. Returns the mechanism, to record with the case.
+
+    Never on CUDA: the driver maps tens of GB of address space it does not use, so an
+    address-space limit fails CUDA's initialisation rather than bounding the model.
+    """
+    if not max_mem_mb:
+        return "none"
+    if device.lower().startswith("cuda") or device.upper().startswith(("GPU", "NPU")):
+        return f"none: RLIMIT_AS is not applied on {device} (device drivers map address space they do not use)"
+    vm_kb = _status_kb("VmSize")
+    base = (vm_kb or 0) * 1024
+    limit = base + int(max_mem_mb) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return f"RLIMIT_AS = VmSize after imports ({base >> 20} MB) + {int(max_mem_mb)} MB"
 
 
 def _inject_fault(fault: str | None) -> None:
@@ -210,28 +266,60 @@ def classify_exception(exc: BaseException) -> tuple[FailureKind, str, str | None
     return FailureKind.ERROR, text.splitlines()[0][:500] if text else type(exc).__name__, None
 
 
+class PhaseClock:
+    """Sends each phase to the parent, and takes the baseline RSS and sets the memory
+    bound when the model starts to load (after the framework's imports)."""
+
+    def __init__(self, channel: Channel | None, job: WorkerJob) -> None:
+        self.channel = channel
+        self.job = job
+        self.baseline_rss_mb: float | None = None
+        self.mem_limit = "none"
+        self.timeline: list[tuple[str, int]] = []
+
+    def __call__(self, phase: str) -> None:
+        self.timeline.append((phase, time.perf_counter_ns()))
+        extra: dict[str, Any] = {}
+        if phase == PHASE_LOAD and self.baseline_rss_mb is None:
+            self.baseline_rss_mb = current_rss_mb()
+            self.mem_limit = limit_memory(self.job.max_mem_mb, self.job.case.device)
+            extra = {"baseline_rss_mb": self.baseline_rss_mb, "mem_limit": self.mem_limit}
+        if self.channel is not None:
+            self.channel.send(KIND_PHASE, {"phase": phase, "t_ns": self.timeline[-1][1], **extra})
+
+
 def measure(
     job: WorkerJob,
     channel: Channel | None,
     heartbeat: Heartbeat | None = None,
     sink: SampleSink | None = None,
+    clock: PhaseClock | None = None,
 ) -> tuple[HarnessResult, dict[str, Any], dict[str, float]]:
     """Prepare and measure one case in this process. Returns the harness result, the
     backend's effective config and the device-memory peaks. Samples go to the channel,
-    or to ``sink`` when there is none (inline runs)."""
+    or to ``sink`` when there is none (inline runs). The model must already be converted
+    (``convert_for``): a measured process never converts."""
     from core.backends import get_backend
+    from core.backends.convert import forbid_conversion
 
-    on_phase = channel.phase if channel is not None else (lambda _p: None)
+    on_phase = clock or PhaseClock(channel, job)
     backend = get_backend(job.case.backend)
-    prepared = backend.prepare(job.case, job.source, on_phase=on_phase)
+    with forbid_conversion():
+        prepared = backend.prepare(job.case, job.source, on_phase=on_phase)
     try:
         if heartbeat is not None:
             heartbeat.prepared = prepared
-        on_phase(PHASE_MEASURE)
-        _inject_fault(job.fault)
+        on_phase(PHASE_WARMUP)
         if channel is not None:
             sink = channel.sample
-        result = run_timed(prepared, job.case.batch_size, job.case.mode, job.rule, sink)
+
+        def on_measure() -> None:
+            on_phase(PHASE_MEASURE)
+            _inject_fault(job.fault)
+
+        result = run_timed(
+            prepared, job.case.batch_size, job.case.mode, job.rule, sink, on_measure=on_measure
+        )
         if channel is not None:
             channel.flush()
         return result, dict(prepared.config), prepared.device_memory_mb()
@@ -241,26 +329,58 @@ def measure(
         prepared.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="backbench worker", description=argparse.SUPPRESS)
-    parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, default=0)
-    args = parser.parse_args(argv)
+def convert_for(job: WorkerJob) -> dict[str, Any]:
+    """Convert the case's model for its backend (OpenVINO IR, ONNX), into the cache."""
+    from core.backends import ensure_converted
 
-    _set_parent_death_signal(args.parent_pid)
-    logging.basicConfig(level=logging.WARNING, format="worker: %(levelname)s %(name)s: %(message)s")
-    channel = Channel(args.fd)
+    t0 = time.perf_counter_ns()
+    converted = ensure_converted(job.case, job.source)
+    return {
+        "task": TASK_CONVERT,
+        "converted": bool(converted and converted.converted),
+        "path": str(converted.path) if converted else None,
+        "seconds": (time.perf_counter_ns() - t0) / 1e9,
+        "t_ns": time.perf_counter_ns(),
+    }
+
+
+def _import_like_a_fork_server(job: WorkerJob) -> None:
+    """Import what a fork server would have, so an exec'd worker's baseline RSS (taken
+    as the model starts to load) covers the same imports. A module that fails to import
+    is left to the backend, which reports it with its install hint."""
+    import importlib
+
+    from core.measure.zygote import PRELOAD
+
+    key = TASK_CONVERT if job.task == TASK_CONVERT else job.case.backend.value
+    for name in PRELOAD.get(key, ()):
+        try:
+            importlib.import_module(name)
+        except (ImportError, OSError):
+            continue
+
+
+def serve(job_data: Any, fd: int, parent_pid: int = 0, start: str = "exec") -> int:
+    """Run one job, streaming frames to ``fd``; returns the exit code. Shared by the
+    exec'd worker (``main``) and the fork server's children."""
+    channel = Channel(fd)
     try:
-        job = WorkerJob.from_dict(json.loads(sys.stdin.read()))
-        _limit_memory(job.max_mem_mb)
+        job = WorkerJob.from_dict(job_data)
     except (ValueError, KeyError, TypeError, BackbenchError, OSError) as exc:
         channel.send(KIND_ERROR, {"kind": FailureKind.ERROR.value, "message": f"bad worker job: {exc}"})
         return EXIT_CASE_FAILED
 
+    if start == "exec":
+        _import_like_a_fork_server(job)
     heartbeat = Heartbeat(channel)
     heartbeat.start()
+    clock = PhaseClock(channel, job)
     try:
-        result, config, device_memory = measure(job, channel, heartbeat)
+        if job.task == TASK_CONVERT:
+            channel.send(KIND_PHASE, {"phase": PHASE_CONVERT, "t_ns": time.perf_counter_ns()})
+            channel.send(KIND_RESULT, convert_for(job))
+            return EXIT_OK
+        result, config, device_memory = measure(job, channel, heartbeat, clock=clock)
     except BaseException as exc:  # every failure is reported to the parent, then we exit
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
@@ -281,9 +401,27 @@ def main(argv: list[str] | None = None) -> int:
             "wall_ns": result.wall_ns,
             "config": config,
             "device_memory": device_memory,
+            "t_ns": time.perf_counter_ns(),
+            "start": start,
         },
     )
     return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="backbench worker", description=argparse.SUPPRESS)
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    set_parent_death_signal(args.parent_pid)
+    logging.basicConfig(level=logging.WARNING, format="worker: %(levelname)s %(name)s: %(message)s")
+    try:
+        job_data = json.loads(sys.stdin.read())
+    except ValueError as exc:
+        Channel(args.fd).send(KIND_ERROR, {"kind": FailureKind.ERROR.value, "message": f"bad worker job: {exc}"})
+        return EXIT_CASE_FAILED
+    return serve(job_data, args.fd, parent_pid=args.parent_pid, start="exec")
 
 
 if __name__ == "__main__":

@@ -438,7 +438,8 @@ def accuracy_vs_fps(analysis: Mapping[str, Any]) -> Figure:
 
 
 def memory_vs_params(analysis: Mapping[str, Any]) -> Figure:
-    """Peak memory against fp32 weight size, the fitted line(s) with their equations."""
+    """Memory (the model's share, the process's, or the device's; the y label says which)
+    against fp32 weight size, the fitted line(s) with their equations."""
     section = _section(analysis, "memory_vs_params", "memory vs params")
     panels = list(section["per_platform"].items())
     rows, cols = _grid(len(panels))
@@ -470,15 +471,31 @@ def memory_vs_params(analysis: Mapping[str, Any]) -> Figure:
             "top", functions=(lambda v: v / PARAM_MB_PER_MPARAM, lambda v: v * PARAM_MB_PER_MPARAM)
         )
         top.set_xlabel("Parameters (millions)")
-        memory_name = "device memory" if data["memory_column"] == "peak_device_mem_mb" else "RSS"
         ax.set_xlabel("fp32 weights (MB = params × 4 bytes / 2²⁰)")
-        ax.set_ylabel(f"Peak {memory_name} at batch {data['batch_size']} (MB)")
+        ax.set_ylabel(_memory_axis(data))
+        if data.get("memory_fallback"):
+            ax.text(
+                0.98, 0.02, "no baseline RSS in these data:\nprocess figure, framework included",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="#8a5a00",
+            )  # fmt: skip
         ax.set_title(f"Memory vs model size: {platform}", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     return fig
+
+
+def _memory_axis(data: Mapping[str, Any]) -> str:
+    """The y label of a memory panel: what was measured, at which batch size, in MB."""
+    batch = data["batch_size"]
+    label = data.get("memory_label")
+    if label is None:  # an analysis saved before the label was recorded
+        name = "device memory" if data["memory_column"] == "peak_device_mem_mb" else "RSS"
+        return f"Peak {name} at batch {batch} (MB)"
+    text = str(label)
+    text = text[:1].upper() + text[1:]
+    return text.replace(" (MB)", f" at batch {batch} (MB)")
 
 
 def speedup(analysis: Mapping[str, Any]) -> Figure:

@@ -7,6 +7,12 @@ and a marker file that lets a later report replace this one and nothing else. It
 in a temporary folder next to the target and moved into place at the end, so a failure
 never leaves half a report. Numbers are rounded by core.text; the predictor's evaluation
 and its wording come from core.predict.evaluate.
+
+Memory is the model's share (peak − baseline RSS) unless ``memory="process"`` asks for
+the whole process's peak RSS; data without a baseline RSS fall back to the process figure
+and the report says so. Disturbed measurements (other processes' CPU use above the run's
+threshold) are kept and marked ⚠ in the table of all measurements, or left out of
+everything with ``exclude_disturbed``; the data summary counts them either way.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,6 +168,8 @@ th{background:#f0f2f5;position:sticky;top:0;font-weight:600}
 th.g{text-align:center;border-bottom:1px solid #cfd5dc;position:static}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr:nth-child(even) td{background:#fafbfc}
+tr.disturbed td{background:#fff1e0}td.flag{color:#a05a00;white-space:nowrap}
+.warn{background:#fff7e6;border-left:4px solid #e0a030;padding:.5rem .9rem;border-radius:4px}
 td.wrap{max-width:28rem}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1.2rem;margin:0}
 dl.facts dt{color:#5b6570}dl.facts dd{margin:0}
@@ -184,7 +192,8 @@ LABELS: dict[str, str] = {
     "slope": "MB per MB of weights", "slope_mb_per_mparam": "MB per M params",
     "slope_se": "slope SE", "intercept": "intercept (MB)", "latency_ms_median": "ms / batch",
     "throughput_ips": "images / s", "peak_rss_mb": "peak RSS (MB)",
-    "peak_device_mem_mb": "device mem (MB)",
+    "peak_device_mem_mb": "device mem (MB)", "model_rss_mb": "model memory (MB)",
+    "interference": "other processes' CPU (cores)", "disturbed": "disturbed",
 }  # fmt: skip
 # The keys each section shows in HTML (the CSV has every column).
 HTML_KEYS: dict[str, tuple[str, ...]] = {
@@ -195,8 +204,10 @@ HTML_KEYS: dict[str, tuple[str, ...]] = {
     "memory_fits": ("platform", "line", "slope", "slope_mb_per_mparam", "intercept", "r2", "n",
                     "models", "memory_column", "batch_size"),
     "measurements": ("model", "platform", "batch_size", "per_image_ms", "latency_ms_median",
-                     "throughput_ips", "peak_rss_mb", "peak_device_mem_mb", "params_m", "gflops"),
+                     "throughput_ips", "peak_rss_mb", "model_rss_mb", "peak_device_mem_mb",
+                     "params_m", "gflops", "interference", "disturbed"),
 }  # fmt: skip
+DISTURBED_MARK = "⚠"
 
 
 def _kind(rows: Sequence[Mapping[str, Any]], key: str) -> str:
@@ -215,6 +226,8 @@ def _cell(value: Any, kind: str) -> str:
         return f'<td class="n">{_e(significant(value))}</td>'
     if kind == "bool":
         return f"<td>{'yes' if value else ''}</td>"
+    if kind == "flag":
+        return f'<td class="flag">{DISTURBED_MARK} disturbed</td>' if value else "<td></td>"
     return f'<td class="wrap">{_e("-" if value is None else value)}</td>'
 
 
@@ -225,9 +238,11 @@ def _html_table(
     kinds: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
     groups: Sequence[tuple[str, int]] = (),
+    row_class: Callable[[Mapping[str, Any]], str | None] | None = None,
 ) -> str:
     """An HTML table of ``rows``; columns with no value in any row are left out. ``groups``
-    is an optional header row of (label, column span)."""
+    is an optional header row of (label, column span); ``row_class`` gives a row's CSS
+    class (None for none)."""
     keys = [k for k in keys if any(r.get(k) is not None for r in rows)] if not groups else keys
     kinds = {k: (kinds or {}).get(k) or _kind(rows, k) for k in keys}
     names = {**LABELS, **(labels or {})}
@@ -238,8 +253,12 @@ def _html_table(
     )
     group_row = "".join(f'<th colspan="{span}" class="g">{_e(label)}</th>' for label, span in groups)
     shown = rows[:HTML_ROW_LIMIT]
+    def tr(row: Mapping[str, Any]) -> str:
+        css = row_class(row) if row_class else None
+        return f'<tr class="{_e(css)}">' if css else "<tr>"
+
     body = "".join(
-        "<tr>" + "".join(_cell(row.get(k), kinds[k]) for k in keys) + "</tr>" for row in shown
+        tr(row) + "".join(_cell(row.get(k), kinds[k]) for k in keys) + "</tr>" for row in shown
     )
     thead = (f"<tr>{group_row}</tr>" if groups else "") + f"<tr>{head}</tr>"
     out = f'<div class="scroll"><table><thead>{thead}</thead><tbody>{body}</tbody></table></div>'
@@ -355,6 +374,8 @@ def _section_html(sid: str, heading: str, figure_names: Sequence[str], key: str 
         out.append(f'<div class="figrow{" side" if side else ""}"><div>{figs}</div>{says}</div>')
     else:
         out.append(says)
+    if sid == "memory_vs_params" and analysis.get(key):
+        out.append(_memory_note_html(analysis[key]))
     if sid in ("accuracy_density", "pareto", "memory_vs_params") and tables.get(SECTION_TABLE[sid]):
         name = SECTION_TABLE[sid]
         out.append(_html_table(tables[name], HTML_KEYS[name], name))
@@ -365,12 +386,76 @@ def _section_html(sid: str, heading: str, figure_names: Sequence[str], key: str 
     if evaluation:
         out.append(_prediction_html(evaluation))
     if sid == "measurements":
-        out.append(_html_table(ctx["measurement_rows"], HTML_KEYS["measurements"], "measurements"))
+        out.append(_measurements_html(ctx["measurement_rows"], analysis["input"]))
     links = [f'<a href="tables/{n}.csv">{n}.csv</a>' for n in CSV_ONLY.get(sid, ()) if n in tables]
     if links:
         out.append(f'<p class="muted">More data: {", ".join(links)}</p>')
     out.append("</section>")
     return "".join(out)
+
+
+def _memory_note_html(section: Mapping[str, Any]) -> str:
+    """What the memory axis is, and where the process figure stood in for the model's."""
+    text = f"Memory plotted: {section.get('y') or 'peak memory (MB)'}."
+    fallbacks = [
+        f"{platform}: {info['memory_fallback']}."
+        for platform, info in (section.get("per_platform") or {}).items()
+        if info and info.get("memory_fallback")
+    ]
+    if not fallbacks:
+        return f'<p class="muted">{_e(text)}</p>'
+    items = "".join(f"<li>{_e(f)}</li>" for f in fallbacks)
+    return f'<div class="warn"><strong>{_e(text)}</strong><ul>{items}</ul></div>'
+
+
+def _measurements_html(rows: Sequence[Mapping[str, Any]], inp: Mapping[str, Any]) -> str:
+    keys = list(HTML_KEYS["measurements"])
+    if not any(r.get("disturbed") for r in rows):
+        keys.remove("disturbed")  # a column of blanks says nothing
+    table = _html_table(
+        rows, keys, "measurements", kinds={"disturbed": "flag"},
+        row_class=lambda r: "disturbed" if r.get("disturbed") else None,
+    )  # fmt: skip
+    note = _disturbed_text(inp)
+    return (f'<p class="muted">{_e(note)}</p>' if note else "") + table
+
+
+def _disturbed_text(inp: Mapping[str, Any]) -> str | None:
+    from core.analysis.data import DISTURBED_MEANING
+
+    kept, excluded = inp.get("rows_disturbed") or 0, inp.get("rows_excluded_disturbed") or 0
+    if excluded:
+        return (
+            f"{excluded} disturbed measurement(s) left out of every analysis and table "
+            f"({DISTURBED_MEANING})."
+        )
+    if kept:
+        return (
+            f"{kept} of {inp['rows_used']} measurements were disturbed ({DISTURBED_MEANING}); "
+            f"they are included and marked {DISTURBED_MARK}. --exclude-disturbed leaves them out."
+        )
+    return None
+
+
+def _disturbed_fact(inp: Mapping[str, Any]) -> str:
+    kept, excluded = inp.get("rows_disturbed") or 0, inp.get("rows_excluded_disturbed") or 0
+    if excluded:
+        return f"{excluded} measurement(s) left out"
+    if kept:
+        return f"{kept} of {inp['rows_used']} measurements, included and marked {DISTURBED_MARK}"
+    return "none marked"
+
+
+def _memory_fact(analysis: Mapping[str, Any]) -> str:
+    asked = (analysis.get("input") or {}).get("memory", "model")
+    wanted = "the model's share (peak − baseline RSS)" if asked == "model" else "the process's peak RSS"
+    section = analysis.get("memory_vs_params")
+    if not section:
+        return f"{wanted}; no memory figure"
+    text = str(section.get("y") or "")
+    if section.get("memory_fallback"):
+        text += f" ({wanted} was asked for; see the memory section)"
+    return text
 
 
 SECTION_TABLE = {"accuracy_density": "accuracy", "pareto": "pareto", "memory_vs_params": "memory_fits"}
@@ -415,6 +500,8 @@ def _summary_html(analysis: Mapping[str, Any], ctx: Mapping[str, Any]) -> str:
         ("platforms", ", ".join(inp["platforms"])),
         ("models", f"{len(inp['models'])}: {', '.join(inp['models'])}"),
         ("batch sizes", ", ".join(str(b) for b in inp["batch_sizes"])),
+        ("memory", _memory_fact(analysis)),
+        ("disturbed", _disturbed_fact(inp)),
     ]  # fmt: skip
     out = ['<section id="summary"><h2>Data</h2>', _facts(facts)]
     if analysis.get("notes"):
@@ -473,15 +560,16 @@ def _measurement_rows(inp: AnalysisInput) -> list[dict[str, Any]]:
 
 
 def _build(folder: Path, data: pd.DataFrame, inp: AnalysisInput, title: str, run_label: str | None,
-           predictor: bool, manifests: Sequence[Mapping[str, Any]]) -> None:  # fmt: skip
+           predictor: bool, manifests: Sequence[Mapping[str, Any]], memory: str) -> None:  # fmt: skip
     import pandas as pd
 
     from core.analysis import analyze, to_jsonable
+    from core.analysis.data import without_disturbed
     from core.report.figures import build_all
 
     started = time.perf_counter_ns()
     log.info("Analysing %d rows", len(inp.frame))
-    analysis = analyze(inp)
+    analysis = analyze(inp, memory=memory)
     (folder / "figures").mkdir()
     (folder / "tables").mkdir()
     figures, fig_skipped = build_all(analysis)
@@ -493,8 +581,10 @@ def _build(folder: Path, data: pd.DataFrame, inp: AnalysisInput, title: str, run
     prediction_reason = "not requested"
     if predictor:
         log.info("Cross-validating the latency predictor (leave one model out)")
+        # The predictor learns from what the analysis used: no disturbed rows if left out.
+        trained = without_disturbed(data)[0] if inp.n_excluded_disturbed else data
         try:
-            evaluation = evaluate(data)
+            evaluation = evaluate(trained)
         except DataError as exc:
             prediction_reason = str(exc)
             log.info("prediction skipped: %s", exc)
@@ -550,19 +640,24 @@ def write_report(
     run_label: str | None = None,
     predictor: bool = True,
     manifests: Sequence[Mapping[str, Any]] | None = None,
+    memory: str = "model",
+    exclude_disturbed: bool = False,
 ) -> Path:
     """Write the report folder ``out_dir`` and return the path of its index.html.
 
     ``data`` is long-schema rows (or an AnalysisInput); ``manifests`` are the environment
-    manifests of the runs, shown in the data summary. An existing ``out_dir`` is replaced
-    only when it holds an earlier report (or nothing). Raises DataError for unusable
-    data and UsageError for a target that cannot be written.
+    manifests of the runs, shown in the data summary. ``memory`` ("model" or "process")
+    and ``exclude_disturbed`` are analyze()'s. An existing ``out_dir`` is replaced only
+    when it holds an earlier report (or nothing). Raises DataError for unusable data and
+    UsageError for a target that cannot be written or an unknown ``memory``.
     """
     from core.analysis.data import AnalysisInput, coerce_input
+    from core.analysis.memory import check_memory
 
+    check_memory(memory)
     out = Path(out_dir).expanduser().absolute()
     _check_target(out)
-    inp = coerce_input(data)
+    inp = coerce_input(data, exclude_disturbed=exclude_disturbed)
     frame = inp.frame if isinstance(data, AnalysisInput) else data
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -571,7 +666,7 @@ def write_report(
     except OSError as exc:
         raise UsageError(f"Cannot write the report to {out}: {exc.strerror or exc}.", "Choose another -o folder.") from exc
     try:
-        _build(built, frame, inp, title or "backbench report", run_label, predictor, manifests or ())
+        _build(built, frame, inp, title or "backbench report", run_label, predictor, manifests or (), memory)
         _move_into_place(built, out)
     except OSError as exc:
         shutil.rmtree(built, ignore_errors=True)

@@ -316,6 +316,17 @@ class Store:
         log.info("Created run %s (id %d) in %s", run_name, run_id, self.path)
         return Run(run_id, run_name, spec, dict(manifest), now, status, finished_at)
 
+    def set_run_manifest(self, run_id: int, manifest: dict[str, Any]) -> None:
+        """Point a run at another environment manifest (the one it was created with plus
+        what the sweep learned as it started, such as how its workers start)."""
+        env_id = self.add_environment(manifest)
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE runs SET environment_id = ? WHERE id = ?", (env_id, int(run_id))
+            )
+            if cursor.rowcount == 0:
+                raise self._run_not_found(run_id)
+
     def set_run_status(self, run_id: int, status: str) -> None:
         """Terminal statuses stamp ``finished_at``; queued/running clear it (a resume)."""
         _check_run_status(status)

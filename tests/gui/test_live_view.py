@@ -221,3 +221,76 @@ def test_the_view_timer_draws_and_catches_up_the_slow_parts(qtbot) -> None:
     panel.on_telemetry(1, _samples(10, 10, 3_000_000), memory_array([]))
     qtbot.waitUntil(lambda: "20 iterations shown" in panel.stats.text(), timeout=5000)
     assert panel.redraw_count >= 2
+
+
+# -- disturbed cases (issue 9) ------------------------------------------------------------------
+
+
+def _case_end(job_id: int, index: int, *, disturbed, interference, attempt: int = 1) -> dict:
+    measurement = {"case": {"model": "resnet18", "backend": "torch", "device": "cpu",
+                            "precision": "fp32", "batch_size": 1}, "status": "ok",
+                   "disturbed": disturbed, "interference": interference, "attempt": attempt}  # fmt: skip
+    return {"job_id": job_id, "case_index": index, "measurement": measurement}
+
+
+def _start_case(panel: LivePanel, job_id: int, index: int, label: str) -> None:
+    panel.on_job_event(JobEvent.CASE_STARTED, {"job_id": job_id, "case_index": index, "cases_total": 3, "label": label})
+
+
+def _memory_at(t_s: float, rss_mb: float = 300.0) -> np.ndarray:
+    return memory_array([{"t_ns": int(t_s * 1e9), "rss_mb": rss_mb, "device_memory": {}}])
+
+
+def _regions(panel: LivePanel) -> list:
+    import pyqtgraph as pg
+
+    return [item for item in panel.memory_plot.items if isinstance(item, pg.LinearRegionItem)]
+
+
+def test_a_disturbed_case_is_flagged_with_its_interference(qtbot) -> None:
+    panel = LivePanel(title="edge")
+    qtbot.addWidget(panel)
+    panel.on_job_event(JobEvent.STARTED, {"job_id": 5, "cases_total": 3})
+    _start_case(panel, 5, 0, "resnet18 b1")
+    panel.on_telemetry(5, _samples(0, 20, 1_000_000), _memory_at(0.0))
+    panel.on_job_event(JobEvent.CASE_FINISHED, _case_end(5, 0, disturbed=False, interference=0.02))
+    assert not panel.disturbed_label.isVisibleTo(panel)  # a clean case raises no flag
+    assert "disturbed" not in panel.progress.format()
+    _start_case(panel, 5, 1, "resnet18 b8")
+    panel.on_telemetry(5, _samples(0, 20, 1_000_000), _memory_at(2.0))
+    panel.on_telemetry(5, _samples(20, 20, 1_000_000), _memory_at(5.0))
+    panel.on_job_event(JobEvent.CASE_FINISHED, _case_end(5, 1, disturbed=True, interference=0.4213))
+    assert panel.disturbed_label.isVisibleTo(panel)
+    assert "1 disturbed case" in panel.disturbed_label.text()
+    assert "resnet18 b8 (0.42 cores of other work)" in panel.disturbed_label.text()
+    assert "resnet18 b1" not in panel.disturbed_label.text()
+    assert panel.progress.format() == "%v / %m cases, 1 disturbed"
+    assert "resnet18 b8 - disturbed: 0.42 cores of other work" in panel.heading.text()
+    # The case's span is shaded on the job's memory timeline.
+    (region,) = _regions(panel)
+    assert region.getRegion() == pytest.approx((2.0, 5.0))
+    # A retry of the same case that ran undisturbed takes the flag away.
+    _start_case(panel, 5, 1, "resnet18 b8")
+    panel.on_job_event(JobEvent.CASE_FINISHED, _case_end(5, 1, disturbed=False, interference=0.01, attempt=2))
+    assert not panel.disturbed_label.isVisibleTo(panel) and not panel.disturbed
+    # A new job starts clean.
+    _start_case(panel, 5, 2, "vgg16 b1")
+    panel.on_job_event(JobEvent.CASE_FAILED, _case_end(5, 2, disturbed=True, interference=1.5, attempt=3))
+    assert "vgg16 b1 (1.5 cores of other work, attempt 3)" in panel.disturbed_label.text()
+    panel.on_job_event(JobEvent.STARTED, {"job_id": 6, "cases_total": 1})
+    assert not panel.disturbed and not _regions(panel)
+    assert not panel.disturbed_label.isVisibleTo(panel)
+
+
+def test_case_events_from_an_older_agent_flag_nothing(qtbot) -> None:
+    panel = LivePanel(title="old")
+    qtbot.addWidget(panel)
+    panel.on_job_event(JobEvent.STARTED, {"job_id": 1, "cases_total": 2})
+    _start_case(panel, 1, 0, "alexnet b1")
+    panel.on_job_event(JobEvent.CASE_FINISHED, {"job_id": 1, "case_index": 0})  # no measurement
+    _start_case(panel, 1, 1, "alexnet b2")
+    bad = _case_end(1, 1, disturbed="yes", interference="lots")  # wrong types: not trusted
+    panel.on_job_event(JobEvent.CASE_FINISHED, bad)
+    assert panel.cases_done == 2 and not panel.disturbed
+    assert not panel.disturbed_label.isVisibleTo(panel)
+    assert panel.progress.format() == "%v / %m cases"

@@ -104,10 +104,9 @@ def test_store_import_lists_runs_and_shows_the_manifest(
     assert view.details.title.text() == "Run: edge-run"
     shown = json.dumps(view.details.payload())
     assert "Test CPU 3000" in shown and "2022.3" in shown
-    tree_text = [
-        view.details.tree.topLevelItem(1).child(i).text(1)
-        for i in range(view.details.tree.topLevelItem(1).childCount())
-    ]
+    environment = view.details.section("Environment")
+    assert environment is not None
+    tree_text = [environment.child(i).text(1) for i in range(environment.childCount())]
     assert "Test CPU 3000" in tree_text
     # Both runs selected: the rows of both platforms go to the analysis.
     with qtbot.waitSignal(view.selection_changed) as emitted:
@@ -287,3 +286,115 @@ def test_append_and_add_dataframe_replace_a_refetched_run(
     )
     assert view.model.rowCount() == 13  # the same agent's run 7 replaced, not doubled
     assert sorted(view.dataframe()["per_image_ms"].tail(2)) == [2.5, 3.0]
+
+
+# -- issue 9: where the time went, disturbed cases, the model's memory -----------------------
+
+
+def timed_measurement(
+    batch: int, phases: dict[str, float], wall_s: float, interference: float, disturbed: bool
+) -> Measurement:
+    m = measurement("resnet18", Backend.TORCH, "cpu", batch, 2.0 * batch)
+    return Measurement(
+        **{f: getattr(m, f) for f in ("case", "status", "stats", "samples_ns", "throughput_ips",
+                                      "params", "flops")},
+        peak_rss_mb=500.0, baseline_rss_mb=380.0, phase_s=phases, duration_s=wall_s,
+        interference=interference, disturbed=disturbed,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def timed_store(tmp_path: Path) -> Path:
+    """Two cases: 412 s of wall time, 333.72 s of it warm-up and timed loop (81%)."""
+    path = tmp_path / "timed.db"
+    store = Store(path)
+    spec = RunSpec(models=("resnet18",), batch_sizes=(1, 8), name="timed", disturbed_threshold=0.1)
+    run = store.create_run(spec, MANIFEST_EDGE, status="finished")
+    clean = {"convert": 0.0, "start": 0.6, "load": 1.5, "compile": 0.25, "warmup": 10.0, "measure": 150.0}
+    busy = {"convert": 3.5, "start": 0.5, "load": 2.0, "compile": 1.0, "warmup": 20.0, "measure": 153.72}
+    store.add_measurement(run.id, timed_measurement(1, clean, 200.0, 0.02, False))
+    store.add_measurement(run.id, timed_measurement(8, busy, 212.0, 0.4213, True))
+    store.close()
+    return path
+
+
+def test_run_details_show_where_the_time_went(view: ResultsView, timed_store: Path) -> None:
+    assert view.import_file(timed_store), view.last_error
+    details = view.details
+    time_item = details.section("Time")
+    assert time_item is not None
+    assert time_item.text(1) == "412 s wall, 81% measuring"
+    cases = {time_item.child(i).text(0): time_item.child(i).text(1) for i in range(time_item.childCount())}
+    # A cached model's conversion (0 s) is left out; a real one is shown first.
+    assert cases["resnet18 b1"] == "load 1.5 s, compile 0.25 s, warm-up 10 s, measure 150 s, wall 200 s"
+    assert cases["resnet18 b8"].startswith(
+        "convert 3.5 s, load 2 s, compile 1 s, warm-up 20 s, measure 154 s, wall 212 s"
+    )
+    assert "disturbed: 0.42 cores of other work" in cases["resnet18 b8"]
+    assert "disturbed" not in cases["resnet18 b1"]
+    disturbed = details.section("Disturbed")
+    assert disturbed is not None
+    assert disturbed.text(1) == "⚠ 1 of 2 cases (other processes above 0.1 cores)"
+    assert [disturbed.child(i).text(0) for i in range(disturbed.childCount())] == ["resnet18 b8"]
+    payload = details.payload()["time"]
+    assert payload["wall_s"] == pytest.approx(412.0)
+    assert payload["measuring_share"] == pytest.approx(333.72 / 412.0)
+
+
+def test_the_table_flags_the_disturbed_case_and_shows_the_model_memory(
+    view: ResultsView, timed_store: Path
+) -> None:
+    assert view.import_file(timed_store), view.last_error
+    model = view.model
+    columns = model.columns()
+    for name in ("disturbed", "interference", "attempt", "model_rss_mb"):
+        assert name in columns and not view.table.isColumnHidden(columns.index(name)), name
+    assert columns.index("model_rss_mb") < columns.index("peak_rss_mb")
+    assert model.headerData(columns.index("model_rss_mb"), Qt.Orientation.Horizontal) == "model memory (MB)"
+    rows = {model.raw(r, columns.index("batch_size")): r for r in range(model.rowCount())}
+    busy, clean = rows[8], rows[1]
+
+    def cell(row: int, name: str, role=Qt.ItemDataRole.DisplayRole):
+        return model.data(model.index(row, columns.index(name)), role)
+
+    assert cell(busy, "disturbed") == "yes" and cell(clean, "disturbed") == "no"
+    assert cell(busy, "interference") == "0.42"
+    assert cell(busy, "model_rss_mb") == "120"  # 500 MB peak - 380 MB baseline
+    assert cell(busy, "attempt") == "1"
+    # The whole disturbed row is tinted and says why; the clean one is not.
+    for name in ("model", "per_image_ms", "disturbed"):
+        assert cell(busy, name, Qt.ItemDataRole.BackgroundRole) is not None, name
+        assert cell(clean, name, Qt.ItemDataRole.BackgroundRole) is None, name
+    assert "0.42 cores" in cell(busy, "disturbed", Qt.ItemDataRole.ToolTipRole)
+    assert view.count_label.text() == "2 of 2 rows, 1 disturbed"
+    view.set_filter("disturbed=no")
+    assert view.dataframe()["batch_size"].tolist() == [1]
+    assert view.count_label.text() == "1 of 2 rows"
+    view.set_filter("disturbed=yes")
+    assert view.dataframe()["batch_size"].tolist() == [8]
+
+
+def test_older_results_without_the_new_columns_still_display(view: ResultsView, tmp_path: Path) -> None:
+    old = pd.DataFrame(
+        {"model": ["alexnet"] * 2, "backend": ["torch"] * 2, "device": ["cpu"] * 2,
+         "precision": ["fp32"] * 2, "batch_size": [1, 2], "per_image_ms": [1.0, 0.8],
+         "peak_rss_mb": [400.0, 420.0], "status": ["ok"] * 2, "run_id": [3, 3], "run_name": ["old"] * 2}
+    )  # fmt: skip
+    old.to_csv(tmp_path / "old.csv", index=False)
+    assert view.import_file(tmp_path / "old.csv"), view.last_error
+    assert view.model.rowCount() == 2
+    assert view.count_label.text() == "2 of 2 rows"
+    time_item = view.details.section("Time")
+    assert time_item is not None and time_item.text(1).startswith("not recorded")
+    assert view.details.section("Disturbed") is None
+    column = view.model.column_index("peak_rss_mb")
+    assert view.model.data(view.model.index(0, column)) == "400"
+    for row in range(2):
+        assert view.model.data(view.model.index(row, 0), Qt.ItemDataRole.BackgroundRole) is None
+    # A file that has the columns but no values in them (an agent that did not fill them).
+    blank = old.assign(disturbed=[None, None], model_rss_mb=[None, None], wall_s=[None, None])
+    view.set_dataframe(blank, "blank")
+    assert view.count_label.text() == "2 of 2 rows"
+    assert view.model.data(view.model.index(0, view.model.column_index("model_rss_mb"))) == "–"
+    view.set_filter("disturbed=no")
+    assert view.proxy.rowCount() == 0  # unknown is neither yes nor no

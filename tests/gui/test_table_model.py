@@ -210,3 +210,20 @@ def test_new_data_keeps_the_query_and_drops_the_row_restriction(models) -> None:
     model.set_dataframe(bigger)
     assert proxy.rowCount() == 6  # 3 rows with batch >= 9, twice
     assert math.isclose(sum(proxy_column(proxy, model, "batch_size")), 2 * (9 + 10 + 100))
+
+
+def test_yes_no_columns_from_a_store_a_csv_or_json_read_alike(qapp) -> None:
+    from gui.table_model import disturbed_mask, truth_values
+
+    raw = pd.Series([True, False, None, "True", "false", "yes", 1.0, 0.0, np.nan, "maybe"], dtype=object)
+    assert truth_values(raw).tolist() == [True, False, pd.NA, True, False, True, True, False, pd.NA, pd.NA]
+    assert disturbed_mask(pd.DataFrame({"disturbed": raw})).tolist() == [
+        True, False, False, True, False, True, True, False, False, False,
+    ]  # fmt: skip
+    assert disturbed_mask(pd.DataFrame({"model": ["a", "b"]})).tolist() == [False, False]
+    data = pd.DataFrame({"model": ["a", "b", "c"], "disturbed": ["True", "False", ""]})
+    assert query_mask(data, "disturbed=yes").tolist() == [True, False, False]
+    assert query_mask(data, "disturbed:no").tolist() == [False, True, False]
+    assert query_mask(data, "disturbed!=yes").tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="yes or no"):
+        query_mask(data, "disturbed>yes")

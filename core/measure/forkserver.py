@@ -1,0 +1,229 @@
+"""The supervisor's side of the fork server (core.measure.zygote).
+
+``ForkServer`` starts a zygote for one preload set, waits until it has imported the
+frameworks and proved it is safe to fork, and then asks it for one forked worker per
+case. Frames still go straight from the worker to the supervisor, through a FIFO the
+supervisor creates in a private folder (0700) and opens first; only the fork request,
+the child's pid and its exit status (with its peak RSS from ``wait4``) pass through the
+zygote.
+
+A zygote that fails to start, says it is unsafe, or dies is not tried again for the
+life of the ForkServer: the supervisor falls back to fork+exec and records why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from core.results import Backend
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 300.0  # importing torch on a slow edge box takes a while
+REPLY_TIMEOUT_S = 30.0
+
+
+def preload_key(backend: Backend | str, convert: bool = False) -> str:
+    """The zygote a case of ``backend`` forks from (or its conversion, with ``convert``)."""
+    if convert:
+        return "convert"
+    return Backend(backend).value
+
+
+def zygote_command(worker_command: list[str]) -> list[str] | None:
+    """The fork server's command for a worker command, or None where there is none (a
+    custom worker, such as the tests' synthetic one, is always exec'd)."""
+    if getattr(sys, "frozen", False) and worker_command[1:] == ["worker"]:
+        return [worker_command[0], "zygote"]
+    if len(worker_command) >= 3 and worker_command[-2:] == ["-m", "core.measure.worker"]:
+        return [*worker_command[:-1], "core.measure.zygote"]
+    return None
+
+
+@dataclass
+class ChildExit:
+    """What the zygote's ``wait4`` said about a child: as from ``os.wait4``."""
+
+    status: int
+    ru_maxrss: int  # KB, like resource.struct_rusage.ru_maxrss
+
+
+class ForkServerError(Exception):
+    """The fork server cannot serve: the caller falls back to fork+exec."""
+
+
+class ForkServer:
+    def __init__(self, command: list[str], key: str, env: dict[str, str] | None = None) -> None:
+        self.command = command
+        self.key = key
+        self.env = env
+        self.info: dict[str, Any] = {}
+        self.failure: str | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._buffer = b""
+        self._exits: dict[int, ChildExit] = {}
+        self._dir = Path(tempfile.mkdtemp(prefix="backbench-fork-"))  # 0700
+        self._seq = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the zygote and wait until it is ready; raises ForkServerError."""
+        if self.failure is not None:
+            raise ForkServerError(self.failure)
+        if self.alive:
+            return
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        try:
+            self._proc = subprocess.Popen(
+                [*self.command, "--preload", self.key, "--parent-pid", str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                start_new_session=True,
+                env=self.env,
+                cwd=os.getcwd(),
+            )
+        except OSError as exc:
+            self._fail(f"could not start the fork server: {exc.strerror or exc}")
+        t0 = time.monotonic()
+        reply = self._reply(READY_TIMEOUT_S, lambda r: "ready" in r)
+        if reply is None:
+            self._fail(f"the fork server did not start: {self._stderr_tail() or 'no output'}")
+        self.info = dict(reply or {})
+        self.info["start_s"] = round(time.monotonic() - t0, 3)
+        if not self.info.get("ready"):
+            self._fail(f"forking is unsafe here: {self.info.get('unsafe')}")
+        log.info(
+            "fork server %s ready in %.1f s (pid %s, %.0f MB)",
+            self.key, self.info["start_s"], self.info.get("pid"), self.info.get("rss_mb") or 0,
+        )  # fmt: skip
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                if proc.stdin is not None:
+                    proc.stdin.close()  # end of input: the zygote kills its children and exits
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        with contextlib.suppress(OSError):
+            for leftover in self._dir.iterdir():
+                leftover.unlink()
+            self._dir.rmdir()
+
+    def _fail(self, reason: str) -> None:
+        self.failure = reason
+        log.warning("fork server %s: %s; starting workers with fork+exec", self.key, reason)
+        self.close()
+        raise ForkServerError(reason)
+
+    # -- one case ----------------------------------------------------------------------
+
+    def paths(self) -> tuple[Path, Path]:
+        """A fresh FIFO and stderr file for one child, in the private folder."""
+        self._seq += 1
+        fifo = self._dir / f"case-{self._seq}.fifo"
+        stderr = self._dir / f"case-{self._seq}.stderr"
+        os.mkfifo(fifo, 0o600)
+        stderr.touch(0o600)
+        return fifo, stderr
+
+    def fork(self, job: dict[str, Any], fifo: Path, stderr: Path) -> int:
+        """Ask for a forked worker; the FIFO's read end must be open already."""
+        if not self.alive or self._proc is None or self._proc.stdin is None:
+            raise ForkServerError("the fork server is not running")
+        request = {"op": "fork", "job": job, "fifo": str(fifo), "stderr": str(stderr)}
+        try:
+            self._proc.stdin.write((json.dumps(request) + "\n").encode())
+            self._proc.stdin.flush()
+        except OSError as exc:
+            self._fail(f"the fork server stopped answering ({exc})")
+        reply = self._reply(REPLY_TIMEOUT_S, lambda r: "forked" in r or "error" in r)
+        if reply is None:
+            self._fail(f"the fork server died: {self._stderr_tail() or 'no output'}")
+        if "error" in (reply or {}):
+            self._fail(str(reply["error"]))  # type: ignore[index]
+        return int(reply["forked"])  # type: ignore[index]
+
+    def exit_of(self, pid: int, wait_s: float = 0.0) -> ChildExit | None:
+        """The child's exit, once the zygote reaped it; None while it runs."""
+        if pid not in self._exits:
+            self._reply(wait_s, lambda r: r.get("exited") == pid)
+        if pid in self._exits:
+            return self._exits.pop(pid)
+        if self._proc is None or self._proc.poll() is not None:
+            # The zygote is gone, and PDEATHSIG took its children: a wait status of SIGKILL.
+            return ChildExit(status=int(signal.SIGKILL), ru_maxrss=0)
+        return None
+
+    def fileno(self) -> int | None:
+        return None if self._proc is None or self._proc.stdout is None else self._proc.stdout.fileno()
+
+    # -- the reply stream ----------------------------------------------------------------
+
+    def _reply(self, timeout_s: float, wanted: Any) -> dict[str, Any] | None:
+        """Read reply lines until one satisfies ``wanted`` or the time is up. Exit notes
+        for any child are kept for ``exit_of``."""
+        deadline = time.monotonic() + timeout_s
+        fd = self.fileno()
+        while fd is not None:
+            while b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                try:
+                    reply = json.loads(line)
+                except ValueError:
+                    log.warning("fork server %s wrote %r", self.key, line[:200])
+                    continue
+                if "exited" in reply:
+                    self._exits[int(reply["exited"])] = ChildExit(
+                        int(reply["status"]), int(reply.get("maxrss_kb") or 0)
+                    )
+                if wanted(reply):
+                    return reply
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(0.0, remaining))
+            if not ready:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None  # the zygote exited
+            self._buffer += chunk
+        return None
+
+    def _stderr_tail(self, limit: int = 2000) -> str:
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.seek(0, os.SEEK_END)
+            size = self._stderr.tell()
+            self._stderr.seek(max(0, size - limit))
+            return self._stderr.read().decode(errors="replace").strip()
+        except OSError:
+            return ""
