@@ -77,6 +77,7 @@ class ForkServer:
         self._exits: dict[int, ChildExit] = {}
         self._dir = Path(tempfile.mkdtemp(prefix="backbench-fork-"))  # 0700
         self._seq = 0
+        self.last_fork_threads = 0  # the zygote's thread count as it last forked
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -170,6 +171,7 @@ class ForkServer:
             self._fail(f"the fork server died: {self._stderr_tail() or 'no output'}")
         if "error" in (reply or {}):
             self._fail(str(reply["error"]))  # type: ignore[index]
+        self.last_fork_threads = int((reply or {}).get("threads") or 0)
         return int(reply["forked"])  # type: ignore[index]
 
     def exit_of(self, pid: int, wait_s: float = 0.0) -> ChildExit | None:

@@ -105,18 +105,23 @@ def _stop_executors() -> int:
     return stopped
 
 
+def cuda_initialized() -> bool:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    try:
+        return bool(torch.cuda.is_initialized())
+    except Exception:  # a torch without CUDA support
+        return False
+
+
 def unsafe_reason() -> str | None:
     """Why forking now would be unsafe, or None."""
     names = thread_names()
     if len(names) > 1:
         return f"{len(names)} threads are running ({', '.join(sorted(names))}); a fork copies only one"
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            if torch.cuda.is_initialized():
-                return "torch has a CUDA context, which a forked child cannot use"
-        except Exception:  # a torch without CUDA support
-            pass
+    if cuda_initialized():
+        return "torch has a CUDA context, which a forked child cannot use"
     return None
 
 
@@ -218,6 +223,7 @@ def serve(key: str, parent_pid: int) -> int:
             "import_s": round(time.monotonic() - t0, 3),
             "rss_mb": rss_mb(),
             "threads": len(thread_names()),
+            "cuda_initialized": cuda_initialized(),
             "unsafe": reason,
         },
     )
@@ -265,12 +271,13 @@ def serve(key: str, parent_pid: int) -> int:
                 except OSError as exc:
                     _write_line(out, {"error": f"cannot open the frame pipe: {exc}"})
                     continue
+                threads_at_fork = len(thread_names())
                 pid = os.fork()
                 if pid == 0:
                     _child(request, fifo_fd, my_pid, keep=(out, wake_r, wake_w))
                 os.close(fifo_fd)
                 children.add(pid)
-                _write_line(out, {"forked": pid})
+                _write_line(out, {"forked": pid, "threads": threads_at_fork})
     finally:
         for pid in children:
             with contextlib.suppress(OSError):

@@ -1,8 +1,9 @@
 """Worker processes for real: a good case, and every way a case can fail.
 
-Each test starts a real worker (fork+exec, its own session) on a small zoo model and
-checks what the supervisor recorded. Faults are injected inside the worker through
-WorkerJob.fault, so the crash, hang, OOM and kill are real.
+Each test starts a real worker (forked from the fork server, or fork+exec; its own
+session) on a small zoo model and checks what the supervisor recorded. Faults are
+injected inside the worker through WorkerJob.fault, so the crash, hang, OOM and kill
+are real. The tests of failures run with both start methods.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+import pytest
 
 from core.backends.base import ModelSource
 from core.measure.supervisor import CaseObserver, CaseRunner, PhaseLimits, run_inline
@@ -54,17 +56,56 @@ class Recorder(CaseObserver):
 
 
 def worker_pids() -> list[int]:
-    return [p.pid for p in psutil.Process().children(recursive=True) if "core.measure.worker" in " ".join(p.cmdline())]
+    """Workers below this process: exec'd ones by their command line, forked ones by
+    the name they give themselves."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.name() == "bb-worker" or "core.measure.worker" in " ".join(p.cmdline()):
+                found.append(p.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
-def test_good_case_streams_every_sample() -> None:
+START_METHODS = pytest.mark.parametrize("start", ["fork-server", "exec"])
+
+
+_RUNNERS: dict[str, CaseRunner] = {}
+
+
+@pytest.fixture
+def runner(request: pytest.FixtureRequest) -> Any:
+    """A CaseRunner per start method, kept for the module (a fork server imports torch
+    once), with default limits for each test."""
+    start = request.param if hasattr(request, "param") else "fork-server"
+    if start not in _RUNNERS:
+        _RUNNERS[start] = CaseRunner(start=start)
+    r = _RUNNERS[start]
+    r.limits, r.max_mem_mb = PhaseLimits(), None
+    yield r
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_runners() -> Any:
+    yield
+    for r in _RUNNERS.values():
+        r.close()
+    _RUNNERS.clear()
+
+
+BOTH = pytest.mark.parametrize("runner", ["fork-server", "exec"], indirect=True)
+
+
+@BOTH
+def test_good_case_streams_every_sample(runner: CaseRunner) -> None:
     rec = Recorder()
-    m = CaseRunner().run(job(batch=2), rec)
+    m = runner.run(job(batch=2), rec)
     assert m.status is Status.OK, m.error
     streamed = np.concatenate(rec.samples)[:, 1]
     assert list(streamed) == list(m.samples_ns)
     assert m.stats is not None and m.stats.n == len(m.samples_ns) >= 5
-    assert rec.phases[-1] == "measure" and "load" in rec.phases
+    assert rec.phases[-1] == "measure" and "load" in rec.phases and "warmup" in rec.phases
     assert m.first_inference_ms and m.first_inference_ms > 0
     assert m.peak_rss_mb and m.peak_rss_mb > 50  # torch alone is far bigger than this
     assert m.throughput_ips and m.throughput_ips > 0
@@ -73,48 +114,76 @@ def test_good_case_streams_every_sample() -> None:
     # Timestamps are CLOCK_MONOTONIC, shared with the parent, and increase.
     stamps = np.concatenate(rec.samples)[:, 0]
     assert np.all(np.diff(stamps) >= 0) and stamps[-1] <= time.perf_counter_ns()
+    assert m.conditions["start"] == runner.start
     assert not worker_pids()
 
 
-def test_segfault_is_classified_as_crash() -> None:
-    m = CaseRunner().run(job("segfault"))
+@BOTH
+def test_phase_times_and_memory_split_are_recorded(runner: CaseRunner) -> None:
+    m = runner.run(job())
+    assert m.status is Status.OK, m.error
+    for phase in ("start", "load", "compile", "warmup", "measure"):
+        assert m.phase_s.get(phase, 0) > 0, (phase, m.phase_s)
+    # The phases lie inside the case's wall time, and the timed loop ran about as long
+    # as the stopping rule allowed (0.5 s, or fewer once min_iters and the CI are met).
+    assert sum(m.phase_s.values()) <= (m.duration_s or 0) + 0.05
+    assert m.phase_s["measure"] <= FAST.max_time_s + 1.0
+    # The baseline is the process after its imports (torch is hundreds of MB); the
+    # model's share is the rest of the peak.
+    assert m.baseline_rss_mb is not None and m.baseline_rss_mb > 100
+    assert m.model_rss_mb is not None and 0 < m.model_rss_mb < m.peak_rss_mb  # type: ignore[operator]
+    assert m.interference is not None and m.disturbed is not None
+
+
+@BOTH
+def test_segfault_is_classified_as_crash(runner: CaseRunner) -> None:
+    m = runner.run(job("segfault"))
     assert m.status is Status.FAILED
     assert m.failure is FailureKind.CRASHED
     assert "SIGSEGV" in (m.error or "")
 
 
-def test_hang_is_killed_by_the_phase_limit() -> None:
-    limits = PhaseLimits(measure_s=1.0, term_grace_s=1.0)
+@BOTH
+def test_hang_is_killed_by_the_phase_limit(runner: CaseRunner) -> None:
+    runner.limits = PhaseLimits(measure_s=1.0, term_grace_s=1.0)
     t0 = time.monotonic()
-    m = CaseRunner(limits=limits).run(job("hang"))
+    m = runner.run(job("hang"))
     assert m.failure is FailureKind.TIMEOUT
     assert "measure phase exceeded" in (m.error or "")
     assert time.monotonic() - t0 < 60
     assert not worker_pids()
 
 
-def test_gil_holding_spin_is_caught_by_the_heartbeat() -> None:
-    limits = PhaseLimits(heartbeat_s=1.5, term_grace_s=1.0)
-    m = CaseRunner(limits=limits).run(job("spin"))
+@BOTH
+def test_gil_holding_spin_is_caught_by_the_heartbeat(runner: CaseRunner) -> None:
+    runner.limits = PhaseLimits(heartbeat_s=1.5, term_grace_s=1.0)
+    m = runner.run(job("spin"))
     assert m.failure is FailureKind.TIMEOUT
     assert "no heartbeat" in (m.error or "")
 
 
-def test_memory_limit_is_classified_as_oom() -> None:
-    # RLIMIT_AS must leave room for torch's own mappings; the injected fault then
-    # allocates past it.
-    m = CaseRunner(max_mem_mb=12_000).run(job("alloc"))
+@BOTH
+def test_memory_limit_bounds_the_model_not_the_imports(runner: CaseRunner) -> None:
+    # 1000 MB above what the imports mapped: torch's CUDA build alone maps several GB
+    # of address space, so an absolute limit this low would fail every case.
+    runner.max_mem_mb = 1000
+    good = runner.run(job())
+    assert good.status is Status.OK, good.error
+    assert good.conditions["mem_limit"].startswith("RLIMIT_AS = VmSize after imports")
+    m = runner.run(job("alloc"))
     assert m.status is Status.FAILED
     assert m.failure is FailureKind.OOM, m.error
 
 
-def test_unexpected_exit_is_reported() -> None:
-    m = CaseRunner().run(job("exit"))
+@BOTH
+def test_unexpected_exit_is_reported(runner: CaseRunner) -> None:
+    m = runner.run(job("exit"))
     assert m.failure is FailureKind.CRASHED
     assert "status 7" in (m.error or "")
 
 
-def test_sigkill_from_outside_fails_the_case_with_a_reason() -> None:
+@BOTH
+def test_sigkill_from_outside_fails_the_case_with_a_reason(runner: CaseRunner) -> None:
     rec = Recorder()
 
     def kill_worker() -> None:
@@ -122,36 +191,39 @@ def test_sigkill_from_outside_fails_the_case_with_a_reason() -> None:
             os.kill(pid, signal.SIGKILL)
 
     rec.on_measure = kill_worker
-    m = CaseRunner().run(job(), rec)
+    m = runner.run(job(), rec)
     assert m.status is Status.FAILED
     assert m.failure in (FailureKind.CRASHED, FailureKind.OOM)
     assert "SIGKILL" in (m.error or "") or "OOM" in (m.error or "")
 
 
-def test_cancel_stops_the_worker() -> None:
+@BOTH
+def test_cancel_stops_the_worker(runner: CaseRunner) -> None:
     cancel = threading.Event()
     rec = Recorder()
     rec.on_measure = cancel.set
     slow = WorkerJob(job().case, ModelSource(MODEL), StoppingRule(min_iters=10_000, max_time_s=60), fault=None)
-    m = CaseRunner().run(slow, rec, cancel)
+    m = runner.run(slow, rec, cancel)
     assert m.status is Status.CANCELLED
     assert not worker_pids()
 
 
-def test_worker_error_is_reported_with_its_message() -> None:
-    m = CaseRunner().run(job(model="no_such_model"))
+def test_worker_error_is_reported_with_its_message(runner: CaseRunner) -> None:
+    m = runner.run(job(model="no_such_model"))
     assert m.failure is FailureKind.ERROR
     assert "no_such_model" in (m.error or "")
 
 
 def test_missing_worker_command_fails_cleanly() -> None:
-    m = CaseRunner(worker_command=["/nonexistent/python"]).run(job())
+    with CaseRunner(worker_command=["/nonexistent/python"]) as r:
+        m = r.run(job())
     assert m.status is Status.FAILED
     assert "could not start the worker" in (m.error or "")
 
 
-def test_worker_dies_with_its_parent(tmp_path: Any) -> None:
-    """PDEATHSIG: a supervisor killed with SIGKILL takes its worker along."""
+@pytest.mark.parametrize("start", ["fork-server", "exec"])
+def test_worker_dies_with_its_parent(tmp_path: Any, start: str) -> None:
+    """PDEATHSIG: a supervisor killed with SIGKILL takes its worker (and fork server) along."""
     script = tmp_path / "parent.py"
     script.write_text(
         textwrap.dedent(
@@ -162,22 +234,24 @@ def test_worker_dies_with_its_parent(tmp_path: Any) -> None:
             from core.measure.supervisor import CaseRunner
             from core.measure.worker import WorkerJob
             case = Case({MODEL!r}, Backend.TORCH, "cpu", Precision.FP32, 1, Mode.LATENCY)
-            CaseRunner().run(WorkerJob(case, ModelSource({MODEL!r}), StoppingRule(), fault="hang"))
+            CaseRunner(start={start!r}).run(WorkerJob(case, ModelSource({MODEL!r}), StoppingRule(), fault="hang"))
             """
         )
     )
     parent = subprocess.Popen([sys.executable, str(script)])
     try:
-        deadline = time.monotonic() + 60
-        children: list[psutil.Process] = []
-        while time.monotonic() < deadline and not children:
-            children = psutil.Process(parent.pid).children()
+        deadline = time.monotonic() + 120
+        workers: list[psutil.Process] = []
+        while time.monotonic() < deadline and not workers:
+            everyone = psutil.Process(parent.pid).children(recursive=True)
+            workers = [p for p in everyone if p.pid in worker_pids()]
             time.sleep(0.1)
-        assert children, "the supervisor never started its worker"
+        assert workers, "the supervisor never started its worker"
+        descendants = psutil.Process(parent.pid).children(recursive=True)
         parent.kill()
         parent.wait()
-        gone, alive = psutil.wait_procs(children, timeout=10)
-        assert not alive, "the worker outlived its parent"
+        gone, alive = psutil.wait_procs(descendants, timeout=10)
+        assert not alive, f"{[p.name() for p in alive]} outlived their parent"
     finally:
         if parent.poll() is None:
             parent.kill()

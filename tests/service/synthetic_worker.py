@@ -22,7 +22,7 @@ import sys
 import time
 
 import core.measure.worker as core_worker
-from core.backends.base import PHASE_LOAD, PHASE_MEASURE
+from core.backends.base import PHASE_LOAD, PHASE_MEASURE, PHASE_WARMUP
 from core.measure.pipe import KIND_RESULT
 from core.measure.worker import Channel, Heartbeat, WorkerJob, _set_parent_death_signal
 
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     heartbeat = Heartbeat(channel)
     heartbeat.start()
     channel.phase(PHASE_LOAD)
+    channel.phase(PHASE_WARMUP)
     channel.phase(PHASE_MEASURE)
     rate = float(os.environ.get(RATE_ENV, "1000"))
     latency_ns = int(os.environ.get(LATENCY_ENV, "1000000"))
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_ns": wall_ns,
             "config": {"synthetic": True, "rate": rate},
             "device_memory": {},
+            "t_ns": time.perf_counter_ns(),
         },
     )
     return 0

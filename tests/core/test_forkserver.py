@@ -1,0 +1,222 @@
+"""The fork server, conversions outside the measured process, interference and attempts,
+all with real processes: a real zygote that imports torch or OpenVINO, a real busy loop
+competing for the CPU, a real store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+import pytest
+
+from core.backends.base import ModelSource
+from core.backends.convert import forbid_conversion, ir_cache_path
+from core.errors import ModelFileError
+from core.measure.forkserver import ForkServer, zygote_command
+from core.measure.runner import run_sweep, time_summary
+from core.measure.supervisor import CaseRunner, default_worker_command
+from core.measure.worker import WorkerJob
+from core.results import Backend, Case, FailureKind, Mode, Precision, RunSpec, Status, StoppingRule
+from core.store import Store
+
+MODEL = "squeezenet1_1"
+FAST = StoppingRule(min_iters=5, target_ci=0.5, max_time_s=0.5, warmup_iters=1, warmup_time_s=0)
+SYNTHETIC = [sys.executable, "-m", "tests.service.synthetic_worker"]
+
+
+def _case(backend: Backend = Backend.TORCH, batch: int = 1, model: str = MODEL) -> Case:
+    device = "CPU" if backend is Backend.OPENVINO else "cpu"
+    return Case(model, backend, device, Precision.FP32, batch, Mode.LATENCY)
+
+
+def test_the_zygote_is_single_threaded_with_no_cuda_context_when_it_forks() -> None:
+    server = ForkServer(zygote_command(default_worker_command()) or [], "torch")
+    try:
+        server.start()
+        info = server.info
+        assert info["ready"] and info["unsafe"] is None
+        assert "torch" in info["imported"] and "torchvision" in info["imported"]
+        assert info["threads"] == 1
+        assert info["cuda_initialized"] is False
+        pid = int(info["pid"])
+        assert len(os.listdir(f"/proc/{pid}/task")) == 1  # as seen from outside, too
+        fifo, stderr = server.paths()
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            child = server.fork(WorkerJob(_case(), ModelSource(MODEL), FAST).to_dict(), fifo, stderr)
+            assert server.last_fork_threads == 1, "the zygote had other threads as it forked"
+            found = server.exit_of(child, wait_s=120)
+            assert found is not None and os.WIFEXITED(found.status) and os.WEXITSTATUS(found.status) == 0
+            assert found.ru_maxrss > 0
+        finally:
+            os.close(fd)
+        # Serving a case started no thread in the zygote.
+        assert len(os.listdir(f"/proc/{pid}/task")) == 1
+    finally:
+        server.close()
+    assert not server.alive
+
+
+def test_a_thread_at_import_makes_the_runner_fall_back_to_exec(tmp_path: Path) -> None:
+    # sitecustomize runs in every interpreter started with this PYTHONPATH, the zygote
+    # included: a library that starts a thread at import looks like this.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(3600,), daemon=True, name='lib-pool').start()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    with CaseRunner(env=env) as runner:
+        m = runner.run(WorkerJob(_case(), ModelSource(MODEL), FAST))
+    assert m.status is Status.OK, m.error
+    assert m.conditions["start"] == "exec"
+    assert "threads are running" in m.conditions["start_fallback"]
+
+
+def test_a_custom_worker_command_is_exec_d() -> None:
+    assert zygote_command(SYNTHETIC) is None
+    assert zygote_command([sys.executable, "-m", "core.measure.worker"]) == [
+        sys.executable, "-m", "core.measure.zygote",
+    ]  # fmt: skip
+
+
+def test_openvino_model_memory_at_batch_1_is_the_model_not_the_converter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an empty cache the conversion runs first, in a process of its own: batch 1
+    (which used to convert in the measured process) reads like batch 2."""
+    monkeypatch.setenv("BACKBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    spec = RunSpec(
+        models=(MODEL,), backend=Backend.OPENVINO, device="CPU", batch_sizes=(1, 2),
+        stopping=FAST,
+    )  # fmt: skip
+    with Store(tmp_path / "r.db") as store:
+        run = run_sweep(spec, store)
+        b1, b2 = store.measurements(run.id)
+        assert b1.status is Status.OK and b2.status is Status.OK, (b1.error, b2.error)
+        assert ir_cache_path(ModelSource(MODEL)).is_file()
+        assert b1.phase_s.get("convert", 0) > 0 and "convert" not in b2.phase_s
+        assert b1.model_rss_mb and b2.model_rss_mb
+        assert abs(b1.model_rss_mb - b2.model_rss_mb) <= 0.2 * b2.model_rss_mb, (b1.model_rss_mb, b2.model_rss_mb)
+        assert b1.conditions["start"] == "fork-server"
+        how = store.get_run(run.id).manifest["worker_start"]
+        assert how["method"] == "fork-server" and how["fork_server"]["preload"] == "openvino"
+
+
+def test_a_measured_process_never_converts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKBENCH_CACHE_DIR", str(tmp_path))
+    from core.backends.convert import ensure_ir
+
+    with forbid_conversion(), pytest.raises(ModelFileError, match="is missing"):
+        ensure_ir(ModelSource(MODEL))
+    assert not ir_cache_path(ModelSource(MODEL)).exists()
+
+
+def _busy_loop() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def test_a_busy_process_marks_the_case_disturbed() -> None:
+    """The synthetic worker sleeps between samples, so the busy loop gets a whole core:
+    about 1.0 of interference with it, about 0 without."""
+    rule = StoppingRule(min_iters=1, target_ci=0.5, max_time_s=1.5, warmup_iters=1, warmup_time_s=0)
+    job = WorkerJob(_case(), ModelSource(MODEL), rule)
+    env = {**os.environ, "BACKBENCH_SYNTHETIC_RATE": "200"}
+    with CaseRunner(worker_command=SYNTHETIC, env=env) as runner:
+        quiet = runner.run(job)
+        hog = _busy_loop()
+        try:
+            time.sleep(0.3)  # let it reach the CPU
+            busy = runner.run(job)
+        finally:
+            hog.kill()
+            hog.wait()
+    assert quiet.status is Status.OK and busy.status is Status.OK, (quiet.error, busy.error)
+    assert busy.disturbed is True
+    assert busy.interference is not None and quiet.interference is not None
+    assert busy.interference - quiet.interference >= 0.8, (quiet.interference, busy.interference)
+
+
+def test_disturbed_cases_are_retried_and_every_attempt_is_kept(tmp_path: Path) -> None:
+    # A threshold nobody can stay under: every attempt is disturbed.
+    spec = RunSpec(
+        models=(MODEL,), backend=Backend.TORCH, device="cpu", batch_sizes=(1, 2),
+        stopping=StoppingRule(min_iters=1, target_ci=0.5, max_time_s=0.3, warmup_iters=1, warmup_time_s=0),
+        retry_disturbed=2, disturbed_threshold=1e-9,
+    )  # fmt: skip
+    with Store(tmp_path / "r.db") as store, CaseRunner(worker_command=SYNTHETIC) as runner:
+        run = run_sweep(spec, store, case_runner=runner)
+        current = store.measurements(run.id)
+        every = store.measurements(run.id, all_attempts=True)
+    assert len(current) == 2, "a case counts once"
+    assert len(every) == 6, "three attempts per case: the first and two retries"
+    assert sorted(m.attempt for m in every if m.case.batch_size == 1) == [1, 2, 3]
+    assert all(m.attempt == 3 and m.current for m in current)
+    assert all(m.disturbed for m in every)
+    assert time_summary(current, 10.0).cases == 2
+
+
+def test_an_interrupted_case_is_an_attempt_and_the_resume_is_the_next(tmp_path: Path) -> None:
+    """Ctrl-C during a case stores it as an interrupted attempt; the resume measures it
+    again as attempt 2, which is the one that counts."""
+    db = tmp_path / "r.db"
+    script = tmp_path / "sweep.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, sys, threading
+            from core.measure.runner import SweepObserver, run_sweep
+            from core.measure.supervisor import CaseRunner
+            from core.results import *
+            from core.store import Store
+
+            class Interrupt(SweepObserver):
+                def on_phase(self, phase):
+                    if phase == "measure":
+                        os.kill(os.getpid(), signal.SIGINT)
+
+            spec = RunSpec(models=({MODEL!r},), backend=Backend.TORCH, device="cpu",
+                           stopping=StoppingRule(min_iters=1, max_time_s=5))
+            try:
+                with CaseRunner(worker_command={SYNTHETIC!r}) as runner:
+                    run_sweep(spec, Store({str(db)!r}), observer=Interrupt(), case_runner=runner)
+            except KeyboardInterrupt:
+                sys.exit(130)
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], cwd=os.getcwd(), timeout=120)
+    assert done.returncode == 130
+    with Store(db) as store:
+        run = store.latest_run()
+        assert run is not None and run.status == "interrupted"
+        (cut,) = store.measurements(run.id, all_attempts=True)
+        assert cut.failure is FailureKind.INTERRUPTED and cut.attempt == 1
+        assert store.completed_cases(run.id) == set()
+        with CaseRunner(worker_command=SYNTHETIC) as runner:
+            run_sweep(run.spec, store, resume=run, case_runner=runner)
+        every = store.measurements(run.id, all_attempts=True)
+        (now,) = store.measurements(run.id)
+    assert [m.attempt for m in every] == [1, 2]
+    assert now.attempt == 2 and now.status is Status.OK and now.current
+
+
+def test_run_options_reach_the_runner(tmp_path: Path) -> None:
+    spec = RunSpec(models=(MODEL,), stopping=FAST, worker_start="exec", disturbed_threshold=5.0)
+    with Store(tmp_path / "r.db") as store:
+        run = run_sweep(spec, store)
+        (m,) = store.measurements(run.id)
+        how = store.get_run(run.id).manifest["worker_start"]
+    assert m.status is Status.OK, m.error
+    assert m.conditions["start"] == "exec" and how == {"method": "exec", "requested": "exec"}
+    assert m.disturbed is False  # nothing on a 2-core machine reaches 5 cores of other work
+
+
+def test_an_unknown_start_method_is_refused() -> None:
+    from core.errors import UsageError
+
+    with pytest.raises(UsageError, match="Unknown worker start"):
+        RunSpec(models=(MODEL,), worker_start="spawn")
