@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,7 @@ class _FaultyCaseRunner(CaseRunner):
             self.store.query(f"PRAGMA max_page_count = {pages}")
             log.warning("test fault: the store is capped at %d pages", pages)
         elif fault:
-            job = WorkerJob(job.case, job.source, job.rule, job.max_mem_mb, fault)
+            job = replace(job, fault=fault)
         return super().run(job, observer, cancel)
 
 
@@ -254,14 +255,16 @@ class JobDispatcher(threading.Thread):
                 job.id,
             )
             log.info("Job %d started (run %d, attempt %d)", job.id, run.id, job.attempts)
-            final = run_sweep(
-                job.spec,
-                self.store,
-                observer=observer,
-                cancel=self._cancel,
-                case_runner=self._case_runner(job),
-                resume=run,
-            )
+            # One runner a job: its fork servers live as long as the job.
+            with self._case_runner(job) as case_runner:
+                final = run_sweep(
+                    job.spec,
+                    self.store,
+                    observer=observer,
+                    cancel=self._cancel,
+                    case_runner=case_runner,
+                    resume=run,
+                )
         except StoreError as exc:  # a full disk, a store gone bad: the store itself is intact
             reason = str(exc)
             if observer.case_index is not None:

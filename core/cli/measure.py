@@ -109,6 +109,12 @@ class _ProgressObserver:
         self.case_label = case.label()
         self._refresh()
 
+    def on_case_retry(self, index: int, total: int, m: Any) -> None:
+        self.progress.console.print(
+            f"[yellow]disturbed[/] {m.case.label()} (attempt {m.attempt}): "
+            f"{m.interference:.2f} cores of other work; measuring again"
+        )
+
     def on_case_end(self, index: int, total: int, m: Any) -> None:
         if m.status.value == "ok":
             line = (
@@ -116,6 +122,13 @@ class _ProgressObserver:
                 f"{m.stats.n} iters, ±{m.stats.ci95_rel * 100:.1f}%"
                 + ("" if m.target_met else " (CI target not met in time)")
             )
+            if m.model_rss_mb is not None:
+                line += f", model {m.model_rss_mb:.0f} MB"
+            if m.disturbed:
+                line += (
+                    f" [yellow]disturbed: {m.interference:.2f} cores of other work[/]"
+                    + (f" (attempt {m.attempt})" if m.attempt > 1 else "")
+                )
         else:
             line = f"[red]{m.status.value}[/] {m.case.label()}: {m.failure.value if m.failure else ''}: {m.error}"
         self.progress.console.print(line)
@@ -147,7 +160,9 @@ class _ProgressObserver:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from core.measure.runner import run_sweep, validate_spec
+    import time
+
+    from core.measure.runner import run_sweep, time_summary, validate_spec
     from core.store import open_store
 
     resume = None
@@ -162,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The parent shares the CPU with the worker: a slow refresh keeps it quiet.
     progress = case_progress("[bold]{task.description}", eta=True, refresh_per_second=2)
     run_ref = None
+    t0 = time.monotonic()
     try:
         with progress:
             task = progress.add_task("cases", total=total, live="")
@@ -181,6 +197,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = [m for m in measurements if m.status.value != "ok"]
     if failed:
         err_console.print(f"[yellow]{len(failed)} of {len(measurements)} cases did not complete; see the status column.[/]")
+    disturbed = [m for m in measurements if m.disturbed]
+    if disturbed:
+        err_console.print(
+            f"[yellow]{len(disturbed)} of {len(measurements)} cases were disturbed by other processes "
+            f"(above {spec.disturbed_threshold:g} cores); measure them again with --retry-disturbed N "
+            "on a quieter machine, or leave them out with --exclude-disturbed.[/]"
+        )
+    # Only this session's cases: a resume's wall time does not cover the earlier ones.
+    session = [m for m in measurements if (m.started_at or 0) >= time.time() - (time.monotonic() - t0) - 1]
+    console.print(time_summary(session, time.monotonic() - t0).line())
     return 0
 
 
@@ -251,6 +277,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zygote(args: argparse.Namespace) -> int:
+    from core.measure.zygote import main as zygote_main
+
+    return zygote_main(args.zygote_args)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from core.measure.worker import main as worker_main
 
@@ -292,3 +324,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("worker")  # internal: the frozen build re-execs itself with it
     p.add_argument("worker_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("zygote")  # internal: the frozen build's fork server
+    p.add_argument("zygote_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_zygote)

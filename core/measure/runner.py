@@ -259,10 +259,7 @@ def _measure_case(
     failure = conversions.get(case.model)
     if failure is not None:
         return replace(failure, case=case, started_at=time.time())
-    if spec.isolate:
-        measurement = runner.run(job, observer, cancel)
-    else:
-        measurement = run_inline(job, observer)
+    measurement = runner.run(job, observer, cancel) if spec.isolate else run_inline(job, observer)
     if convert_s:
         phases = {**measurement.phase_s, "convert": convert_s}
         measurement = replace(

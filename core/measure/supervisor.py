@@ -41,6 +41,8 @@ from core.backends.base import (
     PHASE_MEASURE,
     PHASE_WARMUP,
 )
+from core.measure.forkserver import ForkServer, ForkServerError, preload_key, zygote_command
+from core.measure.interference import InterferenceWindow
 from core.measure.pipe import (
     KIND_ERROR,
     KIND_HEARTBEAT,
@@ -49,8 +51,6 @@ from core.measure.pipe import (
     KIND_SAMPLES,
     FrameDecoder,
 )
-from core.measure.forkserver import ForkServer, ForkServerError, preload_key, zygote_command
-from core.measure.interference import InterferenceWindow
 from core.measure.worker import TASK_CONVERT, WorkerJob
 from core.results import (
     DEFAULT_DISTURBED_THRESHOLD,
@@ -694,7 +694,7 @@ def phase_seconds(
     ends = [t for _, t in timeline[1:]]
     if result is not None and result.get("t_ns"):
         ends.append(int(result["t_ns"]))
-    for (phase, t_begin), t_end in zip(timeline, ends):
+    for (phase, t_begin), t_end in zip(timeline, ends, strict=False):
         phases[phase] = phases.get(phase, 0.0) + max(0.0, (t_end - t_begin) / 1e9)
     return phases
 
@@ -731,10 +731,8 @@ def run_inline(job: WorkerJob, observer: CaseObserver | None = None) -> Measurem
     here takes the caller down, and peak RSS is this process's lifetime peak."""
     import resource
 
-    from core.measure.worker import classify_exception, measure
-
     from core.backends import ensure_converted
-    from core.measure.worker import PhaseClock
+    from core.measure.worker import PhaseClock, classify_exception, measure
 
     observer = observer or CaseObserver()
     started_at = time.time()

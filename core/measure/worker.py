@@ -350,7 +350,7 @@ def _import_like_a_fork_server(job: WorkerJob) -> None:
     is left to the backend, which reports it with its install hint."""
     import importlib
 
-    from core.measure.zygote import PRELOAD
+    from core.measure.preload import PRELOAD
 
     key = TASK_CONVERT if job.task == TASK_CONVERT else job.case.backend.value
     for name in PRELOAD.get(key, ()):

@@ -47,21 +47,7 @@ import sys
 import time
 from typing import Any
 
-# Preload sets, by key. The backend implementation modules are preloaded with their
-# framework, so a child starts with nothing left to import but the model.
-PRELOAD: dict[str, tuple[str, ...]] = {
-    "torch": ("torch", "torchvision", "core.backends.torch_backend"),
-    "openvino": ("openvino", "core.backends.openvino_backend"),
-    # onnxruntime starts a thread at import: its children import it themselves.
-    "onnxruntime": ("numpy", "core.backends.convert"),
-    # Conversions: torch models to IR / ONNX.
-    "convert": (
-        "torch", "torchvision", "openvino", "core.backends.convert",
-        "core.backends.openvino_backend",
-    ),  # fmt: skip
-    "none": (),  # imports backbench's worker only (tests)
-}
-ALWAYS = ("numpy", "core.measure.worker", "core.backends")
+from core.measure.preload import ALWAYS, PRELOAD
 
 EXIT_OK = 0
 EXIT_UNSAFE = 4

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+
 import pytest
 
 from core.backends.base import ModelSource

@@ -1,0 +1,23 @@
+"""What a fork server imports before it forks, by preload set (one per backend, and one
+for conversions). An exec'd worker imports the same before it measures, so both take
+their baseline RSS after the same imports. Shared by core.measure.zygote and
+core.measure.worker; Python 3.10 compatible like them.
+"""
+
+from __future__ import annotations
+
+# Preload sets, by key. The backend implementation modules are preloaded with their
+# framework, so a child starts with nothing left to import but the model.
+PRELOAD: dict[str, tuple[str, ...]] = {
+    "torch": ("torch", "torchvision", "core.backends.torch_backend"),
+    "openvino": ("openvino", "core.backends.openvino_backend"),
+    # onnxruntime starts a thread at import: its children import it themselves.
+    "onnxruntime": ("numpy", "core.backends.convert"),
+    # Conversions: torch models to IR / ONNX.
+    "convert": (
+        "torch", "torchvision", "openvino", "core.backends.convert",
+        "core.backends.openvino_backend",
+    ),  # fmt: skip
+    "none": (),  # imports backbench's worker only (tests)
+}
+ALWAYS = ("numpy", "core.measure.worker", "core.backends")
