@@ -4,8 +4,9 @@ plus the latency predictor and a notes tab.
 ``set_dataframe(df)`` hands the long-schema rows to a worker thread (gui.fit_worker); the
 plots are drawn when the fit comes back, and a result for data that have since changed
 is dropped. "Exclude disturbed" leaves out the measurements that other processes
-disturbed (``disturbed`` true) from every analysis and from the predictor. Clicking a point highlights its model in every plot and emits
-``model_selected``; ``highlight_model`` does the same from outside without emitting.
+disturbed (``disturbed`` true) from every analysis and from the predictor. Clicking a
+point highlights its model in every plot and emits ``model_selected``;
+``highlight_model`` does the same from outside without emitting.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from gui.plot_base import AnalysisPlot
 from gui.plots import AccuracyPlot, DensityPlot, ParetoPlot, SpeedupPlot
 from gui.plots_fits import LatencyBatchPlot, MemoryPlot
 from gui.prediction_panel import PredictionPanel
-from gui.table_model import disturbed_mask
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,13 @@ class AnalysisView(QWidget):
 
     def set_dataframe(self, df: pd.DataFrame) -> None:
         """Analyse long-schema rows (in a worker thread); an empty frame clears the views."""
+        from core.analysis.data import disturbed_flags
+
         self._input = df.reset_index(drop=True).copy()
-        disturbed = disturbed_mask(self._input)
-        self._disturbed = int(disturbed.sum())
+        try:
+            self._disturbed = int(disturbed_flags(self._input).map(lambda flag: flag is True).sum())
+        except BackbenchError:
+            self._disturbed = 0  # an unreadable flag: the analysis says which row, when it runs
         self.exclude_disturbed.setText(
             f"Exclude disturbed ({self._disturbed})" if self._disturbed else "Exclude disturbed"
         )
@@ -133,9 +137,12 @@ class AnalysisView(QWidget):
         return self._disturbed if self.exclude_disturbed.isChecked() else 0
 
     def _analyse_input(self) -> None:
+        from core.analysis.data import without_disturbed
+
         frame = self._input
         if self.excluded_disturbed():
-            frame = frame.loc[~disturbed_mask(frame)].reset_index(drop=True)
+            # The same rows core leaves out (--exclude-disturbed), for the predictor too.
+            frame, _count = without_disturbed(frame)
         self._frame = frame
         if self._frame.empty:
             self.runner.cancel()

@@ -356,6 +356,18 @@ class LivePanel(QWidget):
         self._disturbed_marks.append(region)
         if len(self._disturbed_marks) > DISTURBED_MARKS:
             self.memory_plot.removeItem(self._disturbed_marks.pop(0))
+        if len(self._disturbed_marks) == 1:
+            self._title_memory_plot()
+
+    def _title_memory_plot(self) -> None:
+        """The title doubles as the legend: device memory and disturbed spans are named
+        once there are any."""
+        parts = [f'<span style="color:{RSS_COLOR}">process RSS</span>']
+        if self._device_titled:
+            parts.append(f'<span style="color:{DEVICE_COLOR}">device</span>')
+        if self._disturbed_marks:
+            parts.append(f'<span style="color:{DISTURBED_COLOR}">shaded: disturbed case</span>')
+        self.memory_plot.setTitle("Worker memory: " + ", ".join(parts), size="10pt")
 
     def _update_disturbed(self) -> None:
         cases = list(self.disturbed.values())
@@ -377,7 +389,9 @@ class LivePanel(QWidget):
         self.disturbed.clear()
         for region in self._disturbed_marks:
             self.memory_plot.removeItem(region)
-        self._disturbed_marks.clear()
+        if self._disturbed_marks:
+            self._disturbed_marks.clear()
+            self._title_memory_plot()
         self._case_started_t = None
         self._update_disturbed()
         self.case_index = None
@@ -477,10 +491,7 @@ class LivePanel(QWidget):
         if len(device) and np.isfinite(device).any():
             if not self._device_titled:  # named only once a device reports memory
                 self._device_titled = True
-                self.memory_plot.setTitle(
-                    f'Worker memory: <span style="color:{RSS_COLOR}">process RSS</span>, '
-                    f'<span style="color:{DEVICE_COLOR}">device</span>', size="10pt"
-                )  # fmt: skip
+                self._title_memory_plot()
             self.device_curve.setData(memory[:, 0], device)
         else:
             self.device_curve.setData([], [])

@@ -257,9 +257,13 @@ class AnalysisPlot(QWidget):
 
     def set_axes(self, bottom: pg.AxisItem | None = None, left: pg.AxisItem | None = None) -> None:
         """Swap in log axes (or plain ones) before drawing."""
-        self.plot.setAxisItems(
-            {"bottom": bottom or pg.AxisItem("bottom"), "left": left or pg.AxisItem("left")}
-        )
+        axes = {"bottom": bottom or pg.AxisItem("bottom"), "left": left or pg.AxisItem("left")}
+        self.plot.setAxisItems(axes)
+        # A new axis learns the view's range only when that range changes: a redraw over
+        # the same range (another memory figure, the same x) would leave it at 0-1.
+        view = self.plot.getViewBox()
+        for axis in axes.values():
+            axis.linkedViewChanged(view)
         self._style_axes()
 
     def label_axes(self, bottom: str, left: str, title: str = "") -> None:

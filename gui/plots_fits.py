@@ -223,7 +223,7 @@ class MemoryPlot(AnalysisPlot):
         super().__init__(parent)
         self._choices = MemoryChoices()
         self._source: Mapping[str, Any] = {}
-        self.fallback = False  # the model's share was asked for but the data lack it
+        self.fallback = False  # the model's share was asked for, the data lack it: peak RSS
         self.memory_combo = QComboBox()
         for choice in CHOICES:
             self.memory_combo.addItem(CHOICE_TEXT[choice], choice)
@@ -280,17 +280,14 @@ class MemoryPlot(AnalysisPlot):
 
     def _chosen_section(self, analysis: Mapping[str, Any]) -> tuple[Any, str | None]:
         sections, reasons = self._choices.sections, self._choices.reasons
-        self.fallback = False
         if not sections:
             return analysis.get(self.section), None
         choice = self.memory_choice()
-        if choice == MODEL and not self._choices.has_model_memory:
-            self.fallback = True
-            choice = PROCESS
         section = sections.get(choice)
         if section is None:
             why = reasons.get(choice) or "no data"
-            return None, f"{CHOICE_TEXT[choice]}: {why}"
+            other = f"; switch to {CHOICE_TEXT[PROCESS]} above" if choice == MODEL else ""
+            return None, f"{CHOICE_TEXT[choice]}: {why}{other}"
         return section, None
 
     def _choice_changed(self) -> None:
@@ -323,6 +320,8 @@ class MemoryPlot(AnalysisPlot):
         fits = [f for f in section.get("fits", []) if f.get("platform") == platform]
         points = data.get("points", [])
         column = str(data.get("memory_column", PROCESS_COLUMN))
+        # core falls back to the process figure where the model's share is missing.
+        self.fallback = bool(data.get("memory_fallback"))
         what = short_name(column)
         self.add_legend()
         for k, fit in enumerate(fits):
@@ -362,10 +361,9 @@ class MemoryPlot(AnalysisPlot):
         self.plot.setLabel("top", "parameters (millions)", **{"font-size": "9pt", "color": "#555"})
         self.label_axes(
             "parameters (MB of fp32 weights, 4 bytes each)",
-            axis_label(column, data.get("batch_size", 1), fallback=self.fallback),
-            "",
+            axis_label(column, fallback=self.fallback),
+            f"{what[:1].upper()}{what[1:]} at batch {data.get('batch_size', 1)} on {platform}",
         )
-        self.plot.setTitle(None)
         self.place_legend()
         self.says_label.setText(
             platform_sentence(
@@ -379,10 +377,7 @@ class MemoryPlot(AnalysisPlot):
                 "imports, before the model loaded."
             )
         elif self.fallback:
-            detail += (
-                " These results have no baseline RSS (they predate it), so the model's own "
-                "memory cannot be told apart: the whole process's peak RSS is shown."
-            )
+            detail += f" {data['memory_fallback'][:1].upper()}{data['memory_fallback'][1:]}."
         self.detail_label.setText(detail)
         self.table = pd.DataFrame(
             [{"platform": platform, "memory_column": column, **p} for p in points]

@@ -42,7 +42,7 @@ PHASE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("warmup_s", "warm-up"), ("measure_s", "measure"),
 )  # fmt: skip
 MEASURING_COLUMNS: tuple[str, ...] = ("warmup_s", "measure_s")
-EXPANDED_CASES = 24  # more cases than this: the time branch opens on request
+EXPANDED_CASES = 8  # more cases than this: the time branch opens on request
 _DISTURBED_BRUSH = QBrush(QColor("#8a4b00"))
 
 
@@ -225,10 +225,11 @@ class RunDetails(QWidget):
         self.title.setText(f"Run: {name}")
         self.tree.clear()
         self.time_item = self.disturbed_item = None
-        spec_root = QTreeWidgetItem(self.tree, ["Spec", "" if spec_dict else "not recorded"])
-        self._fill(spec_root, _ordered(spec_dict, SPEC_ORDER))
+        # Where the time went and what disturbed it first: the run at a glance.
         if rows is not None and not rows.empty:
             self._fill_cases(case_times(rows), spec_dict)
+        spec_root = QTreeWidgetItem(self.tree, ["Spec", "" if spec_dict else "not recorded"])
+        self._fill(spec_root, _ordered(spec_dict, SPEC_ORDER))
         env_text = "" if manifest_dict else "not recorded (this source has no manifest)"
         env_root = QTreeWidgetItem(self.tree, ["Environment", env_text])
         self._fill(env_root, _ordered(manifest_dict, MANIFEST_ORDER))

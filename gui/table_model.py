@@ -121,7 +121,11 @@ ALIASES: dict[str, str] = {"batch": "batch_size", "run": "run_name", "b": "batch
 ID_COLUMNS: frozenset[str] = frozenset({"run_id", "measurement_id"})
 # Yes/no columns: a filter may say disturbed=yes, as the cells read.
 BOOL_COLUMNS: frozenset[str] = frozenset({"disturbed", "target_met"})
-BOOL_WORDS: dict[str, bool] = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+# The spellings core.analysis.data reads a CSV's disturbed flag in, and the cells' yes/no.
+BOOL_WORDS: dict[str, bool] = {
+    "yes": True, "y": True, "true": True, "t": True, "1": True,
+    "no": False, "n": False, "false": False, "f": False, "0": False,
+}  # fmt: skip
 _FAILED_BRUSH = QBrush(QColor("#b00020"))
 _DISTURBED_BRUSH = QBrush(QColor("#fff0d0"))
 _DISTURBED_TEXT_BRUSH = QBrush(QColor("#8a4b00"))
@@ -254,9 +258,6 @@ class DataFrameModel(QAbstractTableModel):
 
     def column_index(self, name: str) -> int:
         return self._columns.index(name)
-
-    def is_disturbed(self, row: int) -> bool:
-        return bool(self._disturbed[row])
 
     def disturbed_rows(self) -> np.ndarray:
         """A mask of the disturbed rows, in source order."""

@@ -16,6 +16,7 @@ import pandas as pd
 import pyqtgraph as pg
 import pytest
 from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QApplication
 
 from core.analysis import analyze
 from core.errors import UsageError
@@ -309,3 +310,167 @@ def test_export_png_svg_csv_and_report(
         assert view.start_report(tmp_path / "report", predictor=False)
     index = Path(written.args[0])
     assert index.name == "index.html" and index.stat().st_size > 1000
+
+
+# -- issue 9: the model's own memory, and disturbed measurements --------------------------------
+
+
+def with_model_memory(frame: pd.DataFrame) -> pd.DataFrame:
+    """The framework's baseline (200-255 MB, by model) under the synthetic peak RSS: the
+    model's share is what remains."""
+    baseline = 200.0 + 5.0 * frame["model"].astype("category").cat.codes.astype(float)
+    peak = frame["peak_rss_mb"] + baseline
+    return frame.assign(peak_rss_mb=peak, baseline_rss_mb=baseline, model_rss_mb=peak - baseline)
+
+
+@pytest.fixture(scope="module")
+def memory_frame() -> pd.DataFrame:
+    return with_model_memory(synthetic(n_models=8, platforms=PLATFORMS[:1], batches=(1, 2, 4)))
+
+
+def plotted_memory(plot: MemoryPlot) -> dict[str, float]:
+    points = {}
+    for item in plot.scatters.values():
+        for point in item.points():
+            points[point.data()["model"]] = point.pos().y()
+    return points
+
+
+def at_batch_1(frame: pd.DataFrame, column: str) -> dict[str, float]:
+    rows = frame[frame["batch_size"] == 1]
+    return dict(zip(rows["model"], rows[column].astype(float), strict=True))
+
+
+def test_memory_choices_are_cores(qapp) -> None:
+    from core.analysis.memory import MEMORY_CHOICES
+    from gui.memory_choice import CHOICES
+
+    assert tuple(MEMORY_CHOICES) == CHOICES
+
+
+def test_memory_switch_changes_the_plotted_figure_and_the_axis(qtbot, memory_frame) -> None:
+    from core.analysis.data import prepare
+    from gui.memory_choice import MODEL, PROCESS, memory_choices
+
+    inp = prepare(memory_frame)
+    plot = MemoryPlot()
+    qtbot.addWidget(plot)
+    plot.resize(900, 600)
+    plot.show()
+    QApplication.processEvents()
+    plot.set_memory_choices(memory_choices(inp))
+    plot.set_analysis(analyze(inp))
+    QApplication.processEvents()
+    assert plot.memory_choice() == MODEL  # the model's share by default
+    assert plotted_memory(plot) == pytest.approx(at_batch_1(memory_frame, "model_rss_mb"))
+    assert plot.axis_text() == "model memory: peak − baseline RSS (MB)"
+    assert not plot.fallback
+    assert set(plot.table["memory_column"]) == {"model_rss_mb"}
+    assert plot.says_label.text().startswith(f"On {plot.platform()} model memory")
+    plot.memory_combo.setCurrentIndex(plot.memory_combo.findData(PROCESS))  # as a user would
+    QApplication.processEvents()
+    assert plotted_memory(plot) == pytest.approx(at_batch_1(memory_frame, "peak_rss_mb"))
+    assert plot.axis_text() == "process memory: peak RSS (MB)"
+    assert set(plot.table["memory_column"]) == {"peak_rss_mb"}
+    plot.set_memory_choice(MODEL)
+    QApplication.processEvents()  # the view settles its range, as between two clicks
+    assert plotted_memory(plot) == pytest.approx(at_batch_1(memory_frame, "model_rss_mb"))
+    # The redrawn axes follow the view (a new axis over an unchanged range once read 0-1).
+    view_x = plot.plot.getViewBox().viewRange()[0]
+    assert plot.plot.getAxis("bottom").range == pytest.approx(view_x)
+
+
+def test_memory_of_older_results_falls_back_to_peak_rss_and_says_so(qtbot) -> None:
+    from core.analysis.data import prepare
+    from gui.memory_choice import MODEL, memory_choices
+
+    old = synthetic(n_models=8, platforms=PLATFORMS[:1], batches=(1, 2))
+    assert "model_rss_mb" not in old.columns
+    inp = prepare(old)
+    plot = MemoryPlot()
+    qtbot.addWidget(plot)
+    plot.set_memory_choices(memory_choices(inp))
+    plot.set_analysis(analyze(inp))
+    assert plot.memory_choice() == MODEL and plot.fallback
+    assert plot.stack.currentIndex() == 0  # drawn, not skipped
+    assert plotted_memory(plot) == pytest.approx(at_batch_1(old, "peak_rss_mb"))
+    assert plot.axis_text() == "process memory: peak RSS (MB); no baseline RSS in these data"
+    assert "baseline RSS" in plot.detail_label.text()
+
+
+def test_too_few_models_with_a_baseline_fall_back_too(qtbot, memory_frame) -> None:
+    from core.analysis.data import prepare
+    from gui.memory_choice import memory_choices
+
+    mixed = memory_frame.copy()
+    keep = mixed["model"].isin(mixed["model"].unique()[:2])
+    mixed.loc[~keep, ["model_rss_mb", "baseline_rss_mb"]] = np.nan  # older rows mixed in
+    inp = prepare(mixed)
+    plot = MemoryPlot()
+    qtbot.addWidget(plot)
+    plot.set_memory_choices(memory_choices(inp))
+    plot.set_analysis(analyze(inp))
+    assert plot.fallback and plot.axis_text().endswith("no baseline RSS in these data")
+    assert "only 2 model(s) with a baseline rss" in plot.detail_label.text().lower()
+    assert plotted_memory(plot) == pytest.approx(at_batch_1(mixed, "peak_rss_mb"))
+
+
+def test_no_memory_at_all_says_why_and_the_switch_stays(qtbot, memory_frame) -> None:
+    from core.analysis.data import prepare
+    from gui.memory_choice import PROCESS, memory_choices
+
+    bare = memory_frame.drop(columns=["peak_rss_mb", "model_rss_mb", "baseline_rss_mb"])
+    inp = prepare(bare)
+    plot = MemoryPlot()
+    qtbot.addWidget(plot)
+    plot.set_memory_choices(memory_choices(inp))
+    plot.set_analysis(analyze(inp))
+    assert plot.stack.currentIndex() == 1
+    assert "model memory" in plot.skipped_label.text().lower()
+    assert "no memory figures" in plot.skipped_label.text()
+    assert plot.memory_combo.isVisibleTo(plot) and plot.memory_combo.isEnabled()
+    plot.set_memory_choice(PROCESS)
+    assert "process memory" in plot.skipped_label.text().lower()
+
+
+def test_the_analysis_view_fits_model_memory_and_can_exclude_disturbed(qtbot, memory_frame) -> None:
+    view = AnalysisView()
+    qtbot.addWidget(view)
+    view.runner.with_prediction = False
+    disturbed = memory_frame["batch_size"] == 4
+    frame = memory_frame.assign(disturbed=disturbed, interference=np.where(disturbed, 0.5, 0.01))
+    n_disturbed = int(disturbed.sum())
+    with qtbot.waitSignal(view.analysis_finished, timeout=FIT_TIMEOUT_MS) as done:
+        view.set_dataframe(frame)
+    assert done.args[0]["input"]["rows_read"] == len(frame)
+    memory = view.plots["memory"]
+    assert isinstance(memory, MemoryPlot)
+    assert memory.axis_text().startswith("model memory")
+    assert view.exclude_disturbed.isEnabled()
+    assert view.exclude_disturbed.text() == f"Exclude disturbed ({n_disturbed})"
+    assert f"Includes {n_disturbed} disturbed" in view.summary_label.text()
+    with qtbot.waitSignal(view.analysis_finished, timeout=FIT_TIMEOUT_MS) as done:
+        view.exclude_disturbed.setChecked(True)
+    assert done.args[0]["input"]["rows_read"] == len(frame) - n_disturbed
+    assert 4 not in done.args[0]["input"]["batch_sizes"]
+    assert len(view.dataframe()) == len(frame) - n_disturbed
+    assert f"{n_disturbed} disturbed measurement(s) excluded" in view.summary_label.text()
+    # Data with nothing disturbed, or without the column: nothing to exclude.
+    with qtbot.waitSignal(view.analysis_finished, timeout=FIT_TIMEOUT_MS):
+        view.set_dataframe(memory_frame)
+    assert not view.exclude_disturbed.isEnabled()
+    assert len(view.dataframe()) == len(memory_frame)
+
+
+def test_excluding_every_measurement_says_so(qtbot) -> None:
+    view = AnalysisView()
+    qtbot.addWidget(view)
+    view.runner.with_prediction = False
+    view.exclude_disturbed.setChecked(False)
+    rows = synthetic(n_models=3, platforms=PLATFORMS[:1], batches=(1,)).assign(disturbed=True)
+    with qtbot.waitSignal(view.analysis_finished, timeout=FIT_TIMEOUT_MS):
+        view.set_dataframe(rows)
+    view.exclude_disturbed.setChecked(True)
+    assert view.analysis() is None and view.dataframe().empty
+    assert "All 3 measurements are disturbed" in view.summary_label.text()
+    assert "disturbed" in view.plots["memory"].skipped_label.text()

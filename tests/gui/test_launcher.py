@@ -40,3 +40,37 @@ def test_the_launcher_widgets_stay_within_the_agent_bounds(qtbot) -> None:
         spec = {**panel.spec_dict(), "models": ["resnet18"]}
         spec_from_remote(spec)  # the agent takes either end of every range
     assert max(panel.batch_boxes) <= option("batch_sizes").maximum  # type: ignore[operator]
+
+
+def test_disturbed_and_worker_options_are_offered_and_sent_only_when_changed(qtbot) -> None:
+    from gui.launcher import OPTIONAL_FIELDS
+
+    panel = _panel(qtbot)
+    spec = panel.spec_dict()
+    # Defaults are not sent: an agent that predates these options still takes the run.
+    assert not set(OPTIONAL_FIELDS) & set(spec)
+    assert panel.disturbed_threshold.value() == option("disturbed_threshold").default
+    assert panel.retry_disturbed.value() == option("retry_disturbed").default
+    for box, field in ((panel.disturbed_threshold, "disturbed_threshold"),
+                       (panel.retry_disturbed, "retry_disturbed"), (panel.max_mem, "max_mem_mb")):  # fmt: skip
+        declared = option(field)
+        assert declared.maximum is not None and box.maximum() <= declared.maximum, field
+    assert panel.disturbed_threshold.minimum() > 0  # the agent refuses a threshold of 0
+    panel.disturbed_threshold.setValue(0.5)
+    panel.retry_disturbed.setValue(2)
+    panel.max_mem.setValue(2048)
+    panel.worker_start.setCurrentText("exec")
+    spec = {**panel.spec_dict(), "models": ["resnet18"]}
+    assert spec["disturbed_threshold"] == 0.5 and spec["retry_disturbed"] == 2
+    run = spec_from_remote(spec)
+    assert (run.disturbed_threshold, run.retry_disturbed, run.max_mem_mb, run.worker_start) == (
+        0.5, 2, 2048, "exec",
+    )  # fmt: skip
+    for box in (panel.disturbed_threshold, panel.retry_disturbed, panel.max_mem):
+        box.setValue(box.maximum())
+    spec_from_remote({**panel.spec_dict(), "models": ["resnet18"]})  # the far end is taken too
+    # The choices come back in a new launcher.
+    panel.save_choices()
+    again = _panel(qtbot)
+    assert again.worker_start.currentText() == "exec"
+    assert again.retry_disturbed.value() == panel.retry_disturbed.maximum()
