@@ -599,7 +599,13 @@ class CaseRunner:
         duration_s: float,
         t_spawn_ns: int,
     ) -> Measurement:
-        peak_rss_mb = rusage.ru_maxrss / 1024.0 if rusage is not None and rusage.ru_maxrss else None
+        # The worker's own VmHWM when it lived to report it; wait4's ru_maxrss otherwise
+        # (a crash), which for an exec'd worker is at least its parent's size at the fork.
+        reported = (outcome.result or outcome.error or {}).get("peak_rss_mb")
+        if reported:
+            peak_rss_mb: float | None = float(reported)
+        else:
+            peak_rss_mb = rusage.ru_maxrss / 1024.0 if rusage is not None and rusage.ru_maxrss else None
         conditions = dict(outcome.conditions)
         interference = conditions.pop("interference", None)
         if outcome.worker_info.get("mem_limit"):

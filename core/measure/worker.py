@@ -205,6 +205,14 @@ def _status_kb(field_name: str) -> int | None:
     return None
 
 
+def peak_rss_mb() -> float | None:
+    """This process's own peak resident set (VmHWM), in MB. Unlike wait4's ru_maxrss it
+    does not inherit the parent's peak across fork+exec, which made an exec'd worker of
+    a large supervisor (one that had imported torch) report the supervisor's size."""
+    kb = _status_kb("VmHWM")
+    return None if kb is None else kb / 1024.0
+
+
 def current_rss_mb() -> float | None:
     """This process's resident set now, in MB (2**20 bytes, like ru_maxrss / 1024)."""
     kb = _status_kb("VmRSS")
@@ -386,7 +394,9 @@ def serve(job_data: Any, fd: int, parent_pid: int = 0, start: str = "exec") -> i
             raise
         kind, message, hint = classify_exception(exc)
         log.debug("case failed", exc_info=True)
-        channel.send(KIND_ERROR, {"kind": kind.value, "message": message, "hint": hint})
+        channel.send(KIND_ERROR, {
+            "kind": kind.value, "message": message, "hint": hint, "peak_rss_mb": peak_rss_mb(),
+        })  # fmt: skip
         return EXIT_CASE_FAILED
     finally:
         heartbeat.stop()
@@ -403,6 +413,7 @@ def serve(job_data: Any, fd: int, parent_pid: int = 0, start: str = "exec") -> i
             "device_memory": device_memory,
             "t_ns": time.perf_counter_ns(),
             "start": start,
+            "peak_rss_mb": peak_rss_mb(),
         },
     )
     return EXIT_OK

@@ -101,9 +101,14 @@ def cuda_initialized() -> bool:
         return False
 
 
-def unsafe_reason() -> str | None:
-    """Why forking now would be unsafe, or None."""
+def unsafe_reason(settle_s: float = 2.0) -> str | None:
+    """Why forking now would be unsafe, or None. A thread that was joined may linger in
+    /proc for a few milliseconds while the kernel tears it down: allow ``settle_s``."""
     names = thread_names()
+    deadline = time.monotonic() + settle_s
+    while len(names) > 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+        names = thread_names()
     if len(names) > 1:
         return f"{len(names)} threads are running ({', '.join(sorted(names))}); a fork copies only one"
     if cuda_initialized():
