@@ -140,7 +140,7 @@ class _ProgressObserver:
         self._refresh()
 
     def on_samples(self, samples: Any) -> None:
-        self.recent.extend(int(x) for x in samples[:, 1])
+        self.recent.extend(samples[-self.recent.maxlen :, 1].tolist())  # type: ignore[misc]
         self.count += len(samples)
 
     def on_memory(self, rss_mb: float | None, device_memory: dict[str, float]) -> None:

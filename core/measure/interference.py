@@ -38,6 +38,7 @@ class CpuSnapshot:
     busy: int  # machine-wide busy ticks
     steal: int
     own: int  # ticks of backbench's own processes
+    supervisor_s: float  # this process's CPU seconds (all threads)
 
 
 def _machine_ticks() -> tuple[int, int] | None:
@@ -76,7 +77,7 @@ def snapshot(own_pids: Iterable[int]) -> CpuSnapshot | None:
     own = sum(process_ticks(pid) for pid in set(own_pids))
     mine = os.times()  # this process, all threads
     own += round((mine.user + mine.system) * _HZ)
-    return CpuSnapshot(time.monotonic(), machine[0], machine[1], own)
+    return CpuSnapshot(time.monotonic(), machine[0], machine[1], own, mine.user + mine.system)
 
 
 def cores_of_other_work(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, float]:
@@ -87,7 +88,12 @@ def cores_of_other_work(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, float
     other = max(0, (end.busy - start.busy) - (end.own - start.own))
     steal = max(0, end.steal - start.steal)
     per_second = _HZ * seconds
-    return {"interference": (other + steal) / per_second, "steal": steal / per_second}
+    return {
+        "interference": (other + steal) / per_second,
+        "steal": steal / per_second,
+        # The supervisor's own share (telemetry, watchdog, the caller's UI), in cores.
+        "supervisor_cores": max(0.0, end.supervisor_s - start.supervisor_s) / seconds,
+    }
 
 
 def cpu_mhz() -> float | None:

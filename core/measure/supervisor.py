@@ -610,6 +610,9 @@ class CaseRunner:
         interference = conditions.pop("interference", None)
         if outcome.worker_info.get("mem_limit"):
             conditions["mem_limit"] = outcome.worker_info["mem_limit"]
+        telemetry = (outcome.result or {}).get("telemetry")
+        if isinstance(telemetry, dict):
+            conditions["telemetry"] = telemetry
         baseline = outcome.worker_info.get("baseline_rss_mb")
         common: dict[str, Any] = {
             "peak_rss_mb": peak_rss_mb,

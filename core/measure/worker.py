@@ -100,11 +100,16 @@ class Channel:
         self._used = 0
         self._last_flush_ns = time.perf_counter_ns()
         self.broken = False
+        # What telemetry costs the measured process, reported with the result.
+        self.write_ns = 0
+        self.writes = 0
+        self.last_write_ns = 0
 
     def _write(self, data: bytes) -> None:
         if self.broken:
             return
         with self._lock:
+            t0 = time.perf_counter_ns()
             try:
                 view = memoryview(data)
                 while view:
@@ -113,6 +118,10 @@ class Channel:
             except BrokenPipeError:
                 # The parent is gone; PDEATHSIG ends us shortly. Stop writing meanwhile.
                 self.broken = True
+            end = time.perf_counter_ns()
+            self.write_ns += end - t0
+            self.writes += 1
+            self.last_write_ns = end
 
     def send(self, kind: bytes, obj: dict[str, Any]) -> None:
         self._write(encode_json(kind, obj))
@@ -143,24 +152,39 @@ class Channel:
 
 
 class Heartbeat(threading.Thread):
-    """Proves liveness at ~10 Hz and carries the device-memory reading with it."""
+    """Proves liveness at 10 Hz and carries the device-memory reading with it. While
+    sample frames flow they prove liveness already: with no device memory to report
+    (CPU), the heartbeat then stays silent, so the parent is not woken for nothing."""
 
     def __init__(self, channel: Channel) -> None:
         super().__init__(name="backbench-heartbeat", daemon=True)
         self.channel = channel
         self.prepared: PreparedModel | None = None
         self._stop_event = threading.Event()
+        self.cpu_s = 0.0  # this thread's CPU time, set as it ends
+        self.wakeups = 0
 
     def run(self) -> None:
-        while not self._stop_event.wait(HEARTBEAT_INTERVAL_S):
-            payload: dict[str, Any] = {"t_ns": time.perf_counter_ns()}
-            prepared = self.prepared
-            if prepared is not None:
-                try:
-                    payload["device_memory"] = prepared.device_memory_mb()
-                except Exception as exc:  # a reading must never kill the case
-                    log.debug("device memory reading failed: %s", exc)
-            self.channel.send(KIND_HEARTBEAT, payload)
+        interval_ns = int(HEARTBEAT_INTERVAL_S * 1e9)
+        try:
+            while not self._stop_event.wait(HEARTBEAT_INTERVAL_S):
+                self.wakeups += 1
+                now = time.perf_counter_ns()
+                payload: dict[str, Any] = {"t_ns": now}
+                prepared = self.prepared
+                if prepared is not None:
+                    try:
+                        memory = prepared.device_memory_mb()
+                    except Exception as exc:  # a reading must never kill the case
+                        log.debug("device memory reading failed: %s", exc)
+                        memory = {}
+                    if memory:
+                        payload["device_memory"] = memory
+                if "device_memory" not in payload and now - self.channel.last_write_ns < interval_ns:
+                    continue
+                self.channel.send(KIND_HEARTBEAT, payload)
+        finally:
+            self.cpu_s = time.thread_time()
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -400,6 +424,7 @@ def serve(job_data: Any, fd: int, parent_pid: int = 0, start: str = "exec") -> i
         return EXIT_CASE_FAILED
     finally:
         heartbeat.stop()
+    heartbeat.join(timeout=1.0)
     channel.send(
         KIND_RESULT,
         {
@@ -414,6 +439,14 @@ def serve(job_data: Any, fd: int, parent_pid: int = 0, start: str = "exec") -> i
             "t_ns": time.perf_counter_ns(),
             "start": start,
             "peak_rss_mb": peak_rss_mb(),
+            # What telemetry cost this process over the whole case: the heartbeat
+            # thread's CPU and the time spent writing frames (samples included).
+            "telemetry": {
+                "heartbeat_cpu_s": heartbeat.cpu_s,
+                "heartbeat_wakeups": heartbeat.wakeups,
+                "write_s": channel.write_ns / 1e9,
+                "writes": channel.writes,
+            },
         },
     )
     return EXIT_OK
