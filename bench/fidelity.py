@@ -91,7 +91,8 @@ def backbench_case(model: str, backend: Backend, batch: int, mode: Mode, seconds
     device = "CPU" if backend is Backend.OPENVINO else "cpu"
     case = Case(model, backend, device, Precision.FP32, batch, mode)
     rule = StoppingRule(min_iters=50, target_ci=0.002, max_time_s=seconds, warmup_time_s=1.0)
-    m = CaseRunner().run(WorkerJob(case, ModelSource(model), rule))
+    with CaseRunner() as runner:
+        m = runner.run(WorkerJob(case, ModelSource(model), rule))
     if m.status is not Status.OK or m.stats is None:
         raise RuntimeError(f"{case.label()}: {m.error}")
     return {"median_ms": m.stats.median_ns / 1e6, "fps": float(m.throughput_ips or 0), "n": m.stats.n}
@@ -102,13 +103,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--batches", default=",".join(str(b) for b in BATCHES))
     parser.add_argument("--only", help="run only the comparisons whose name contains this, e.g. throughput")
     parser.add_argument("--out")
     args = parser.parse_args()
 
     comparisons: list[tuple[str, Any, Any, str]] = []
     for model in args.models.split(","):
-        for batch in BATCHES:
+        for batch in (int(b) for b in args.batches.split(",")):
             comparisons.append(
                 ("torch latency", lambda m=model, b=batch: torch_timer_ms(m, b, args.seconds),
                  lambda m=model, b=batch: backbench_case(m, Backend.TORCH, b, Mode.LATENCY, args.seconds)["median_ms"],
@@ -142,10 +144,15 @@ def main() -> int:
         # The headline is the median of the paired (same-round) ratios: on a noisy machine
         # pairing cancels the drift that both sides of a round share.
         paired = statistics.median(o / r for o, r in zip(our_values, ref_values, strict=True))
+        # The reference's own round-to-round spread: how far apart two runs of the same
+        # tool land on this machine, against which a ratio's distance from 1 is read.
+        spread = (max(ref_values) - min(ref_values)) / ref if ref else 0.0
         results.append({"what": what, "case": label, "reference": ref, "backbench": our, "ratio": paired,
+                        "reference_spread": spread,
                         "rounds": {"reference": ref_values, "backbench": our_values}})
         rounds = " ".join(f"{o / r:.3f}" for o, r in zip(our_values, ref_values, strict=True))
-        print(f"{what:<26}{label:<26}{ref:>11.3f}{our:>11.3f}{paired:>8.3f}   rounds: {rounds}", flush=True)
+        print(f"{what:<26}{label:<26}{ref:>11.3f}{our:>11.3f}{paired:>8.3f}   rounds: {rounds}   "
+              f"reference spread {spread:.1%}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0

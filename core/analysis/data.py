@@ -53,8 +53,7 @@ FP32_BYTES = 4.0
 _TRUE_TEXT = frozenset({"true", "1", "1.0", "yes", "y", "t"})
 _FALSE_TEXT = frozenset({"false", "0", "0.0", "no", "n", "f"})
 DISTURBED_MEANING = (
-    "other processes used more CPU than the run's threshold while the case warmed up and "
-    "was timed"
+    "other processes used more CPU than the run's threshold while the case warmed up and was timed"
 )
 
 _REQUIRED_TEXT = ", ".join(REQUIRED_COLUMNS)
@@ -149,13 +148,15 @@ def disturbed_flags(frame: pd.DataFrame) -> pd.Series:
     if "disturbed" not in frame.columns:
         return pd.Series(None, index=frame.index, dtype=object)
     flags: list[bool | None] = []
-    for position, value in enumerate(frame["disturbed"].tolist()):
+    for position, (label, value) in enumerate(frame["disturbed"].items()):
         try:
             flags.append(_flag(value))
         except ValueError:
             model = frame["model"].iloc[position] if "model" in frame.columns else None
+            # prepare() keeps each row's position in the input as its index label.
+            row = int(label) + 1 if isinstance(label, (int, np.integer)) else position + 1
             raise DataError(
-                f"Column 'disturbed' must be true or false, but data row {position + 1} "
+                f"Column 'disturbed' must be true or false, but data row {row} "
                 f"(model {model!r}) holds {value!r}.",
                 "Write true or false (or leave the cell empty when unknown).",
             ) from None

@@ -294,6 +294,10 @@ def export_ir(module: Any, input_size: tuple[int, int, int], target: Path) -> No
 _forbidden = False
 
 
+class ConversionMissing(ModelFileError):
+    """A conversion was needed where none may run (``forbid_conversion``)."""
+
+
 @contextlib.contextmanager
 def forbid_conversion() -> Iterator[None]:
     """Inside, a conversion that would be needed fails instead: a measured process reads
@@ -315,7 +319,7 @@ def _ensure(target: Path, source: ModelSource, write: Any) -> ConvertedModel:
             log.debug("using cached %s", target)
             return ConvertedModel(target, input_size, converted=False)
         if _forbidden:
-            raise ModelFileError(
+            raise ConversionMissing(
                 f"The converted model {target} is missing: it was removed after the sweep "
                 "converted it, or the cache folder is not shared with this worker.",
                 f"Run the case again; check that {CACHE_DIR_ENV} is the same for every process.",

@@ -12,6 +12,7 @@ from typing import Any
 
 from core.cli.console import (
     EXIT_INTERRUPTED,
+    add_results_table_options,
     case_progress,
     console,
     err_console,
@@ -163,16 +164,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     import time
 
     from core.measure.runner import run_sweep, time_summary, validate_spec
+    from core.measure.supervisor import CaseRunner
     from core.store import open_store
 
     resume = None
-    if args.resume:
-        store = open_store(args.db)
-        resume = store.get_run(args.resume)
-        spec = resume.spec
-    else:
-        spec = validate_spec(spec_from_args(args))
-        store = open_store(args.db)
+    runner = CaseRunner()
+    try:
+        if args.resume:
+            store = open_store(args.db)
+            resume = store.get_run(args.resume)
+            spec = resume.spec
+        else:
+            spec = spec_from_args(args)
+            if spec.isolate:
+                # The fork server imports the framework while this process validates.
+                runner.start = spec.worker_start
+                runner.prestart(spec.backend)
+            spec = validate_spec(spec)
+            store = open_store(args.db)
+    except BaseException:
+        runner.close()
+        raise
     total = len(spec.cases()) - (len(store.completed_cases(resume.id)) if resume else 0)
     # The parent shares the CPU with the worker: a slow refresh keeps it quiet.
     progress = case_progress("[bold]{task.description}", eta=True, refresh_per_second=2)
@@ -182,7 +194,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         with progress:
             task = progress.add_task("cases", total=total, live="")
             observer = _ProgressObserver(progress, task)
-            run = run_sweep(spec, store, observer=observer, resume=resume, validate=False)  # type: ignore[arg-type]
+            run = run_sweep(
+                spec, store, observer=observer, resume=resume, validate=False,  # type: ignore[arg-type]
+                case_runner=runner,
+            )  # fmt: skip
             run_ref = run.id
     except KeyboardInterrupt:
         latest = store.latest_run()
@@ -192,6 +207,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"Resume with: backbench run --db {store.path} --resume {latest.id}"
             )
         return EXIT_INTERRUPTED
+    finally:
+        runner.close()
     measurements = store.measurements(run_ref)
     print_results_table(measurements, title=f"Run {run.id} {run.name!r} ({store.path})")
     failed = [m for m in measurements if m.status.value != "ok"]
@@ -221,22 +238,22 @@ def cmd_results(args: argparse.Namespace) -> int:
     run = store.get_run(args.run) if args.run is not None else None
     run_ref = run.id if run is not None else None
     if args.format == "table":
-        measurements = store.measurements(run_ref)
+        measurements = store.measurements(run_ref, all_attempts=args.attempts)
         if not measurements:
             err_console.print(f"No results in {store.path} yet. Measure with: backbench run -m resnet18 --db {store.path}")
             return 0
         title = f"Run {run.id} {run.name!r}" if run is not None else f"All runs in {store.path}"
-        print_results_table(measurements, title)
+        print_results_table(measurements, title, timings=args.timings, attempts=args.attempts)
         return 0
     if args.format == "parquet" and not args.output:
         from core.errors import UsageError
 
         raise UsageError("Parquet is binary.", "Give a file with -o, e.g. -o results.parquet.")
     if args.output:
-        store.export(args.output, args.format, run=run_ref)
+        store.export(args.output, args.format, run=run_ref, all_attempts=args.attempts)
         err_console.print(f"Wrote {args.output}")
     else:
-        store.export(sys.stdout, args.format, run=run_ref)
+        store.export(sys.stdout, args.format, run=run_ref, all_attempts=args.attempts)
     return 0
 
 
@@ -311,6 +328,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--run", help="run id or name (default: all runs)")
     p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    add_results_table_options(p)
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("runs", help="list the runs in a store")

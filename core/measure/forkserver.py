@@ -78,16 +78,21 @@ class ForkServer:
         self._dir = Path(tempfile.mkdtemp(prefix="backbench-fork-"))  # 0700
         self._seq = 0
         self.last_fork_threads = 0  # the zygote's thread count as it last forked
+        self._launched_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the zygote and wait until it is ready; raises ForkServerError."""
+    def launch(self) -> None:
+        """Start the zygote's process, without waiting for its imports; raises
+        ForkServerError."""
         if self.failure is not None:
             raise ForkServerError(self.failure)
         if self.alive:
             return
+        self.info = {}
+        self._buffer = b""
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self._launched_at = time.monotonic()
         try:
             self._proc = subprocess.Popen(
                 [*self.command, "--preload", self.key, "--parent-pid", str(os.getpid())],
@@ -100,7 +105,17 @@ class ForkServer:
             )
         except OSError as exc:
             self._fail(f"could not start the fork server: {exc.strerror or exc}")
-        t0 = time.monotonic()
+
+    def start(self) -> None:
+        """Start the zygote (unless launched) and wait until it is ready; raises
+        ForkServerError."""
+        if self.failure is not None:
+            raise ForkServerError(self.failure)
+        if self.alive and self.info.get("ready"):
+            return
+        if not self.alive:
+            self.launch()
+        t0 = self._launched_at
         reply = self._reply(READY_TIMEOUT_S, lambda r: "ready" in r)
         if reply is None:
             self._fail(f"the fork server did not start: {self._stderr_tail() or 'no output'}")

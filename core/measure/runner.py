@@ -136,21 +136,29 @@ def run_sweep(
     observer = observer or SweepObserver()
     t_sweep = time.monotonic()
     if resume is not None:
-        run = resume
-        spec = run.spec
-        done = store.completed_cases(run.id)
-        store.set_run_status(run.id, RUN_RUNNING)
-    else:
-        if validate:
-            spec = validate_spec(spec)
-        run = store.create_run(spec, manifest if manifest is not None else host_manifest(), name=spec.name)
-        done = set()
+        spec = resume.spec
     owned = case_runner is None
     runner = case_runner or CaseRunner()
     runner.start = spec.worker_start
     runner.disturbed_threshold = spec.disturbed_threshold
     if spec.max_mem_mb:
         runner.max_mem_mb = spec.max_mem_mb
+    if spec.isolate:
+        runner.prestart(spec.backend)  # its imports overlap with the validation below
+    try:
+        if resume is not None:
+            run = resume
+            done = store.completed_cases(run.id)
+            store.set_run_status(run.id, RUN_RUNNING)
+        else:
+            if validate:
+                spec = validate_spec(spec)
+            run = store.create_run(spec, manifest if manifest is not None else host_manifest(), name=spec.name)
+            done = set()
+    except BaseException:
+        if owned:
+            runner.close()
+        raise
     cases = spec.cases()
     todo = [c for c in cases if c not in done]
     total = len(todo)

@@ -51,7 +51,7 @@ from core.measure.pipe import (
     KIND_SAMPLES,
     FrameDecoder,
 )
-from core.measure.worker import TASK_CONVERT, WorkerJob
+from core.measure.worker import TASK_CHECK_CONVERTED, TASK_CONVERT, WorkerJob
 from core.results import (
     DEFAULT_DISTURBED_THRESHOLD,
     WORKER_START_EXEC,
@@ -265,6 +265,21 @@ class CaseRunner:
             return WORKER_START_EXEC, self.fallbacks.get(preload_key(backend, convert))
         return WORKER_START_FORK, None
 
+    def prestart(self, backend: Backend | str) -> None:
+        """Launch the backend's fork server without waiting for it, so its imports overlap
+        with the caller's own work (validating the spec); the first case waits for it."""
+        key = preload_key(backend)
+        command = zygote_command(self.worker_command)
+        if self.start != WORKER_START_FORK or key in self.fallbacks or command is None:
+            return
+        if not hasattr(os, "fork") or not hasattr(os, "mkfifo"):
+            return
+        server = self._servers.setdefault(key, ForkServer(command, key, self.env))
+        try:
+            server.launch()
+        except ForkServerError as exc:
+            self.fallbacks[key] = str(exc)
+
     def _server(self, key: str) -> ForkServer | None:
         if self.start != WORKER_START_FORK:
             return None
@@ -342,7 +357,7 @@ class CaseRunner:
             spawned.close()
         outcome.conditions["start"] = spawned.child.start
         if spawned.child.start == WORKER_START_EXEC and self.start == WORKER_START_FORK:
-            key = preload_key(job.case.backend, job.task == TASK_CONVERT)
+            key = preload_key(job.case.backend, job.task == TASK_CONVERT)  # a check: the backend's own
             if key in self.fallbacks:
                 outcome.conditions["start_fallback"] = self.fallbacks[key]
         return self._classify(
@@ -355,7 +370,24 @@ class CaseRunner:
     ) -> Conversion | Measurement:
         """Convert the case's model for its backend in a process of its own (a cache hit
         costs a fork). Returns the Conversion, or the case's failed Measurement."""
-        convert_job = replace(job, task=TASK_CONVERT, fault=None)
+        t_start = time.monotonic()
+        check = self._conversion_task(replace(job, task=TASK_CHECK_CONVERTED, fault=None), cancel)
+        if isinstance(check, Measurement):
+            return check
+        if check.get("cached"):
+            return Conversion(seconds=time.monotonic() - t_start, converted=False, path=check.get("path"))
+        done = self._conversion_task(replace(job, task=TASK_CONVERT, fault=None), cancel)
+        if isinstance(done, Measurement):
+            return done
+        return Conversion(
+            seconds=time.monotonic() - t_start, converted=bool(done.get("converted")), path=done.get("path")
+        )
+
+    def _conversion_task(
+        self, convert_job: WorkerJob, cancel: threading.Event | None
+    ) -> dict[str, Any] | Measurement:
+        """Run a check or conversion job; its result, or the case's failed Measurement."""
+        job = convert_job
         observer = CaseObserver()
         started_at = time.time()
         t_start = time.monotonic()
@@ -377,11 +409,7 @@ class CaseRunner:
         result = outcome.result
         clean_exit = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         if result is not None and outcome.error is None and outcome.killed_for is None and clean_exit:
-            return Conversion(
-                seconds=time.monotonic() - t_start,
-                converted=bool(result.get("converted")),
-                path=result.get("path"),
-            )
+            return result
         failed = self._classify(
             convert_job, outcome, status, rusage, stderr_tail, oom_before, started_at,
             time.monotonic() - t_start, spawned.t_spawn_ns,
@@ -398,7 +426,7 @@ class CaseRunner:
 
     def _spawn(self, job: WorkerJob) -> _Spawned | str:
         """Start the worker; a message for the case when it cannot start at all."""
-        key = preload_key(job.case.backend, job.task == TASK_CONVERT)
+        key = preload_key(job.case.backend, job.task == TASK_CONVERT)  # a check: the backend's own
         server = self._server(key)
         if server is not None:
             try:

@@ -55,6 +55,7 @@ FLUSH_INTERVAL_NS = 20_000_000  # telemetry leaves the worker within 20 ms (<= 5
 HEARTBEAT_INTERVAL_S = 0.1
 TASK_MEASURE = "measure"
 TASK_CONVERT = "convert"
+TASK_CHECK_CONVERTED = "check-converted"  # is the case's model in the cache already?
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +362,24 @@ def measure(
         prepared.close()
 
 
+def check_converted(job: WorkerJob) -> dict[str, Any]:
+    """Whether the case's model is converted already: the light question a backend's own
+    fork server answers, so the converter (torch and OpenVINO, ~700 MB) starts only
+    for a model that needs it."""
+    from core.backends import ensure_converted
+    from core.backends.convert import ConversionMissing, forbid_conversion
+
+    try:
+        with forbid_conversion():
+            converted = ensure_converted(job.case, job.source)
+    except ConversionMissing:
+        return {"task": TASK_CHECK_CONVERTED, "cached": False, "t_ns": time.perf_counter_ns()}
+    return {
+        "task": TASK_CHECK_CONVERTED, "cached": True,
+        "path": str(converted.path) if converted else None, "t_ns": time.perf_counter_ns(),
+    }  # fmt: skip
+
+
 def convert_for(job: WorkerJob) -> dict[str, Any]:
     """Convert the case's model for its backend (OpenVINO IR, ONNX), into the cache."""
     from core.backends import ensure_converted
@@ -408,9 +427,10 @@ def serve(job_data: Any, fd: int, parent_pid: int = 0, start: str = "exec") -> i
     heartbeat.start()
     clock = PhaseClock(channel, job)
     try:
-        if job.task == TASK_CONVERT:
+        if job.task in (TASK_CONVERT, TASK_CHECK_CONVERTED):
             channel.send(KIND_PHASE, {"phase": PHASE_CONVERT, "t_ns": time.perf_counter_ns()})
-            channel.send(KIND_RESULT, convert_for(job))
+            check = job.task == TASK_CHECK_CONVERTED
+            channel.send(KIND_RESULT, check_converted(job) if check else convert_for(job))
             return EXIT_OK
         result, config, device_memory = measure(job, channel, heartbeat, clock=clock)
     except BaseException as exc:  # every failure is reported to the parent, then we exit

@@ -397,14 +397,13 @@ def _section_html(sid: str, heading: str, figure_names: Sequence[str], key: str 
 def _memory_note_html(section: Mapping[str, Any]) -> str:
     """What the memory axis is, and where the process figure stood in for the model's."""
     text = f"Memory plotted: {section.get('y') or 'peak memory (MB)'}."
-    fallbacks = [
-        f"{platform}: {info['memory_fallback']}."
-        for platform, info in (section.get("per_platform") or {}).items()
-        if info and info.get("memory_fallback")
-    ]
-    if not fallbacks:
+    by_reason: dict[str, list[str]] = {}
+    for platform, info in (section.get("per_platform") or {}).items():
+        if info and info.get("memory_fallback"):
+            by_reason.setdefault(str(info["memory_fallback"]), []).append(platform)
+    if not by_reason:
         return f'<p class="muted">{_e(text)}</p>'
-    items = "".join(f"<li>{_e(f)}</li>" for f in fallbacks)
+    items = "".join(f"<li>{_e(', '.join(ps))}: {_e(why)}.</li>" for why, ps in by_reason.items())
     return f'<div class="warn"><strong>{_e(text)}</strong><ul>{items}</ul></div>'
 
 
@@ -454,7 +453,7 @@ def _memory_fact(analysis: Mapping[str, Any]) -> str:
         return f"{wanted}; no memory figure"
     text = str(section.get("y") or "")
     if section.get("memory_fallback"):
-        text += f" ({wanted} was asked for; see the memory section)"
+        text += f"; {wanted} was asked for, but these data lack the baseline RSS (see Memory vs parameters)"
     return text
 
 

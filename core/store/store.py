@@ -488,15 +488,22 @@ class Store:
 
     # ---- tables ----------------------------------------------------------------------
 
-    def to_dataframe(self, run: int | str | None = None) -> pandas.DataFrame:
+    def to_dataframe(
+        self, run: int | str | None = None, *, all_attempts: bool = False
+    ) -> pandas.DataFrame:
         """The long schema: one row per measurement, columns exactly MEASUREMENT_COLUMNS."""
         import pandas as pd
 
-        rows = [m.to_row() for m in self.measurements(run)]
+        rows = [m.to_row() for m in self.measurements(run, all_attempts=all_attempts)]
         return pd.DataFrame.from_records(rows, columns=list(MEASUREMENT_COLUMNS))
 
     def export(
-        self, dest: str | os.PathLike[str] | IO[Any], fmt: str, run: int | str | None = None
+        self,
+        dest: str | os.PathLike[str] | IO[Any],
+        fmt: str,
+        run: int | str | None = None,
+        *,
+        all_attempts: bool = False,
     ) -> None:
         """Write the long schema as csv, json (a list of row objects, numbers as numbers,
         NaN as null) or parquet. A path is written atomically; a stream is written as is."""
@@ -505,7 +512,7 @@ class Store:
             raise UsageError(
                 f"Unknown export format {fmt!r}.", f"Use one of: {', '.join(EXPORT_FORMATS)}."
             )
-        rows = [m.to_row() for m in self.measurements(run)]
+        rows = [m.to_row() for m in self.measurements(run, all_attempts=all_attempts)]
         payload: str | bytes
         if fmt == "json":
             payload = json.dumps([_json_row(row) for row in rows], indent=1, allow_nan=False)

@@ -160,8 +160,13 @@ def test_ctrl_c_keeps_completed_cases_and_resume_finishes(tmp_path: Path) -> Non
         run = store.get_run("cut")
         kept = store.measurements(run.id)
     assert run.status == "interrupted"
-    assert kept and all(m.status.value == "ok" for m in kept)
-    # No worker outlives the CLI (workers carry their parent's pid on their command line).
+    # Completed cases stand; a case cut off is kept as an interrupted attempt.
+    cut = [m for m in kept if m.status.value != "ok"]
+    kept = [m for m in kept if m.status.value == "ok"]
+    assert kept and all(m.failure is not None and m.failure.value == "interrupted" for m in cut)
+    assert len(cut) <= 1
+    # No worker outlives the CLI (workers and fork servers carry their parent's pid on
+    # their command line; a forked worker has its fork server's).
     left = subprocess.run(["pgrep", "-f", f"--parent-pid {proc.pid}"], capture_output=True, text=True).stdout
     assert not left.split(), f"workers left behind: {left}"
 
@@ -172,7 +177,10 @@ def test_ctrl_c_keeps_completed_cases_and_resume_finishes(tmp_path: Path) -> Non
         final = store.measurements(run.id)
         assert store.get_run(run.id).status == "finished"
     assert sorted(m.case.batch_size for m in final) == [1, 2, 3]
+    assert all(m.status.value == "ok" for m in final)
     assert [m.measurement_id for m in final[: len(kept)]] == [m.measurement_id for m in kept]
+    # The case cut off was measured again as its second attempt.
+    assert [m.attempt for m in final if m.case in {c.case for c in cut}] == [2] * len(cut)
 
 
 # -- command families ------------------------------------------------------------------
@@ -198,7 +206,7 @@ def test_commands_come_in_family_order() -> None:
     from core.cli.main import build_parser
 
     assert subcommands(build_parser()) == [
-        "models", "run", "results", "runs", "devices", "worker", "analyze", "predict",
+        "models", "run", "results", "runs", "devices", "worker", "zygote", "analyze", "predict",
         "report", "agent", "remote", "export", "gui",
     ]  # fmt: skip
 
