@@ -21,9 +21,9 @@ from core.analysis import (
     prepare,
 )
 from core.analysis.accuracy import model_accuracies, wilson_interval
-from core.analysis.data import REFERENCE
+from core.analysis.data import REFERENCE, without_disturbed
 from core.analysis.speedup import speedup_table
-from core.errors import DataError
+from core.errors import DataError, UsageError
 
 BATCHES = (1, 2, 4, 8, 16, 32)
 TOP_LEVEL = {
@@ -494,3 +494,169 @@ def test_no_accuracy_anywhere_skips_accuracy_parts_with_reason() -> None:
 def test_analyze_rejects_unknown_baseline() -> None:
     with pytest.raises(DataError, match="Use one of"):
         analyze(full_frame(), baseline="torch/cuda/fp16")
+
+
+# ---- the model's share of memory -------------------------------------------------------
+
+
+def memory_frame(framework_mb: float = 400.0, model_memory: bool = True) -> pd.DataFrame:
+    """Eight models on one platform whose own memory is 1.3 x weights + 20 MB, in processes
+    whose framework imports cost ``framework_mb`` plus 0-300 MB that varies from run to run
+    (unrelated to the model): the process figure hides the model's line."""
+    frame = curve_rows([(2.0, 8.0), (10.0, 30.0)], per_group=4, batches=(1, 4))
+    models = sorted(frame["model"].unique())
+    params = {m: 2e6 + 9e6 * i for i, m in enumerate(models)}
+    frame["params"] = frame["model"].map(params)
+    weights_mb = frame["params"] * 4 / 2**20
+    baseline = framework_mb + frame["model"].map({m: (i * 137) % 300 for i, m in enumerate(models)})
+    frame["peak_rss_mb"] = baseline + 1.3 * weights_mb + 20.0
+    if model_memory:
+        frame["baseline_rss_mb"] = baseline
+        frame["model_rss_mb"] = frame["peak_rss_mb"] - baseline
+    return frame
+
+
+def test_memory_fits_the_models_own_share_by_default() -> None:
+    section = analyze(memory_frame())["memory_vs_params"]
+    (fit,) = section["fits"]
+    assert fit["memory_column"] == "model_rss_mb"
+    assert fit["slope"] == pytest.approx(1.3, rel=1e-6) and fit["intercept"] == pytest.approx(
+        20.0, abs=1e-6
+    )
+    assert section["y"] == "model memory: peak − baseline RSS (MB)"
+    assert section["memory"] == "model" and section["memory_fallback"] is False
+    platform = section["per_platform"]["torch/cpu/fp32"]
+    assert platform["memory_label"] == section["y"] and platform["memory_fallback"] is None
+    assert "model memory (peak − baseline RSS)" in section["says"]
+
+
+def test_memory_process_fits_the_whole_processs_peak() -> None:
+    result = analyze(memory_frame(), memory="process")
+    section = result["memory_vs_params"]
+    assert result["input"]["memory"] == "process"
+    assert {f["memory_column"] for f in section["fits"]} == {"peak_rss_mb"}
+    assert section["y"] == "process memory: peak RSS (MB)" and section["memory_fallback"] is False
+    # The framework's share (400 MB and more) is in every point of the process figure.
+    assert min(f["intercept"] for f in section["fits"]) > 300
+    assert not any("baseline RSS" in note for note in result["notes"])
+
+
+def test_without_a_baseline_rss_the_process_figure_is_used_and_said() -> None:
+    result = analyze(memory_frame(model_memory=False))
+    section = result["memory_vs_params"]
+    assert {f["memory_column"] for f in section["fits"]} == {"peak_rss_mb"}
+    assert section["memory"] == "model" and section["memory_fallback"] is True
+    platform = section["per_platform"]["torch/cpu/fp32"]
+    assert (
+        "baseline RSS" in platform["memory_fallback"]
+        and "peak_rss_mb" in platform["memory_fallback"]
+    )
+    assert section["y"] == "process memory: peak RSS (MB)"
+    assert "no baseline RSS in these data" in section["says"]
+    assert any(
+        n.startswith("memory_vs_params on torch/cpu/fp32: no model with a baseline")
+        for n in result["notes"]
+    )
+
+
+def test_model_memory_is_derived_from_peak_and_baseline_when_the_column_is_absent() -> None:
+    frame = memory_frame().drop(columns=["model_rss_mb"])
+    (fit,) = analyze(frame)["memory_vs_params"]["fits"]
+    assert fit["memory_column"] == "model_rss_mb" and fit["intercept"] == pytest.approx(
+        20.0, abs=1e-6
+    )
+
+
+def test_device_memory_keeps_its_precedence_over_either_rss_figure() -> None:
+    frame = memory_frame()
+    frame["peak_device_mem_mb"] = frame["params"] * 4 / 2**20 * 2.0 + 5.0
+    for memory in ("model", "process"):
+        section = analyze(frame, memory=memory)["memory_vs_params"]
+        (fit,) = section["fits"]
+        assert fit["memory_column"] == "peak_device_mem_mb" and fit["slope"] == pytest.approx(2.0)
+        assert section["y"] == "peak device memory (MB)" and section["memory_fallback"] is False
+
+
+def test_unknown_memory_choice_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="model, process"):
+        analyze(memory_frame(), memory="device")
+
+
+# ---- disturbed measurements ------------------------------------------------------------
+
+
+def disturbed_frame() -> pd.DataFrame:
+    """Two speed groups; three rows at batch 1 were disturbed and ran 10x slower."""
+    frame = curve_rows([(1.0, 4.0), (8.0, 30.0)], per_group=3, batches=(1, 2, 4, 8))
+    frame["disturbed"] = False
+    slow = frame.index[frame["batch_size"] == 1][:3]
+    frame.loc[slow, "disturbed"] = True
+    frame.loc[slow, "per_image_ms"] *= 10.0
+    frame["interference"] = np.where(frame["disturbed"], 0.6, 0.01)
+    return frame
+
+
+def test_disturbed_rows_are_kept_counted_and_noted_by_default() -> None:
+    frame = disturbed_frame()
+    result = analyze(frame)
+    assert result["input"]["rows_used"] == len(frame)
+    assert (
+        result["input"]["rows_disturbed"] == 3 and result["input"]["rows_excluded_disturbed"] == 0
+    )
+    assert any(n.startswith("3 measurement(s) were disturbed") for n in result["notes"])
+    inp = prepare(frame)
+    assert inp.frame["disturbed"].tolist().count(True) == 3 and inp.n_disturbed == 3
+
+
+def test_exclude_disturbed_leaves_them_out_of_every_part() -> None:
+    frame = disturbed_frame()
+    kept = analyze(frame)
+    result = analyze(frame, exclude_disturbed=True)
+    assert result["input"]["rows_used"] == len(frame) - 3
+    assert (
+        result["input"]["rows_excluded_disturbed"] == 3 and result["input"]["rows_disturbed"] == 0
+    )
+    assert any(n.startswith("3 disturbed measurement(s) left out") for n in result["notes"])
+    clean = analyze(frame[~frame["disturbed"]].drop(columns=["disturbed"]))
+    assert result["latency_vs_batch"]["centroids"] == clean["latency_vs_batch"]["centroids"]
+    # The slowed batch-1 point is in the default analysis and gone from the other.
+    slowed = frame.loc[(frame["model"] == "g0_m0") & (frame["batch_size"] == 1), "per_image_ms"]
+    assert kept["latency_vs_batch"]["curves"]["g0_m0"]["1"] == pytest.approx(float(slowed.iloc[0]))
+    assert sorted(result["latency_vs_batch"]["curves"]["g0_m0"]) == ["2", "4", "8"]
+    assert kept["latency_vs_batch"]["centroids"] != clean["latency_vs_batch"]["centroids"]
+
+
+def test_disturbed_flags_as_a_csv_or_json_file_spells_them(tmp_path: Path) -> None:
+    frame = curve_rows([(1.0, 4.0)], per_group=3, batches=(1, 2))
+    frame["disturbed"] = ["True", "false", "", "1", "0", None]
+    path = tmp_path / "r.csv"
+    frame.to_csv(path, index=False)
+    inp = prepare(load_csv(path))
+    assert inp.frame["disturbed"].tolist() == [True, False, None, True, False, None]
+    assert inp.n_disturbed == 2
+    kept, excluded = without_disturbed(frame)
+    assert excluded == 2 and len(kept) == 4
+    assert without_disturbed(frame.drop(columns=["disturbed"]))[1] == 0  # an old file: none
+
+
+def test_unreadable_disturbed_value_names_the_row() -> None:
+    frame = curve_rows([(1.0, 4.0)], per_group=2, batches=(1, 2))
+    frame["disturbed"] = [False, False, "maybe", False]
+    with pytest.raises(DataError, match=r"data row 3 \(model 'g0_m1'\) holds 'maybe'"):
+        prepare(frame)
+
+
+def test_excluding_every_row_says_what_to_do() -> None:
+    frame = curve_rows([(1.0, 4.0)], per_group=2, batches=(1, 2))
+    frame["disturbed"] = True
+    with pytest.raises(DataError, match="were disturbed") as err:
+        analyze(frame, exclude_disturbed=True)
+    assert "--exclude-disturbed" in (err.value.hint or "")
+
+
+def test_unreadable_disturbed_value_names_its_row_in_the_input_after_failed_rows() -> None:
+    frame = curve_rows([(1.0, 4.0)], per_group=2, batches=(1, 2))
+    frame["status"] = ["failed", "ok", "ok", "ok"]
+    frame["disturbed"] = [None, False, False, "sometimes"]
+    with pytest.raises(DataError, match=r"data row 4 \(model 'g0_m1'\) holds 'sometimes'"):
+        prepare(frame)

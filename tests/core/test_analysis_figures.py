@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from itertools import pairwise
@@ -166,3 +167,27 @@ def test_importing_the_analysis_does_not_load_matplotlib() -> None:
     code = "import sys, core.report.figures, core.analysis.summary; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_memory_axis_names_the_figure_fitted() -> None:
+    data = frame(platforms=1)
+    model = analyze(data.assign(baseline_rss_mb=240.0))
+    fig = figs.memory_vs_params(model)
+    assert fig.axes[0].get_ylabel() == "Model memory: peak − baseline RSS at batch 1 (MB)"
+    assert not [t for t in fig.axes[0].texts if "no baseline RSS" in t.get_text()]
+
+    old = analyze(data)  # no baseline RSS: the process figure stands in, and the panel says so
+    fig = figs.memory_vs_params(old)
+    assert fig.axes[0].get_ylabel() == "Process memory: peak RSS at batch 1 (MB)"
+    assert [t for t in fig.axes[0].texts if "no baseline RSS" in t.get_text()]
+    assert _drawn_outside_canvas(fig) == []
+
+    process = analyze(data.assign(baseline_rss_mb=240.0), memory="process")
+    assert figs.memory_vs_params(process).axes[0].get_ylabel() == "Process memory: peak RSS at batch 1 (MB)"
+
+
+def test_memory_axis_of_an_analysis_saved_before_the_label(analysis: dict[str, Any]) -> None:
+    saved = copy.deepcopy(analysis)
+    for part in saved["memory_vs_params"]["per_platform"].values():
+        del part["memory_label"], part["memory_fallback"]
+    assert figs.memory_vs_params(saved).axes[0].get_ylabel() == "Peak RSS at batch 1 (MB)"

@@ -15,7 +15,17 @@ import pytest
 from core.analysis import SECTIONS
 from core.cli.main import main
 from core.predict.predictor import LatencyPredictor
-from core.results import Backend, Case, LatencyStats, Measurement, Mode, Precision, RunSpec, Status
+from core.results import (
+    Backend,
+    Case,
+    FailureKind,
+    LatencyStats,
+    Measurement,
+    Mode,
+    Precision,
+    RunSpec,
+    Status,
+)
 from core.store import Store
 from core.zoo import model_complexity
 
@@ -296,3 +306,276 @@ def test_report_command_from_a_store(
     code, _, err = run_main(capsys, "report", "--db", str(db), "-o", str(keep), "--no-predict")
     assert code == 2 and "not a backbench report" in err
     assert (keep / "notes.txt").read_text() == "mine"
+
+
+# -- the model's memory and disturbed measurements --------------------------------------------
+
+DISTURBED = {("resnet18", 1), ("vgg11", 2), ("resnet50", 4)}  # slowed 5x by "other processes"
+
+
+def add_run_now(store: Store, name: str) -> None:
+    """A run as backbench writes it since issue 9: a baseline RSS (the framework, varying
+    from case to case), other processes' CPU, three cases disturbed and slowed."""
+    spec = RunSpec(models=MODELS, backend=Backend.TORCH, device="cpu", batch_sizes=BATCHES, name=name)
+    run = store.create_run(spec, {"host": "now"}, name=name)
+    for i, model in enumerate(MODELS):
+        facts = model_complexity(model)
+        assert facts is not None
+        for batch in BATCHES:
+            disturbed = (model, batch) in DISTURBED
+            slow = 5.0 if disturbed else 1.0
+            batch_ns = int(per_image_ms(model, batch, 1.0) * batch * 1e6 * slow)
+            samples = tuple(batch_ns + 1000 * (k % 3) for k in range(9))
+            baseline = 250.0 + 40.0 * ((i * 3 + batch) % 4)
+            store.add_measurement(
+                run.id,
+                Measurement(
+                    case=Case(model, Backend.TORCH, "cpu", Precision.FP32, batch, Mode.LATENCY),
+                    status=Status.OK, stats=LatencyStats.from_samples(samples), samples_ns=samples,
+                    peak_rss_mb=baseline + 1.2 * facts.params * 4 / 2**20 + 10.0, baseline_rss_mb=baseline,
+                    params=facts.params, flops=facts.flops, interference=0.5 if disturbed else 0.01,
+                    disturbed=disturbed,
+                ),
+            )  # fmt: skip
+    store.set_run_status(run.id, "finished")
+
+
+@pytest.fixture(scope="module")
+def db_now(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("store") / "now.db"
+    with Store(path) as store:
+        add_run_now(store, "now")
+    return path
+
+
+def test_analyze_memory_model_by_default_and_process_on_request(
+    capsys: pytest.CaptureFixture[str], db_now: Path
+) -> None:
+    code, out, _ = run_main(capsys, "analyze", "--db", str(db_now), "--json")
+    assert code == 0
+    model = strict_json(out)["memory_vs_params"]
+    (fit,) = model["fits"]
+    assert fit["memory_column"] == "model_rss_mb" and model["y"] == "model memory: peak − baseline RSS (MB)"
+    assert fit["slope"] == pytest.approx(1.2, rel=1e-6) and fit["intercept"] == pytest.approx(10.0, abs=1e-3)
+
+    code, out, _ = run_main(capsys, "analyze", "--db", str(db_now), "--json", "--memory", "process")
+    assert code == 0
+    result = strict_json(out)
+    assert result["input"]["memory"] == "process"
+    assert {f["memory_column"] for f in result["memory_vs_params"]["fits"]} == {"peak_rss_mb"}
+    assert result["memory_vs_params"]["fits"][0]["intercept"] > 200  # the framework is in it
+
+    code, out, _ = run_main(capsys, "analyze", "--db", str(db_now))
+    assert code == 0 and "Memory: model memory: peak − baseline RSS (MB)" in out
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["analyze", "--db", str(db_now), "--memory", "device"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'device'" in capsys.readouterr().err
+
+
+def test_analyze_says_when_old_data_have_no_model_memory(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    code, out, _ = run_main(capsys, "analyze", "--db", str(db), "--json")
+    assert code == 0
+    result = strict_json(out)
+    section = result["memory_vs_params"]
+    assert section["memory_fallback"] is True and section["y"] == "process memory: peak RSS (MB)"
+    assert all(p["memory_fallback"] for p in section["per_platform"].values())
+    assert any("no model with a baseline RSS" in note for note in result["notes"])
+    code, out, _ = run_main(capsys, "analyze", "--db", str(db))
+    assert code == 0
+    assert "No baseline RSS on openvino/CPU/fp32, torch/cpu/fp32" in " ".join(out.split())
+
+
+def test_analyze_keeps_disturbed_rows_unless_told_and_counts_them(
+    capsys: pytest.CaptureFixture[str], db_now: Path
+) -> None:
+    n_rows = len(MODELS) * len(BATCHES)
+    code, out, _ = run_main(capsys, "analyze", "--db", str(db_now), "--json")
+    kept = strict_json(out)["input"]
+    assert (kept["rows_used"], kept["rows_disturbed"], kept["rows_excluded_disturbed"]) == (n_rows, 3, 0)
+
+    code, out, _ = run_main(capsys, "analyze", "--db", str(db_now), "--json", "--exclude-disturbed")
+    assert code == 0
+    result = strict_json(out)
+    left = result["input"]
+    assert (left["rows_used"], left["rows_disturbed"], left["rows_excluded_disturbed"]) == (n_rows - 3, 0, 3)
+    curves = result["latency_vs_batch"]["curves"]
+    assert "1" not in curves["resnet18"] and "2" not in curves["vgg11"] and "4" not in curves["resnet50"]
+
+    code, out, _ = run_main(capsys, "analyze", "--db", str(db_now), "--exclude-disturbed")
+    assert code == 0 and "3 disturbed left out" in out
+    code, out, _ = run_main(capsys, "analyze", "--db", str(db_now))
+    assert code == 0 and "3 disturbed kept" in out
+
+
+def test_predict_and_evaluate_exclude_disturbed_rows(
+    capsys: pytest.CaptureFixture[str], db_now: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n_rows = len(MODELS) * len(BATCHES)
+    seen: list[pd.DataFrame] = []
+    fit = LatencyPredictor.fit
+
+    def recording_fit(self: LatencyPredictor, df: pd.DataFrame) -> LatencyPredictor:
+        seen.append(df)
+        return fit(self, df)
+
+    monkeypatch.setattr(LatencyPredictor, "fit", recording_fit)
+    args = ("predict", "-m", "resnet34", "--batch", "2", "--db", str(db_now), "--json")
+    code, out, err = run_main(capsys, *args, "--exclude-disturbed")
+    assert code == 0 and strict_json(out)["model"] == "resnet34"  # stdout stays the prediction
+    assert "Left out 3 disturbed measurement(s)" in err
+    assert len(seen[-1]) == n_rows - 3 and not seen[-1]["disturbed"].astype(bool).any()
+
+    evaluated: list[pd.DataFrame] = []
+
+    def evaluate(df: pd.DataFrame) -> dict[str, Any]:
+        evaluated.append(df)
+        return {"n": len(df), "within_10pct": 0.5, "baseline": {}, "per_platform": {}, "notes": ["x"]}
+
+    monkeypatch.setattr("core.predict.evaluate.evaluate", evaluate)
+    code, out, _ = run_main(capsys, "predict", "--evaluate", "--db", str(db_now), "--json", "--exclude-disturbed")
+    assert code == 0
+    result = strict_json(out)
+    assert len(evaluated[-1]) == n_rows - 3 and result["rows_excluded_disturbed"] == 3
+    assert result["notes"] == ["x", "3 disturbed measurement(s) left out (--exclude-disturbed)."]
+    code, out, _ = run_main(capsys, "predict", "--evaluate", "--db", str(db_now), "--json")
+    assert code == 0 and len(evaluated[-1]) == n_rows and "rows_excluded_disturbed" not in strict_json(out)
+
+
+def test_report_memory_and_exclude_disturbed_options(
+    capsys: pytest.CaptureFixture[str], db_now: Path, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "report"
+    argv = ("report", "--db", str(db_now), "-o", str(out_dir), "--no-predict")
+    code, _, _ = run_main(capsys, *argv, "--memory", "process", "--exclude-disturbed")
+    assert code == 0
+    analysis = json.loads((out_dir / "analysis.json").read_text())
+    assert analysis["input"]["memory"] == "process" and analysis["input"]["rows_excluded_disturbed"] == 3
+    assert "<dt>disturbed</dt><dd>3 measurement(s) left out</dd>" in (out_dir / "index.html").read_text()
+
+    code, _, _ = run_main(capsys, *argv)
+    assert code == 0
+    analysis = json.loads((out_dir / "analysis.json").read_text())
+    assert analysis["input"]["memory"] == "model" and analysis["input"]["rows_disturbed"] == 3
+    assert (out_dir / "index.html").read_text().count('<tr class="disturbed">') == 3
+
+
+def test_the_cli_offers_the_memory_choices_the_analysis_knows() -> None:
+    from core.analysis.memory import MEMORY_CHOICES as ANALYSIS_CHOICES
+    from core.cli.analysis import MEMORY_CHOICES
+
+    assert MEMORY_CHOICES == ANALYSIS_CHOICES
+
+
+# -- the results table (core.cli.console) ----------------------------------------------------
+
+
+def result(model: str, batch: int = 1, **fields: Any) -> Measurement:
+    samples = tuple(2_000_000 + 1000 * (k % 3) for k in range(9))
+    defaults: dict[str, Any] = {
+        "stats": LatencyStats.from_samples(samples), "throughput_ips": 490.5, "peak_rss_mb": 512.0,
+        "run_id": 7,
+    }  # fmt: skip
+    case = Case(model, Backend.OPENVINO, "CPU", Precision.FP32, batch, Mode.LATENCY)
+    return Measurement(case=case, status=Status.OK, **{**defaults, **fields})
+
+
+NOW = {
+    "baseline_rss_mb": 300.0, "interference": 0.01, "disturbed": False, "duration_s": 14.9,
+    "phase_s": {"convert": 2.5, "start": 0.05, "load": 0.31, "compile": 1.2, "warmup": 0.6, "measure": 10.02},
+}  # fmt: skip
+
+
+def table_lines(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: Any, **kw: Any) -> list[str]:
+    from core.cli.console import console, print_results_table
+
+    monkeypatch.setattr(console, "width", 120)
+    print_results_table(*args, **kw)
+    return capsys.readouterr().out.splitlines()
+
+
+def row_of(lines: list[str], *words: str) -> list[str]:
+    return next(line.split() for line in lines if all(w in line.split() for w in words))
+
+
+def test_results_table_shows_model_memory_and_flags_disturbed_cases(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed = Measurement.failed(
+        Case("vgg11", Backend.OPENVINO, "CPU", Precision.FP32, 4), FailureKind.OOM,
+        "worker exceeded its memory limit\nsecond line", run_id=7,
+    )  # fmt: skip
+    rows = [
+        result("mobilenet_v3_small", **NOW),
+        result("resnet18", 8, **{**NOW, "interference": 0.43, "disturbed": True, "peak_rss_mb": 700.25}),
+        failed,
+    ]
+    lines = table_lines(capsys, monkeypatch, rows, "Run 7 'now'")
+    assert max(len(line) for line in lines) <= 120
+    header = row_of(lines, "model", "platform")
+    assert header[:2] == ["model", "platform"]  # one run: its id is in the title, not a column
+    assert "model MB" in " ".join(lines) and "other CPU" in " ".join(lines) and "try" not in header
+    assert row_of(lines, "mobilenet_v3_small")[-4:] == ["512", "212", "0.01", "ok"]
+    assert row_of(lines, "resnet18")[-5:] == ["700", "400", "0.43", "!", "ok"]
+    assert row_of(lines, "vgg11")[-1] == "oom"
+    assert "failed (oom) vgg11 openvino/CPU/fp32 b4 latency: worker exceeded its memory limit (+1 more lines)" in lines
+    assert any("! = disturbed" in line for line in lines)
+
+
+def test_results_table_of_old_results_has_no_empty_issue_9_columns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = table_lines(capsys, monkeypatch, [result("resnet18"), result("vgg11", run_id=8)], "All runs")
+    text = " ".join(lines)
+    assert "model MB" not in text and "other CPU" not in text and "dev MB" not in text
+    assert row_of(lines, "resnet18")[:2] == ["7", "resnet18"]  # several runs: a run column
+    assert row_of(lines, "vgg11")[-2:] == ["512", "ok"]
+
+
+def test_results_table_timings_show_where_the_time_went(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [result("mobilenet_v3_small", **NOW), result("resnet18", **{**NOW, "disturbed": True})]
+    lines = table_lines(capsys, monkeypatch, rows, "Run 7", timings=True)
+    assert max(len(line) for line in lines) <= 120
+    assert row_of(lines, "model")[-8:] == ["convert", "start", "load", "compile", "warm-up", "measure", "wall", "status"]
+    assert row_of(lines, "mobilenet_v3_small")[-8:] == ["2.50", "0.05", "0.31", "1.20", "0.60", "10.02", "14.90", "ok"]
+    assert row_of(lines, "resnet18")[-2:] == ["ok", "!"]
+    assert "median" not in " ".join(lines)
+    # A phase no case has (convert, where nothing was converted) is left out.
+    no_convert = {**NOW, "phase_s": {k: v for k, v in NOW["phase_s"].items() if k != "convert"}}
+    lines = table_lines(capsys, monkeypatch, [result("resnet18", **no_convert)], "Run 7", timings=True)
+    assert "convert" not in row_of(lines, "model")
+
+
+def test_results_table_attempts_number_every_try(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with Store(tmp_path / "r.db") as store:
+        run = store.create_run(RunSpec(models=("resnet18",)), {"host": "x"}, name="tries")
+        store.add_measurement(run.id, result("resnet18", **{**NOW, "disturbed": True, "interference": 0.5}))
+        store.add_measurement(run.id, result("resnet18", **NOW))
+        store.add_measurement(run.id, result("vgg11", **NOW))
+        every = store.measurements(run.id, all_attempts=True)
+    lines = table_lines(capsys, monkeypatch, every, "Run 1", attempts=True)
+    header = row_of(lines, "model", "platform")
+    assert header[:2] == ["try", "model"]
+    tries = [line.split() for line in lines if "resnet18" in line.split()]
+    assert [(t[0], t[-2] if t[-1] == "!" else t[-1]) for t in tries] == [("1", "ok"), ("2", "ok")]
+    assert tries[0][-3:] == ["0.50", "!", "ok"]
+    assert row_of(lines, "vgg11")[0] == "1"
+    assert any("superseded" in line for line in lines)
+
+
+def test_results_table_options() -> None:
+    import argparse
+
+    from core.cli.console import add_results_table_options
+
+    parser = argparse.ArgumentParser()
+    add_results_table_options(parser)
+    assert vars(parser.parse_args([])) == {"timings": False, "attempts": False}
+    assert vars(parser.parse_args(["--timings", "--attempts"])) == {"timings": True, "attempts": True}

@@ -199,3 +199,112 @@ def test_prediction_table_rows_put_each_metric_next_to_the_baseline() -> None:
             "baseline_mape": None, "spearman": None, "baseline_spearman": None,
         }
     ]  # fmt: skip
+
+
+# -- the model's memory and disturbed measurements ---------------------------------------------
+
+
+def measured_now(frame: pd.DataFrame, disturbed_every: int = 5) -> pd.DataFrame:
+    """``frame`` as a store written since issue 9 gives it: a baseline RSS (the framework,
+    200 MB) and other processes' CPU use, every ``disturbed_every``-th row disturbed."""
+    frame = frame.assign(baseline_rss_mb=200.0)
+    frame["model_rss_mb"] = frame["peak_rss_mb"] - 200.0
+    disturbed = frame.index % disturbed_every == 0
+    frame["interference"] = np.where(disturbed, 0.42, 0.01)
+    frame["disturbed"] = disturbed
+    return frame
+
+
+def section(page: str, sid: str) -> str:
+    return page.split(f'<section id="{sid}">')[1].split("</section>")[0]
+
+
+def summary_fact(page: str, name: str) -> str:
+    match = re.search(rf"<dt>{name}</dt><dd>([^<]*)</dd>", page)
+    assert match, f"no {name} in the data summary"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def disturbed_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    frame = measured_now(synthetic())
+    out = tmp_path_factory.mktemp("reports") / "disturbed"
+    write_report(frame, out, predictor=False)
+    return out, frame
+
+
+def test_disturbed_rows_are_marked_and_model_memory_shown(
+    disturbed_report: tuple[Path, pd.DataFrame],
+) -> None:
+    out, frame = disturbed_report
+    page = (out / "index.html").read_text()
+    n_disturbed = int(frame["disturbed"].sum())
+    table = section(page, "measurements")
+    assert table.count('<tr class="disturbed">') == n_disturbed == (len(frame) + 4) // 5
+    assert table.count("⚠ disturbed</td>") == n_disturbed
+    assert "<th class=n>model memory (MB)</th>" in table
+    assert "other processes&#x27; CPU (cores)" in table
+    assert f"{n_disturbed} of {len(frame)} measurements were disturbed" in table
+    assert (
+        summary_fact(page, "disturbed")
+        == f"{n_disturbed} of {len(frame)} measurements, included and marked ⚠"
+    )
+    assert summary_fact(page, "memory") == "model memory: peak − baseline RSS (MB)"
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert {f["memory_column"] for f in analysis["memory_vs_params"]["fits"]} == {"model_rss_mb"}
+    assert analysis["input"]["rows_disturbed"] == n_disturbed
+    memory = section(page, "memory_vs_params")
+    assert (
+        "Memory plotted: model memory: peak − baseline RSS (MB)." in memory
+        and 'class="warn"' not in memory
+    )
+
+
+def test_exclude_disturbed_leaves_them_out_of_the_report_and_the_predictor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.report.html
+
+    frame = measured_now(
+        synthetic(models=MODELS[:4], platforms=TWO_PLATFORMS[:1], batches=(1, 2, 4))
+    )
+    trained: list[pd.DataFrame] = []
+
+    def evaluate(df: pd.DataFrame) -> dict:
+        trained.append(df)
+        return {"n": len(df), "within_10pct": 0.5, "baseline": {}, "per_platform": {}, "notes": []}
+
+    monkeypatch.setattr(core.report.html, "evaluate", evaluate)
+    out = tmp_path / "r"
+    page = write_report(frame, out, predictor=True, exclude_disturbed=True).read_text()
+    n_disturbed = int(frame["disturbed"].sum())
+    assert n_disturbed > 0
+    assert len(trained) == 1 and len(trained[0]) == len(frame) - n_disturbed
+    assert not trained[0]["disturbed"].any()
+    assert summary_fact(page, "disturbed") == f"{n_disturbed} measurement(s) left out"
+    table = section(page, "measurements")
+    assert 'class="disturbed"' not in table and "⚠" not in table
+    assert f"{n_disturbed} disturbed measurement(s) left out of every analysis and table" in table
+    assert table.count("<tr>") == len(frame) - n_disturbed + 1  # + the header row
+    # The CSV keeps what was read, each row with its flag.
+    assert len(pd.read_csv(out / "tables" / "measurements.csv")) == len(frame)
+
+
+def test_memory_process_and_the_fallback_of_old_data(full_report: Path, tmp_path: Path) -> None:
+    # full_report's data predate the baseline RSS: the process figure, said where it shows.
+    page = (full_report / "index.html").read_text()
+    assert summary_fact(page, "memory").startswith("process memory: peak RSS (MB); the model")
+    memory = section(page, "memory_vs_params")
+    assert 'class="warn"' in memory and "no model with a baseline RSS" in memory
+    assert "disturbed" not in section(page, "measurements")  # old data: nothing to mark
+    assert summary_fact(page, "disturbed") == "none marked"
+
+    frame = measured_now(synthetic(models=MODELS[:4], platforms=TWO_PLATFORMS[:1]))
+    page = write_report(frame, tmp_path / "p", predictor=False, memory="process").read_text()
+    assert summary_fact(page, "memory") == "process memory: peak RSS (MB)"
+    assert 'class="warn"' not in section(page, "memory_vs_params")
+    analysis = json.loads((tmp_path / "p" / "analysis.json").read_text())
+    assert analysis["input"]["memory"] == "process"
+    with pytest.raises(UsageError, match="Unknown memory figure"):
+        write_report(frame, tmp_path / "q", predictor=False, memory="gpu")
+    assert not (tmp_path / "q").exists()

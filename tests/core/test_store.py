@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -234,6 +235,165 @@ def test_completed_cases_are_the_ok_ones(store: Store) -> None:
     store.add_measurement(other.id, make_measurement("alexnet", 1))
     assert store.completed_cases(run.id) == {make_case("resnet18", 1), make_case("resnet18", 8)}
     assert store.completed_cases(other.id) == {make_case("alexnet", 1)}
+
+
+# ---- attempts and the issue-9 fields ----------------------------------------------------
+
+
+def attempts_of(store: Store, run_id: int, model: str) -> list[tuple[int, bool, str]]:
+    """(attempt, current, status) of every stored try of ``model``'s case, oldest first."""
+    return [
+        (m.attempt, m.current, m.status.value)
+        for m in store.measurements(run_id, all_attempts=True)
+        if m.case.model == model
+    ]
+
+
+def test_a_case_added_twice_gets_attempts_1_and_2_and_only_the_last_counts(store: Store) -> None:
+    run = store.create_run(make_spec(), MANIFEST)
+    first = store.add_measurement(run.id, make_failed("vgg16"))
+    store.add_measurement(run.id, make_measurement("resnet18", 1))
+    retry = store.add_measurement(run.id, make_measurement("vgg16", 8))
+    assert (first.attempt, first.current) == (1, True)  # what add_measurement wrote
+    assert (retry.attempt, retry.current) == (2, True)
+
+    assert attempts_of(store, run.id, "vgg16") == [(1, False, "failed"), (2, True, "ok")]
+    current = store.measurements(run.id)
+    assert [(m.case.model, m.attempt, m.status.value) for m in current] == [
+        ("resnet18", 1, "ok"),
+        ("vgg16", 2, "ok"),
+    ]
+    assert all(m.current for m in current)
+    assert len(store.measurements(run.id, all_attempts=True)) == 3
+    assert store.measurements(run.id, include_samples=True, all_attempts=True)[0].samples_ns == ()
+    assert store.completed_cases(run.id) == {make_case("resnet18", 1), make_case("vgg16", 8)}
+    # The long schema (and so every export and analysis) holds one row per case.
+    frame = store.to_dataframe(run.id)
+    assert sorted(zip(frame["model"], frame["attempt"], strict=True)) == [
+        ("resnet18", 1),
+        ("vgg16", 2),
+    ]
+
+
+def test_completed_cases_follow_the_current_attempt_not_any_ok_one(store: Store) -> None:
+    run = store.create_run(make_spec(), MANIFEST)
+    store.add_measurement(run.id, make_measurement("vgg16", 8))
+    assert store.completed_cases(run.id) == {make_case("vgg16", 8)}
+    # A later attempt that failed is the one that counts: the case is to be measured again.
+    store.add_measurement(run.id, make_failed("vgg16"))
+    assert store.completed_cases(run.id) == set()
+    assert attempts_of(store, run.id, "vgg16") == [(1, False, "ok"), (2, True, "failed")]
+    third = store.add_measurement(run.id, make_failed("vgg16"))
+    assert third.attempt == 3
+    assert [m.attempt for m in store.measurements(run.id)] == [3]
+
+
+def test_attempts_are_counted_per_run_and_per_case(store: Store) -> None:
+    run = store.create_run(make_spec(), MANIFEST)
+    other = store.create_run(make_spec(), MANIFEST)
+    store.add_measurement(run.id, make_measurement("resnet18", 1))
+    store.add_measurement(run.id, make_measurement("resnet18", 1))
+    assert store.add_measurement(run.id, make_measurement("resnet18", 8)).attempt == 1
+    assert store.add_measurement(other.id, make_measurement("resnet18", 1)).attempt == 1
+    assert attempts_of(store, run.id, "resnet18") == [
+        (1, False, "ok"),
+        (2, True, "ok"),
+        (1, True, "ok"),
+    ]
+    assert [m.attempt for m in store.measurements()] == [2, 1, 1]  # every run, current only
+
+
+def test_issue_9_fields_round_trip(store: Store) -> None:
+    run = store.create_run(make_spec(), MANIFEST)
+    phases = {
+        "convert": 0.0,
+        "start": 0.021,
+        "load": 0.5,
+        "compile": 1.25,
+        "warmup": 0.75,
+        "measure": 3.0,
+    }
+    conditions = {"worker_start": "fork-server", "memory_limit": "rlimit-as", "steal_pct": 0.5}
+    disturbed = dataclasses.replace(
+        make_measurement(), baseline_rss_mb=312.5, phase_s=phases, interference=0.375,
+        disturbed=True, conditions=conditions,
+    )  # fmt: skip
+    quiet = dataclasses.replace(
+        make_measurement("vgg16", 8), baseline_rss_mb=300.0, interference=0.0, disturbed=False
+    )
+    unknown = make_measurement("alexnet", 1)  # as a store from before issue 9 holds it
+    returned = [store.add_measurement(run.id, m) for m in (disturbed, quiet, unknown)]
+    stored = store.measurements(run.id, include_samples=True)
+    assert stored == returned
+    got = stored[0]
+    assert got.baseline_rss_mb == 312.5 and got.model_rss_mb == 512.75 - 312.5
+    assert got.phase_s == phases and got.conditions == conditions
+    assert got.interference == 0.375 and got.disturbed is True
+    assert stored[1].disturbed is False and stored[1].interference == 0.0
+    assert (
+        stored[2].disturbed is None and stored[2].model_rss_mb is None and stored[2].phase_s == {}
+    )
+    row = store.to_dataframe(run.id).iloc[0]
+    assert row["model_rss_mb"] == pytest.approx(200.25) and bool(row["disturbed"]) is True
+    assert (row["load_s"], row["compile_s"], row["measure_s"], row["wall_s"]) == (
+        0.5,
+        1.25,
+        3.0,
+        3.5,
+    )
+
+
+def write_version_2_file(path: Path) -> None:
+    """A store as schema 2 wrote it: no attempts, and one case measured twice in run 1 (a
+    resume that measured a failed case again), once in run 2."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        store_schema.migrate(conn, store_schema.MIGRATIONS[:2])
+        assert store_schema.read_version(conn) == 2
+        conn.execute("INSERT INTO environments VALUES ('env', '{}', 1.0)")
+        for name in ("old", "other"):
+            conn.execute(
+                "INSERT INTO runs (name, spec_json, environment_id, created_at, status) "
+                "VALUES (?, ?, 'env', 1.0, 'finished')",
+                (name, json.dumps(make_spec(name).to_dict())),
+            )
+        rows = [
+            (1, "vgg16", 8, "failed", None),
+            (1, "resnet18", 1, "ok", 4_000_000.0),
+            (1, "vgg16", 8, "ok", 9_000_000.0),
+            (2, "vgg16", 8, "ok", 8_000_000.0),
+        ]
+        for run_id, model, batch, status, median in rows:
+            conn.execute(
+                "INSERT INTO measurements (run_id, model, backend, device, precision, batch_size, "
+                "mode, status, median_ns, n, weights, environment_id) "
+                "VALUES (?, ?, 'torch', 'cpu', 'fp32', ?, 'latency', ?, ?, ?, 'random', 'env')",
+                (run_id, model, batch, status, median, None if median is None else 9),
+            )
+    finally:
+        conn.close()
+
+
+def test_version_2_file_with_a_case_measured_twice_gets_numbered_attempts(db: Path) -> None:
+    write_version_2_file(db)
+    with Store(db) as store:
+        assert store.query("PRAGMA user_version")[0][0] == store_schema.current_version()
+        assert attempts_of(store, 1, "vgg16") == [(1, False, "failed"), (2, True, "ok")]
+        assert attempts_of(store, 1, "resnet18") == [(1, True, "ok")]
+        assert attempts_of(store, 2, "vgg16") == [(1, True, "ok")]
+        current = store.measurements("old")
+        assert [(m.case.model, m.status.value) for m in current] == [
+            ("resnet18", "ok"),
+            ("vgg16", "ok"),
+        ]
+        assert current[1].stats is not None and current[1].stats.median_ns == 9_000_000.0
+        assert store.completed_cases(1) == {make_case("resnet18", 1), make_case("vgg16", 8)}
+        # The fields the old file never had read as unknown, not as zero.
+        assert all(m.baseline_rss_mb is None and m.disturbed is None for m in current)
+        # A new try of the case continues the numbering.
+        assert store.add_measurement(1, make_failed("vgg16")).attempt == 3
+        assert store.completed_cases(1) == {make_case("resnet18", 1)}
+    assert db.with_name(f"{db.name}.bak-v2").is_file()
 
 
 # ---- file settings and versions ------------------------------------------------------
