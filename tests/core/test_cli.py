@@ -142,8 +142,11 @@ def test_ctrl_c_keeps_completed_cases_and_resume_finishes(tmp_path: Path) -> Non
     db = tmp_path / "int.db"
     args = ["run", "-m", "squeezenet1_1", "--batch", "1,2,3", "--db", str(db), "--name", "cut",
             "--max-time", "2", "--min-iters", "5", "--target-ci", "0.0001"]
+    # A shell's background job starts with SIGINT ignored, and Python then never turns it
+    # into KeyboardInterrupt: give the CLI the default disposition whatever ran pytest.
     proc = subprocess.Popen([sys.executable, "-m", "core.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     done = 0
     while time.monotonic() < deadline and done < 1:

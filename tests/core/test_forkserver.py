@@ -6,6 +6,7 @@ competing for the CPU, a real store.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -142,16 +143,21 @@ def test_a_busy_process_marks_the_case_disturbed() -> None:
 
 
 def test_disturbed_cases_are_retried_and_every_attempt_is_kept(tmp_path: Path) -> None:
-    # A threshold nobody can stay under: every attempt is disturbed.
+    # A busy loop for the whole sweep: every attempt is disturbed.
     spec = RunSpec(
         models=(MODEL,), backend=Backend.TORCH, device="cpu", batch_sizes=(1, 2),
-        stopping=StoppingRule(min_iters=1, target_ci=0.5, max_time_s=0.3, warmup_iters=1, warmup_time_s=0),
-        retry_disturbed=2, disturbed_threshold=1e-9,
+        stopping=StoppingRule(min_iters=1, target_ci=0.5, max_time_s=0.5, warmup_iters=1, warmup_time_s=0),
+        retry_disturbed=2,
     )  # fmt: skip
-    with Store(tmp_path / "r.db") as store, CaseRunner(worker_command=SYNTHETIC) as runner:
-        run = run_sweep(spec, store, case_runner=runner)
-        current = store.measurements(run.id)
-        every = store.measurements(run.id, all_attempts=True)
+    hog = _busy_loop()
+    try:
+        with Store(tmp_path / "r.db") as store, CaseRunner(worker_command=SYNTHETIC) as runner:
+            run = run_sweep(spec, store, case_runner=runner)
+            current = store.measurements(run.id)
+            every = store.measurements(run.id, all_attempts=True)
+    finally:
+        hog.kill()
+        hog.wait()
     assert len(current) == 2, "a case counts once"
     assert len(every) == 6, "three attempts per case: the first and two retries"
     assert sorted(m.attempt for m in every if m.case.batch_size == 1) == [1, 2, 3]
@@ -189,7 +195,11 @@ def test_an_interrupted_case_is_an_attempt_and_the_resume_is_the_next(tmp_path: 
             """
         )
     )
-    done = subprocess.run([sys.executable, str(script)], cwd=os.getcwd(), timeout=120)
+    # SIGINT at its default disposition even when pytest runs as a background job.
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=os.getcwd(), timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     assert done.returncode == 130
     with Store(db) as store:
         run = store.latest_run()
