@@ -111,7 +111,8 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-mem-mb",
         type=_positive(int, "--max-mem-mb"),
-        help="address-space limit (RLIMIT_AS) of each worker",
+        help="default memory bound of each case, in MB above the framework's imports "
+        "(RLIMIT_AS; not on CUDA); a run's own --max-mem-mb replaces it",
     )
     parser.add_argument("--load-limit-s", type=seconds, default=defaults.load_s)
     parser.add_argument("--compile-limit-s", type=seconds, default=defaults.compile_s)

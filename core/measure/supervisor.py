@@ -615,7 +615,19 @@ class CaseRunner:
 
     # -- classification ----------------------------------------------------------------
 
-    def _classify(
+    def _classify(self, job: WorkerJob, outcome: _Outcome, *args: Any) -> Measurement:
+        """How the worker ended, as a Measurement; an out-of-memory failure under
+        ``--max-mem-mb`` says that the limit caused it."""
+        m = self._classify_exit(job, outcome, *args)
+        limit = str(m.conditions.get("mem_limit") or "")
+        if m.failure is FailureKind.OOM and limit.startswith("RLIMIT_AS"):
+            m = replace(m, error=(
+                f"{m.error}: the model needed more than --max-mem-mb {job.max_mem_mb} MB "
+                "above the framework's imports"
+            ))  # fmt: skip
+        return m
+
+    def _classify_exit(
         self,
         job: WorkerJob,
         outcome: _Outcome,

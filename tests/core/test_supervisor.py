@@ -173,6 +173,7 @@ def test_memory_limit_bounds_the_model_not_the_imports(runner: CaseRunner) -> No
     m = runner.run(job("alloc"))
     assert m.status is Status.FAILED
     assert m.failure is FailureKind.OOM, m.error
+    assert "--max-mem-mb 1000 MB above the framework's imports" in (m.error or "")
 
 
 @BOTH
