@@ -116,6 +116,11 @@ class _ProgressObserver:
             f"{m.interference:.2f} cores of other work; measuring again"
         )
 
+    def on_convert(self, done: int, total: int, model: str) -> None:
+        self.case_label = f"converting models for the backend: {done}/{total}"
+        self.phase = "convert"
+        self._refresh()
+
     def on_case_end(self, index: int, total: int, m: Any) -> None:
         if m.status.value == "ok":
             line = (

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,9 @@ class ForkServer:
         self._seq = 0
         self.last_fork_threads = 0  # the zygote's thread count as it last forked
         self._launched_at = 0.0
+        # Cases of one sweep run one at a time, but conversions run side by side: the
+        # request/reply stream and the exit notes are shared, so one thread at a time.
+        self._lock = threading.RLock()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -106,7 +110,7 @@ class ForkServer:
         except OSError as exc:
             self._fail(f"could not start the fork server: {exc.strerror or exc}")
 
-    def start(self) -> None:
+    def _start_unlocked(self) -> None:
         """Start the zygote (unless launched) and wait until it is ready; raises
         ForkServerError."""
         if self.failure is not None:
@@ -162,7 +166,7 @@ class ForkServer:
 
     # -- one case ----------------------------------------------------------------------
 
-    def paths(self) -> tuple[Path, Path]:
+    def _paths_unlocked(self) -> tuple[Path, Path]:
         """A fresh FIFO and stderr file for one child, in the private folder."""
         self._seq += 1
         fifo = self._dir / f"case-{self._seq}.fifo"
@@ -171,7 +175,7 @@ class ForkServer:
         stderr.touch(0o600)
         return fifo, stderr
 
-    def fork(self, job: dict[str, Any], fifo: Path, stderr: Path) -> int:
+    def _fork_unlocked(self, job: dict[str, Any], fifo: Path, stderr: Path) -> int:
         """Ask for a forked worker; the FIFO's read end must be open already."""
         if not self.alive or self._proc is None or self._proc.stdin is None:
             raise ForkServerError("the fork server is not running")
@@ -189,7 +193,7 @@ class ForkServer:
         self.last_fork_threads = int((reply or {}).get("threads") or 0)
         return int(reply["forked"])  # type: ignore[index]
 
-    def exit_of(self, pid: int, wait_s: float = 0.0) -> ChildExit | None:
+    def _exit_of_unlocked(self, pid: int, wait_s: float = 0.0) -> ChildExit | None:
         """The child's exit, once the zygote reaped it; None while it runs."""
         if pid not in self._exits:
             self._reply(wait_s, lambda r: r.get("exited") == pid)
@@ -199,6 +203,27 @@ class ForkServer:
             # The zygote is gone, and PDEATHSIG took its children: a wait status of SIGKILL.
             return ChildExit(status=int(signal.SIGKILL), ru_maxrss=0)
         return None
+
+    def start(self) -> None:
+        """Start the zygote (unless launched) and wait until it is ready; raises
+        ForkServerError."""
+        with self._lock:
+            self._start_unlocked()
+
+    def fork(self, job: dict[str, Any], fifo: Path, stderr: Path) -> int:
+        """Ask for a forked worker; the FIFO's read end must be open already."""
+        with self._lock:
+            return self._fork_unlocked(job, fifo, stderr)
+
+    def exit_of(self, pid: int, wait_s: float = 0.0) -> ChildExit | None:
+        """The child's exit, once the zygote reaped it; None while it runs."""
+        with self._lock:
+            return self._exit_of_unlocked(pid, wait_s)
+
+    def paths(self) -> tuple[Path, Path]:
+        """A fresh FIFO and stderr file for one child, in the private folder."""
+        with self._lock:
+            return self._paths_unlocked()
 
     def fileno(self) -> int | None:
         return None if self._proc is None or self._proc.stdout is None else self._proc.stdout.fileno()

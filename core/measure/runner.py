@@ -49,6 +49,10 @@ class SweepObserver(CaseObserver):
     def on_case_end(self, index: int, total: int, measurement: Measurement) -> None:
         return None
 
+    def on_convert(self, done: int, total: int, model: str) -> None:
+        """Up-front conversions: ``done`` of ``total`` models converted (or found cached)."""
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class TimeSummary:
@@ -164,9 +168,12 @@ def run_sweep(
     total = len(todo)
     final_status = RUN_FINISHED
     conversions: dict[str, Measurement | None] = {}  # model -> its conversion's failure
+    convert_seconds: dict[str, float] = {}
     try:
         if todo:
             _record_worker_start(store, run, runner, spec)
+            if spec.isolate:
+                _convert_up_front(todo, spec, runner, observer, cancel, conversions, convert_seconds)
         for index, case in enumerate(todo):
             if cancel is not None and cancel.is_set():
                 final_status = RUN_CANCELLED
@@ -177,7 +184,9 @@ def run_sweep(
             while True:
                 started_at = time.time()
                 try:
-                    measurement = _measure_case(job, spec, runner, observer, cancel, conversions)
+                    measurement = _measure_case(
+                        job, spec, runner, observer, cancel, conversions, convert_seconds
+                    )
                 except KeyboardInterrupt:
                     # The attempt cut off is kept, so the resume that measures the case
                     # again is its next attempt.
@@ -233,6 +242,66 @@ def _record_worker_start(store: Store, run: Run, runner: CaseRunner, spec: RunSp
         store.set_run_manifest(run.id, {**run.manifest, "worker_start": how})
 
 
+def conversion_workers(models: int) -> int:
+    """How many conversions run side by side: one per core, at most 4, and no more than
+    the memory allows (a conversion of a large model takes about 3 GB)."""
+    workers = min(models, os.cpu_count() or 1, 4)
+    try:
+        import psutil
+
+        workers = min(workers, max(1, int(psutil.virtual_memory().available // (3 << 30))))
+    except Exception:  # psutil missing: the cores decide
+        pass
+    return max(1, workers)
+
+
+def _convert_up_front(
+    todo: list[Case],
+    spec: RunSpec,
+    runner: CaseRunner,
+    observer: SweepObserver,
+    cancel: threading.Event | None,
+    conversions: dict[str, Measurement | None],
+    convert_seconds: dict[str, float],
+) -> None:
+    """Convert every model of the sweep that its backend reads converted, before any case
+    is measured, several at a time: nothing is being measured yet, so the cores are free.
+    Each conversion still runs in a process of its own; a failure is kept for the
+    model's cases, which report it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    firsts: dict[str, Case] = {}
+    for case in todo:
+        if case.model not in firsts and needs_conversion(case):
+            firsts[case.model] = case
+    if not firsts:
+        return
+    workers = conversion_workers(len(firsts))
+    log.info("converting %d models, %d at a time", len(firsts), workers)
+    observer.on_phase(PHASE_CONVERT)
+    done = 0
+    observer.on_convert(done, len(firsts), "")
+
+    def convert(case: Case) -> tuple[Case, Any]:
+        if cancel is not None and cancel.is_set():
+            return case, None
+        job = WorkerJob(case, ModelSource(case.model, spec.weights.get(case.model)), spec.stopping)
+        return case, runner.convert(job, cancel)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backbench-convert") as pool:
+        for case, converted in pool.map(convert, firsts.values()):
+            done += 1
+            observer.on_convert(done, len(firsts), case.model)
+            if converted is None:
+                continue  # cancelled before it started: the case converts, or is skipped
+            if isinstance(converted, Measurement):
+                conversions[case.model] = converted
+            else:
+                conversions[case.model] = None
+                if converted.converted:
+                    convert_seconds[case.model] = converted.seconds
+
+
 def _measure_case(
     job: WorkerJob,
     spec: RunSpec,
@@ -240,10 +309,12 @@ def _measure_case(
     observer: SweepObserver,
     cancel: threading.Event | None,
     conversions: dict[str, Measurement | None],
+    convert_seconds: dict[str, float] | None = None,
 ) -> Measurement:
-    """One attempt at a case: its model's conversion first (once per model), then the case."""
+    """One attempt at a case: its model's conversion first (once per model, unless done
+    up front), then the case."""
     case = job.case
-    convert_s = 0.0
+    convert_s = (convert_seconds or {}).pop(case.model, 0.0)
     if case.model not in conversions and needs_conversion(case):
         observer.on_phase(PHASE_CONVERT)
         if spec.isolate:

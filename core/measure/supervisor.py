@@ -252,6 +252,7 @@ class CaseRunner:
         self.start = start
         self.disturbed_threshold = disturbed_threshold
         self._servers: dict[str, ForkServer] = {}
+        self._servers_lock = threading.RLock()  # conversions start servers from threads
         # Why a case's worker was exec'd rather than forked, by preload set.
         self.fallbacks: dict[str, str] = {}
 
@@ -268,6 +269,10 @@ class CaseRunner:
     def prestart(self, backend: Backend | str) -> None:
         """Launch the backend's fork server without waiting for it, so its imports overlap
         with the caller's own work (validating the spec); the first case waits for it."""
+        with self._servers_lock:
+            self._prestart(backend)
+
+    def _prestart(self, backend: Backend | str) -> None:
         key = preload_key(backend)
         command = zygote_command(self.worker_command)
         if self.start != WORKER_START_FORK or key in self.fallbacks or command is None:
@@ -281,6 +286,10 @@ class CaseRunner:
             self.fallbacks[key] = str(exc)
 
     def _server(self, key: str) -> ForkServer | None:
+        with self._servers_lock:
+            return self._server_unlocked(key)
+
+    def _server_unlocked(self, key: str) -> ForkServer | None:
         if self.start != WORKER_START_FORK:
             return None
         if key in self.fallbacks:

@@ -92,12 +92,17 @@ def test_openvino_model_memory_at_batch_1_is_the_model_not_the_converter(
     (which used to convert in the measured process) reads like batch 2."""
     monkeypatch.setenv("BACKBENCH_CACHE_DIR", str(tmp_path / "cache"))
     spec = RunSpec(
-        models=(MODEL,), backend=Backend.OPENVINO, device="CPU", batch_sizes=(1, 2),
-        stopping=FAST,
+        models=(MODEL, "shufflenet_v2_x0_5"), backend=Backend.OPENVINO, device="CPU",
+        batch_sizes=(1, 2), stopping=FAST,
     )  # fmt: skip
     with Store(tmp_path / "r.db") as store:
         run = run_sweep(spec, store)
-        b1, b2 = store.measurements(run.id)
+        b1, b2, other1, other2 = store.measurements(run.id)
+        # Both models were converted up front, side by side; the conversion counts once,
+        # in each model's first case.
+        assert ir_cache_path(ModelSource("shufflenet_v2_x0_5")).is_file()
+        assert other1.phase_s.get("convert", 0) > 0 and "convert" not in other2.phase_s
+        assert other1.status is Status.OK and other2.status is Status.OK
         assert b1.status is Status.OK and b2.status is Status.OK, (b1.error, b2.error)
         assert ir_cache_path(ModelSource(MODEL)).is_file()
         assert b1.phase_s.get("convert", 0) > 0 and "convert" not in b2.phase_s
@@ -231,3 +236,10 @@ def test_an_unknown_start_method_is_refused() -> None:
 
     with pytest.raises(UsageError, match="Unknown worker start"):
         RunSpec(models=(MODEL,), worker_start="spawn")
+
+
+def test_conversions_side_by_side_are_bounded_by_cores_and_memory() -> None:
+    from core.measure.runner import conversion_workers
+
+    assert conversion_workers(1) == 1
+    assert 1 <= conversion_workers(100) <= min(4, os.cpu_count() or 1)
