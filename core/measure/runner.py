@@ -243,9 +243,12 @@ def _record_worker_start(store: Store, run: Run, runner: CaseRunner, spec: RunSp
 
 
 def conversion_workers(models: int) -> int:
-    """How many conversions run side by side: one per core, at most 4, and no more than
-    the memory allows (a conversion of a large model takes about 3 GB)."""
-    workers = min(models, os.cpu_count() or 1, 4)
+    """How many conversions run side by side: one per four cores, at most 4, and no more
+    than the memory allows (a conversion of a large model takes about 3 GB). A conversion
+    keeps more than one core busy (tracing, OpenVINO's frontend): on 2 vCPUs two side by
+    side took 3.2 times as long each, so the paper suite's conversions took 278 s of wall
+    time instead of 173 s one at a time (docs/PERFORMANCE.md)."""
+    workers = min(models, (os.cpu_count() or 1) // 4, 4)
     try:
         import psutil
 

@@ -242,4 +242,4 @@ def test_conversions_side_by_side_are_bounded_by_cores_and_memory() -> None:
     from core.measure.runner import conversion_workers
 
     assert conversion_workers(1) == 1
-    assert 1 <= conversion_workers(100) <= min(4, os.cpu_count() or 1)
+    assert 1 <= conversion_workers(100) <= max(1, min(4, (os.cpu_count() or 1) // 4))
