@@ -154,6 +154,7 @@ class _Outcome:
     timeline: list[tuple[str, int]] = field(default_factory=list)
     worker_info: dict[str, Any] = field(default_factory=dict)  # baseline RSS, memory limit
     conditions: dict[str, Any] = field(default_factory=dict)
+    exit_status: int | None = None  # the wait status, once the worker ended
 
 
 class _Child:
@@ -345,14 +346,25 @@ class CaseRunner:
         observer = observer or CaseObserver()
         if self.max_mem_mb and not job.max_mem_mb:
             job = replace(job, max_mem_mb=self.max_mem_mb)
+        outcome = _Outcome()
+        return self._execute(job, observer, cancel, outcome, InterferenceWindow(job.case.device))
+
+    def _execute(
+        self,
+        job: WorkerJob,
+        observer: CaseObserver,
+        cancel: threading.Event | None,
+        outcome: _Outcome,
+        window: InterferenceWindow | None,
+    ) -> Measurement:
+        """Start a worker for ``job``, supervise it to its end, and classify that end.
+        ``outcome`` keeps what the worker sent (a conversion job reads its result)."""
         started_at = time.time()
         t_start = time.monotonic()
         oom_before = _oom_kills()
         spawned = self._spawn(job)
         if isinstance(spawned, str):
             return Measurement.failed(job.case, FailureKind.ERROR, spawned, started_at=started_at)
-        outcome = _Outcome()
-        window = InterferenceWindow(job.case.device)
         try:
             try:
                 status, rusage = self._supervise(spawned, job, observer, cancel, outcome, window)
@@ -364,6 +376,7 @@ class CaseRunner:
             stderr_tail = self._stderr_tail(spawned.stderr)
         finally:
             spawned.close()
+        outcome.exit_status = status
         outcome.conditions["start"] = spawned.child.start
         if spawned.child.start == WORKER_START_EXEC and self.start == WORKER_START_FORK:
             key = preload_key(job.case.backend, job.task == TASK_CONVERT)  # a check: the backend's own
@@ -397,32 +410,13 @@ class CaseRunner:
     ) -> dict[str, Any] | Measurement:
         """Run a check or conversion job; its result, or the case's failed Measurement."""
         job = convert_job
-        observer = CaseObserver()
-        started_at = time.time()
-        t_start = time.monotonic()
-        oom_before = _oom_kills()
-        spawned = self._spawn(convert_job)
-        if isinstance(spawned, str):
-            return Measurement.failed(job.case, FailureKind.ERROR, spawned, started_at=started_at)
         outcome = _Outcome(phase=PHASE_CONVERT)
-        try:
-            try:
-                status, rusage = self._supervise(spawned, convert_job, observer, cancel, outcome, None)
-            except BaseException:
-                self._kill_group(spawned.child.pid)
-                spawned.child.poll(wait_s=self.limits.term_grace_s)
-                raise
-            stderr_tail = self._stderr_tail(spawned.stderr)
-        finally:
-            spawned.close()
+        failed = self._execute(convert_job, CaseObserver(), cancel, outcome, None)
         result = outcome.result
-        clean_exit = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        status = outcome.exit_status
+        clean_exit = status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         if result is not None and outcome.error is None and outcome.killed_for is None and clean_exit:
             return result
-        failed = self._classify(
-            convert_job, outcome, status, rusage, stderr_tail, oom_before, started_at,
-            time.monotonic() - t_start, spawned.t_spawn_ns,
-        )  # fmt: skip
         if failed.status is Status.CANCELLED:
             return failed
         return replace(
