@@ -243,3 +243,25 @@ def test_conversions_side_by_side_are_bounded_by_cores_and_memory() -> None:
 
     assert conversion_workers(1) == 1
     assert 1 <= conversion_workers(100) <= max(1, min(4, (os.cpu_count() or 1) // 4))
+
+
+def test_a_failed_conversion_fails_its_model_s_cases_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights that torch cannot load: the conversion fails in the converter's process,
+    once, and every case of that model says why; the measured workers never start."""
+    monkeypatch.setenv("BACKBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    garbage = tmp_path / "weights.pth"
+    garbage.write_bytes(os.urandom(4096))
+    spec = RunSpec(
+        models=(MODEL,), backend=Backend.OPENVINO, device="CPU", batch_sizes=(1, 2),
+        stopping=FAST, weights={MODEL: str(garbage)},
+    )  # fmt: skip
+    with Store(tmp_path / "r.db") as store:
+        run = run_sweep(spec, store)
+        cases = store.measurements(run.id)
+    assert [m.case.batch_size for m in cases] == [1, 2]
+    for m in cases:
+        assert m.status is Status.FAILED
+        assert (m.error or "").startswith("converting the model for openvino failed"), m.error
+        assert m.peak_rss_mb is None  # the converter's memory is not the model's
