@@ -17,6 +17,7 @@ import enum
 import itertools
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,6 +27,7 @@ from PySide6.QtNetwork import QLocalSocket
 
 from core import __version__
 from core.errors import ProtocolError
+from core.protocol.address import socket_dir_hint, socket_dir_problem
 from core.protocol.codes import INTERNAL_ERROR, PROTOCOL_VERSION, VERSION_MISMATCH
 from core.protocol.events import GAP, TELEMETRY, TOPICS, job_event
 from core.protocol.framing import FrameError, LineDecoder, encode
@@ -182,6 +184,12 @@ class AgentClient(QObject):
         retrying = self.state is ClientState.DISCONNECTED
         text = self.status_text if retrying else f"Connecting to {self.socket_path}..."
         self._set_state(ClientState.CONNECTING, text)
+        folder = os.path.dirname(os.path.abspath(self.socket_path))
+        problem = socket_dir_problem(folder)
+        if problem is not None:
+            # Another user could have put their own agent's socket there.
+            self._lost(f"Will not connect to {self.socket_path}: {problem}. {socket_dir_hint(folder)}")
+            return
         self._socket.connectToServer(self.socket_path)
 
     def _schedule_retry(self) -> None:

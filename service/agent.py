@@ -28,6 +28,7 @@ from typing import IO
 from core import __version__
 from core.errors import BackbenchError, UsageError
 from core.measure.environment import manifest as host_manifest
+from core.protocol.address import socket_dir_hint, socket_dir_problem
 from core.store import Store
 from service import systemd
 from service.config import AgentConfig, parse_config
@@ -134,9 +135,18 @@ def _listen(config: AgentConfig) -> socket.socket:
 
 def _prepare_socket_dir(config: AgentConfig) -> None:
     folder = config.socket_path.parent
-    if folder.is_dir():
+    try:
+        folder.mkdir(parents=True, mode=0o750 if config.group else 0o700)
+        created = True
+    except FileExistsError:
+        created = False
+    # Created by someone else before us (or between a check and the mkdir): trust it
+    # only as ssh-agent would.
+    problem = socket_dir_problem(folder)
+    if problem is not None:
+        raise UsageError(f"Will not listen in {folder}: {problem}.", socket_dir_hint(folder))
+    if not created:
         return
-    folder.mkdir(parents=True, mode=0o750 if config.group else 0o700)
     if config.group:
         with contextlib.suppress(KeyError, OSError):
             os.chown(folder, -1, grp.getgrnam(config.group).gr_gid)

@@ -25,7 +25,13 @@ from typing import Any
 
 from core import __version__
 from core.errors import AgentUnavailableError
-from core.protocol.address import SOCKET_NAME, SYSTEM_SOCKET, ssh_forward_args
+from core.protocol.address import (
+    SOCKET_NAME,
+    SYSTEM_SOCKET,
+    socket_dir_hint,
+    socket_dir_problem,
+    ssh_forward_args,
+)
 from core.protocol.codes import PROTOCOL_VERSION
 from core.protocol.framing import FrameError, LineDecoder, encode
 from core.protocol.messages import Notification, Response, make_request, parse_message
@@ -62,6 +68,13 @@ class AgentClient:
     ) -> None:
         self.path = str(path)
         self.timeout_s = timeout_s
+        folder = os.path.dirname(os.path.abspath(self.path))
+        problem = socket_dir_problem(folder)
+        if problem is not None:
+            # Another user could have put their own agent's socket there.
+            raise AgentUnavailableError(
+                f"Will not connect to {self.path}: {problem}.", socket_dir_hint(folder)
+            )
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.connect(self.path)

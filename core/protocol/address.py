@@ -8,6 +8,7 @@ never touch a socket or start a process; the callers do that.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,55 @@ def user_socket_path(environ: Mapping[str, str] | None = None) -> Path:
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "backbench" / SOCKET_NAME
     return Path(tempfile.gettempdir()) / f"backbench-{os.getuid()}" / SOCKET_NAME
+
+
+def socket_dir_problem(folder: str | os.PathLike[str], uid: int | None = None) -> str | None:
+    """Why a folder that holds (or will hold) an agent's socket cannot be trusted, or
+    None. As ssh-agent and tmux do: it must be a real directory (not a symlink), owned by
+    this user or root, or by a user that root gave it to (its parent is root's and
+    writable by nobody else, as /run is for the system agent), and neither its group nor
+    other users may write in it, unless it is a sticky folder like /tmp, where no one
+    can replace another user's file. Otherwise another user could put their own socket in its place
+    and read every request."""
+    uid = os.getuid() if uid is None else uid
+    path = Path(folder)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None  # nothing there yet: the agent creates it, 0700
+    except OSError as exc:
+        return f"cannot inspect {path}: {exc.strerror or exc}"
+    if stat.S_ISLNK(info.st_mode):
+        return f"{path} is a symbolic link"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{path} is not a directory"
+    if info.st_uid not in (uid, 0) and not _root_controlled(path.parent):
+        return f"{path} belongs to another user (uid {info.st_uid})"
+    sticky = bool(info.st_mode & stat.S_ISVTX)
+    if info.st_mode & stat.S_IWOTH and not sticky:
+        return f"{path} is writable by every user (mode {stat.S_IMODE(info.st_mode):o})"
+    if info.st_mode & stat.S_IWGRP and not sticky:
+        # Members of the group may connect (the system agent's folder is 0750), but not
+        # put a socket of their own in the agent's place.
+        return f"{path} is writable by its group (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def _root_controlled(folder: Path) -> bool:
+    """Only root can create or hand over entries here: owned by root, writable by no one
+    else."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return False
+    return info.st_uid == 0 and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def socket_dir_hint(folder: str | os.PathLike[str]) -> str:
+    return (
+        f"Remove {folder} if it is not yours (or `chmod 700` it if it is), or set "
+        "XDG_RUNTIME_DIR to a folder only you can write, or give another --socket."
+    )
 
 
 def ssh_forward_args(

@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from core.protocol.address import SYSTEM_SOCKET, ssh_forward_args, user_socket_path
 
 
@@ -50,3 +52,58 @@ def test_ssh_forward_args_take_extra_options_and_default_to_the_system_socket() 
     assert args.index("BatchMode=yes") < args.index("ConnectTimeout=2") < args.index("-L")
     # Whatever the host looks like, it comes after "--", so ssh never reads it as an option.
     assert args[-2:] == ["--", "-oProxyCommand=evil"]
+
+
+# -- who may own the socket's folder (issue 10, M2) -------------------------------------------
+
+
+def test_a_private_folder_or_none_yet_is_trusted(tmp_path: Path) -> None:
+    from core.protocol.address import socket_dir_problem
+
+    assert socket_dir_problem(tmp_path / "not-yet") is None
+    private = tmp_path / "backbench"
+    private.mkdir(mode=0o700)
+    assert socket_dir_problem(private) is None
+
+
+def test_a_folder_anyone_may_write_is_refused(tmp_path: Path) -> None:
+    from core.protocol.address import socket_dir_problem
+
+    shared = tmp_path / "backbench-1000"
+    shared.mkdir()
+    shared.chmod(0o777)  # what another user left behind in /tmp
+    assert "writable by every user" in (socket_dir_problem(shared) or "")
+    shared.chmod(0o770)
+    assert "writable by its group" in (socket_dir_problem(shared) or "")
+    shared.chmod(0o750)  # the system agent's RuntimeDirectoryMode: its group may connect
+    assert socket_dir_problem(shared) is None
+    # A sticky folder such as /tmp itself: no one can replace another user's file.
+    shared.chmod(0o1777)
+    assert socket_dir_problem(shared) is None
+
+
+def test_a_symlink_a_file_and_another_users_folder_are_refused(tmp_path: Path) -> None:
+    from core.protocol.address import socket_dir_problem
+
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert "symbolic link" in (socket_dir_problem(link) or "")
+    plain = tmp_path / "file"
+    plain.write_text("")
+    assert "not a directory" in (socket_dir_problem(plain) or "")
+    # In a /tmp-like folder (sticky, everyone writes), a folder owned by uid 1234 is not
+    # trusted by user 1000; in a folder only root controls (as /run), it would be.
+    tmp_like = tmp_path / "tmp"
+    tmp_like.mkdir()
+    theirs = tmp_like / "backbench-1000"
+    theirs.mkdir(mode=0o700)
+    if os.getuid() != 0:
+        pytest.skip("needs root to give the folder to another user")
+    os.chown(theirs, 1234, 1234)
+    tmp_like.chmod(0o1777)
+    assert "belongs to another user (uid 1234)" in (socket_dir_problem(theirs, uid=1000) or "")
+    tmp_like.chmod(0o755)  # root's, written by no one else: root handed it over
+    assert socket_dir_problem(theirs, uid=1000) is None
+
