@@ -366,10 +366,6 @@ class Measurement:
         return max(0.0, self.peak_rss_mb - self.baseline_rss_mb)
 
     @property
-    def wall_s(self) -> float | None:
-        return self.duration_s
-
-    @property
     def macs(self) -> int | None:
         return None if self.flops is None else self.flops // 2
 

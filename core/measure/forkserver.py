@@ -28,19 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from core.results import Backend
-
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 300.0  # importing torch on a slow edge box takes a while
 REPLY_TIMEOUT_S = 30.0
-
-
-def preload_key(backend: Backend | str, convert: bool = False) -> str:
-    """The zygote a case of ``backend`` forks from (or its conversion, with ``convert``)."""
-    if convert:
-        return "convert"
-    return Backend(backend).value
 
 
 def zygote_command(worker_command: list[str]) -> list[str] | None:

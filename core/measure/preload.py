@@ -6,6 +6,8 @@ core.measure.worker; Python 3.10 compatible like them.
 
 from __future__ import annotations
 
+from typing import Any
+
 # Preload sets, by key. The backend implementation modules are preloaded with their
 # framework, so a child starts with nothing left to import but the model.
 PRELOAD: dict[str, tuple[str, ...]] = {
@@ -21,3 +23,10 @@ PRELOAD: dict[str, tuple[str, ...]] = {
     "none": (),  # imports backbench's worker only (tests)
 }
 ALWAYS = ("numpy", "core.measure.worker", "core.backends")
+
+
+def preload_key(backend: Any, convert: bool = False) -> str:
+    """The preload set a case of ``backend`` (a core.results.Backend or its value) uses,
+    or its conversion's with ``convert``. No core.results import here: the zygote reads
+    this module before it may import numpy."""
+    return "convert" if convert else str(getattr(backend, "value", backend))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from core import zoo
-from core.backends import ensure_converted, needs_conversion
+from core.backends import needs_conversion
 from core.backends.base import PHASE_CONVERT, ModelSource
 from core.errors import BackbenchError, ModelFileError, UsageError
 from core.measure.environment import manifest as host_manifest
@@ -312,36 +312,17 @@ def _measure_case(
     observer: SweepObserver,
     cancel: threading.Event | None,
     conversions: dict[str, Measurement | None],
-    convert_seconds: dict[str, float] | None = None,
+    convert_seconds: dict[str, float],
 ) -> Measurement:
-    """One attempt at a case: its model's conversion first (once per model, unless done
-    up front), then the case."""
+    """One attempt at a case. Its model was converted up front (``_convert_up_front``;
+    inline, ``run_inline`` converts in this process): a failed conversion is the case's
+    result, and a conversion's seconds count in the model's first case."""
     case = job.case
-    convert_s = (convert_seconds or {}).pop(case.model, 0.0)
-    if case.model not in conversions and needs_conversion(case):
-        observer.on_phase(PHASE_CONVERT)
-        if spec.isolate:
-            converted = runner.convert(job, cancel)
-        else:
-            t0 = time.monotonic()
-            try:
-                ensure_converted(case, job.source)
-                converted = None
-            except BackbenchError as exc:
-                converted = Measurement.failed(case, FailureKind.ERROR, f"converting the model failed: {exc}")
-            convert_s = time.monotonic() - t0
-        if isinstance(converted, Measurement):
-            conversions[case.model] = converted
-            if converted.status is Status.CANCELLED:
-                return converted
-        else:
-            conversions[case.model] = None
-            if converted is not None:
-                convert_s = converted.seconds
     failure = conversions.get(case.model)
     if failure is not None:
         return replace(failure, case=case, started_at=time.time())
     measurement = runner.run(job, observer, cancel) if spec.isolate else run_inline(job, observer)
+    convert_s = convert_seconds.pop(case.model, 0.0)
     if convert_s:
         phases = {**measurement.phase_s, "convert": convert_s}
         measurement = replace(

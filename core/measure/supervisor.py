@@ -41,7 +41,7 @@ from core.backends.base import (
     PHASE_MEASURE,
     PHASE_WARMUP,
 )
-from core.measure.forkserver import ForkServer, ForkServerError, preload_key, zygote_command
+from core.measure.forkserver import ForkServer, ForkServerError, zygote_command
 from core.measure.interference import InterferenceWindow
 from core.measure.pipe import (
     KIND_ERROR,
@@ -51,6 +51,7 @@ from core.measure.pipe import (
     KIND_SAMPLES,
     FrameDecoder,
 )
+from core.measure.preload import preload_key
 from core.measure.worker import TASK_CHECK_CONVERTED, TASK_CONVERT, WorkerJob
 from core.results import (
     DEFAULT_DISTURBED_THRESHOLD,

@@ -401,10 +401,9 @@ def _import_like_a_fork_server(job: WorkerJob) -> None:
     is left to the backend, which reports it with its install hint."""
     import importlib
 
-    from core.measure.preload import PRELOAD
+    from core.measure.preload import PRELOAD, preload_key
 
-    key = TASK_CONVERT if job.task == TASK_CONVERT else job.case.backend.value
-    for name in PRELOAD.get(key, ()):
+    for name in PRELOAD.get(preload_key(job.case.backend, job.task == TASK_CONVERT), ()):
         try:
             importlib.import_module(name)
         except (ImportError, OSError):

@@ -71,14 +71,6 @@ def thread_names() -> list[str]:
     return names
 
 
-def rss_mb() -> float | None:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _stop_executors() -> int:
     """Shut down thread pools that imports started (OpenVINO's telemetry sender)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -192,7 +184,7 @@ def _child(request: dict[str, Any], fifo_fd: int, zygote_pid: int, keep: tuple[i
 
 def serve(key: str, parent_pid: int) -> int:
     with _single_threaded_blas():  # the worker module imports numpy
-        from core.measure.worker import set_parent_death_signal, set_process_name
+        from core.measure.worker import current_rss_mb, set_parent_death_signal, set_process_name
 
     set_parent_death_signal(parent_pid)
     set_process_name("bb-forkserver")
@@ -212,7 +204,7 @@ def serve(key: str, parent_pid: int) -> int:
             "imported": imported,
             "missing": missing,
             "import_s": round(time.monotonic() - t0, 3),
-            "rss_mb": rss_mb(),
+            "rss_mb": current_rss_mb(),
             "threads": len(thread_names()),
             "cuda_initialized": cuda_initialized(),
             "unsafe": reason,
