@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -52,6 +53,14 @@ class ChildExit:
     ru_maxrss: int  # KB, like resource.struct_rusage.ru_maxrss
 
 
+def _remove_tree(folder: Path) -> None:
+    """Remove the private folder and the FIFOs and stderr files in it (no subfolders)."""
+    with contextlib.suppress(OSError):
+        for leftover in folder.iterdir():
+            leftover.unlink()
+        folder.rmdir()
+
+
 class ForkServerError(Exception):
     """The fork server cannot serve: the caller falls back to fork+exec."""
 
@@ -67,7 +76,10 @@ class ForkServer:
         self._stderr: IO[bytes] | None = None
         self._buffer = b""
         self._exits: dict[int, ChildExit] = {}
-        self._dir = Path(tempfile.mkdtemp(prefix="backbench-fork-"))  # 0700
+        # The private 0700 folder of the children's FIFOs, made as the zygote launches and
+        # removed when it closes, or at the latest when this object goes or Python exits.
+        self._dir: Path | None = None
+        self._dir_finalizer: weakref.finalize | None = None
         self._seq = 0
         self.last_fork_threads = 0  # the zygote's thread count as it last forked
         self._launched_at = 0.0
@@ -86,6 +98,7 @@ class ForkServer:
             return
         self.info = {}
         self._buffer = b""
+        self._make_dir()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self._launched_at = time.monotonic()
         try:
@@ -144,10 +157,18 @@ class ForkServer:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
-        with contextlib.suppress(OSError):
-            for leftover in self._dir.iterdir():
-                leftover.unlink()
-            self._dir.rmdir()
+        self._remove_dir()
+
+    def _make_dir(self) -> None:
+        if self._dir is not None and self._dir.is_dir():
+            return
+        self._dir = Path(tempfile.mkdtemp(prefix="backbench-fork-"))  # 0700
+        self._dir_finalizer = weakref.finalize(self, _remove_tree, self._dir)
+
+    def _remove_dir(self) -> None:
+        finalizer, self._dir_finalizer, self._dir = self._dir_finalizer, None, None
+        if finalizer is not None:
+            finalizer()
 
     def _fail(self, reason: str) -> None:
         self.failure = reason
@@ -159,6 +180,8 @@ class ForkServer:
 
     def _paths_unlocked(self) -> tuple[Path, Path]:
         """A fresh FIFO and stderr file for one child, in the private folder."""
+        if self._dir is None:
+            raise ForkServerError("the fork server is not running")
         self._seq += 1
         fifo = self._dir / f"case-{self._seq}.fifo"
         stderr = self._dir / f"case-{self._seq}.stderr"

@@ -281,7 +281,9 @@ class CaseRunner:
             return
         if not hasattr(os, "fork") or not hasattr(os, "mkfifo"):
             return
-        server = self._servers.setdefault(key, ForkServer(command, key, self.env))
+        server = self._servers.get(key)
+        if server is None:
+            server = self._servers[key] = ForkServer(command, key, self.env)
         try:
             server.launch()
         except ForkServerError as exc:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -61,6 +62,28 @@ def test_the_zygote_is_single_threaded_with_no_cuda_context_when_it_forks() -> N
     finally:
         server.close()
     assert not server.alive
+
+
+def test_the_private_fifo_folder_lives_only_while_the_zygote_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def folders() -> list[Path]:
+        return sorted(tmp_path.glob("backbench-fork-*"))
+
+    ForkServer(zygote_command(default_worker_command()) or [], "torch")  # never started
+    assert folders() == []
+    with CaseRunner() as runner:
+        runner.prestart(Backend.TORCH)
+        runner.prestart(Backend.TORCH)  # a second prestart reuses the server and its folder
+        m = runner.run(WorkerJob(_case(), ModelSource(MODEL), FAST))
+        assert m.status is Status.OK, m.error
+        assert m.conditions["start"] == "fork-server"
+        (folder,) = folders()
+        assert folder.stat().st_mode & 0o777 == 0o700
+        assert list(folder.iterdir()) == [], "a case's FIFO or stderr file was left behind"
+    assert folders() == []
 
 
 def test_a_thread_at_import_makes_the_runner_fall_back_to_exec(tmp_path: Path) -> None:
