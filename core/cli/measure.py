@@ -8,7 +8,7 @@ import json
 import sys
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from core.cli.console import (
     EXIT_INTERRUPTED,
@@ -299,16 +299,17 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_zygote(args: argparse.Namespace) -> int:
+def cmd_zygote(args: argparse.Namespace) -> NoReturn:
     from core.measure.zygote import main as zygote_main
 
-    return zygote_main(args.zygote_args)
+    zygote_main(args.zygote_args)  # exits
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace) -> NoReturn:
+    from core.measure.worker import exit_now
     from core.measure.worker import main as worker_main
 
-    return worker_main(args.worker_args)
+    exit_now(worker_main(args.worker_args))
 
 
 

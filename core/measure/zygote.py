@@ -45,7 +45,7 @@ import select
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from core.measure.preload import ALWAYS, PRELOAD
 
@@ -282,13 +282,16 @@ def _reap(children: set[int], out: int, block: bool = False) -> None:
             _write_line(out, {"exited": pid, "status": status, "maxrss_kb": usage.ru_maxrss})
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(prog="backbench zygote", description=argparse.SUPPRESS)
     parser.add_argument("--preload", required=True, choices=sorted(PRELOAD))
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args(argv)
-    return serve(args.preload, args.parent_pid)
+    code = serve(args.preload, args.parent_pid)
+    from core.measure.worker import exit_now  # imported by serve already
+
+    exit_now(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
