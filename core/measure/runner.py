@@ -242,20 +242,26 @@ def _record_worker_start(store: Store, run: Run, runner: CaseRunner, spec: RunSp
         store.set_run_manifest(run.id, {**run.manifest, "worker_start": how})
 
 
-def conversion_workers(models: int) -> int:
-    """How many conversions run side by side: one per four cores, at most 4, and no more
-    than the memory allows (a conversion of a large model takes about 3 GB). A conversion
-    keeps more than one core busy (tracing, OpenVINO's frontend): on 2 vCPUs two side by
-    side took 3.2 times as long each, so the paper suite's conversions took 278 s of wall
-    time instead of 173 s one at a time (docs/PERFORMANCE.md)."""
-    workers = min(models, (os.cpu_count() or 1) // 4, 4)
+def conversion_workers(models: int) -> tuple[int, int]:
+    """How many conversions run side by side, and torch threads for each: one per core
+    (at most 4 at a time), no more than the memory allows (a conversion of a large model
+    takes about 3 GB), and the cores shared out between them.
+
+    A conversion is mostly single-threaded (tracing, OpenVINO's frontend) except for
+    building the model, so on 2 vCPUs two conversions with one thread each did the work
+    of eight models in 18.7 s against 29.7 s one at a time with two threads; two side by
+    side with two threads each oversubscribed the cores and gained little
+    (docs/PERFORMANCE.md)."""
+    cores = os.cpu_count() or 1
+    workers = min(models, cores, 4)
     try:
         import psutil
 
         workers = min(workers, max(1, int(psutil.virtual_memory().available // (3 << 30))))
     except Exception:  # psutil missing: the cores decide
         pass
-    return max(1, workers)
+    workers = max(1, workers)
+    return workers, max(1, cores // workers)
 
 
 def _convert_up_front(
@@ -279,7 +285,7 @@ def _convert_up_front(
             firsts[case.model] = case
     if not firsts:
         return
-    workers = conversion_workers(len(firsts))
+    workers, threads = conversion_workers(len(firsts))
     log.info("converting %d models, %d at a time", len(firsts), workers)
     observer.on_phase(PHASE_CONVERT)
     done = 0
@@ -288,7 +294,8 @@ def _convert_up_front(
     def convert(case: Case) -> tuple[Case, Any]:
         if cancel is not None and cancel.is_set():
             return case, None
-        job = WorkerJob(case, ModelSource(case.model, spec.weights.get(case.model)), spec.stopping)
+        source = ModelSource(case.model, spec.weights.get(case.model))
+        job = WorkerJob(case, source, spec.stopping, threads=threads if workers > 1 else None)
         return case, runner.convert(job, cancel)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backbench-convert") as pool:

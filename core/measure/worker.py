@@ -67,6 +67,7 @@ class WorkerJob:
     max_mem_mb: int | None = None  # the model's memory bound (see limit_memory), if set
     fault: str | None = None  # test hook: "segfault" | "hang" | "alloc" | "exit" at measure
     task: str = TASK_MEASURE  # or TASK_CONVERT: convert the model for the case's backend
+    threads: int | None = None  # a conversion's torch threads (conversions side by side)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class WorkerJob:
             "max_mem_mb": self.max_mem_mb,
             "fault": self.fault,
             "task": self.task,
+            "threads": self.threads,
         }
 
     @classmethod
@@ -88,6 +90,7 @@ class WorkerJob:
             max_mem_mb=data.get("max_mem_mb"),
             fault=data.get("fault"),
             task=str(data.get("task") or TASK_MEASURE),
+            threads=int(data["threads"]) if data.get("threads") else None,
         )
 
 
@@ -386,6 +389,10 @@ def convert_for(job: WorkerJob) -> dict[str, Any]:
     from core.backends import ensure_converted
 
     t0 = time.perf_counter_ns()
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(job.threads)
     converted = ensure_converted(job.case, job.source)
     return {
         "task": TASK_CONVERT,

@@ -261,11 +261,45 @@ def test_an_unknown_start_method_is_refused() -> None:
         RunSpec(models=(MODEL,), worker_start="spawn")
 
 
-def test_conversions_side_by_side_are_bounded_by_cores_and_memory() -> None:
+def test_conversions_side_by_side_are_bounded_by_cores_and_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import psutil
+
     from core.measure.runner import conversion_workers
 
-    assert conversion_workers(1) == 1
-    assert 1 <= conversion_workers(100) <= max(1, min(4, (os.cpu_count() or 1) // 4))
+    available = {"bytes": 64 << 30}
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=available["bytes"]))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert conversion_workers(33) == (2, 1)  # one thread each, side by side
+    assert conversion_workers(1) == (1, 2)  # alone, it has both cores
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert conversion_workers(33) == (4, 4)
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert conversion_workers(33) == (1, 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    available["bytes"] = 7 << 30  # two large conversions' worth
+    assert conversion_workers(33) == (2, 8)
+    available["bytes"] = 1 << 30
+    assert conversion_workers(33) == (1, 16)
+
+
+def test_side_by_side_conversions_get_their_share_of_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conversion job's thread count reaches the converter's torch."""
+    import torch
+
+    from core.measure.worker import TASK_CONVERT, convert_for
+
+    monkeypatch.setenv("BACKBENCH_CACHE_DIR", str(tmp_path))
+    before = torch.get_num_threads()
+    try:
+        job = WorkerJob(_case(Backend.OPENVINO), ModelSource(MODEL), FAST, task=TASK_CONVERT, threads=1)
+        assert WorkerJob.from_dict(job.to_dict()) == job
+        result = convert_for(job)
+        assert result["converted"] is True
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_failed_conversion_fails_its_model_s_cases_once(
