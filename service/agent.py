@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 import uuid
 from collections.abc import Sequence
@@ -53,22 +54,60 @@ class AgentAlreadyRunningError(BackbenchError):
     pass
 
 
-def _owned_lock(path: Path) -> IO[str]:
+LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _lock_refused(path: Path, why: str, remove: str = "Remove it") -> UsageError:
+    return UsageError(
+        f"Will not use {path} as the agent's lock file: {why}.",
+        f"{remove}: the agent makes its own lock file there. Or give it another --socket.",
+    )
+
+
+def _check_lock_file(path: Path, fd: int) -> None:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise _lock_refused(path, "it is not a regular file")
+    if info.st_uid != os.geteuid():
+        raise _lock_refused(path, f"it belongs to another user (uid {info.st_uid})")
+    if stat.S_IMODE(info.st_mode) != 0o600:
+        os.fchmod(fd, 0o600)  # one left by an older agent may be wider
+
+
+def _owned_lock(path: Path) -> IO[bytes]:
     """An exclusive lock beside the socket, held for the agent's life: the reliable way
-    to tell a live agent from a stale socket file."""
-    handle = open(path, "a+")  # noqa: SIM115 - held open until the process exits
+    to tell a live agent from a stale socket file.
+
+    It lives in the socket's folder, which ``_prepare_socket_dir`` checked; still, a
+    symlink or something else planted at its name is never followed or used
+    (O_NOFOLLOW, a regular file of ours only), so the agent creates nothing elsewhere.
+    """
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = os.open(path, LOCK_FLAGS, 0o600)
     except OSError as exc:
-        handle.close()
+        if exc.errno == errno.ELOOP:
+            raise _lock_refused(path, "it is a symbolic link") from None
+        if exc.errno == errno.EISDIR:
+            raise _lock_refused(path, "it is a folder", "Remove that folder") from None
+        raise _lock_refused(
+            path, f"it cannot be opened ({exc.strerror or exc})", "Remove it if it is not yours"
+        ) from None
+    try:
+        _check_lock_file(path, fd)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
         if exc.errno in (errno.EAGAIN, errno.EACCES):
             raise AgentAlreadyRunningError(
                 f"Another backbench agent is already running on {path.with_suffix('')}.",
                 "Stop it first (`systemctl stop backbench-agent`, or end that process), or "
                 "give this one another --socket.",
             ) from None
+        raise _lock_refused(path, f"it cannot be locked ({exc.strerror or exc})") from None
+    except BackbenchError:
+        os.close(fd)
         raise
-    return handle
+    return os.fdopen(fd, "r+b", buffering=0)
 
 
 def _clear_stale_socket(path: Path) -> None:

@@ -101,9 +101,10 @@ class ClientQueue:
 
     Events and replies are never dropped: past ``max_events`` (or ``max_event_bytes``)
     pending, the client is too slow to keep and ``overflowed`` turns true, after which
-    nothing more is queued and the agent should disconnect it. Telemetry keeps at most
-    ``max_telemetry_samples`` samples (and ``max_memory_readings`` memory readings),
-    dropping the oldest; the next telemetry delivered is preceded by a ``gap``
+    nothing more is queued and the agent should disconnect it; replies stay well below
+    that bound, as the agent reads no requests while ``replies_backlogged``. Telemetry
+    keeps at most ``max_telemetry_samples`` samples (and ``max_memory_readings`` memory
+    readings), dropping the oldest; the next telemetry delivered is preceded by a ``gap``
     notification with the exact counts dropped since the last gap, so that
     delivered + dropped == produced. Order is kept: telemetry produced before an event
     is delivered (or dropped) before it.
@@ -136,6 +137,16 @@ class ClientQueue:
     dropped = property(lambda self: self._samples.dropped, doc="Samples dropped, oldest first.")
     pending_samples = property(lambda self: self._samples.pending)
     pending_events = property(lambda self: len(self._events))
+
+    def replies_backlogged(self) -> bool:
+        """True while a quarter of the event bounds is pending: the agent then reads no
+        more requests from this client until its queue drains. One request makes one
+        reply, so pipelined replies stay within that quarter and never overflow the
+        queue; the rest is room for job events, which only a client that does not read
+        them at all can overflow."""
+        return len(self._events) >= max(1, self._max_events // 4) or (
+            self._event_bytes >= max(1, self._max_event_bytes // 4)
+        )
 
     def stats(self) -> dict[str, int]:
         s, m = self._samples, self._memory

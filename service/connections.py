@@ -7,8 +7,9 @@ LoopBridge hands it the dispatcher's events and telemetry. Everything runs on th
 thread.
 
 Everything for a client goes through its ``ClientQueue``: replies and job events are
-never dropped, and a client whose event queue overflows is cut off; telemetry is dropped
-oldest-first with a ``gap`` notice.
+never dropped, and a client whose event queue overflows (a subscriber that does not read
+its events; replies are held back by pausing reads instead) is cut off; telemetry is
+dropped oldest-first with a ``gap`` notice.
 """
 
 from __future__ import annotations
@@ -74,7 +75,11 @@ class Connections:
         return [client.describe() for client in self.clients]
 
     def push(self, client: Client, msg: dict[str, Any]) -> None:
-        """Queue a reply or a job event for ``client``; one that cannot take it is cut off."""
+        """Queue a reply or a job event for ``client``; one that cannot take it is cut off.
+
+        Replies alone never fill a queue: the server stops reading a client's requests
+        while its queue is backlogged. What fills it is job events a subscriber does not
+        read."""
         if not client.queue.push_event(msg):
             if not client.closing:
                 log.warning("Client %d is not reading its events; disconnecting it", client.id)

@@ -11,8 +11,9 @@ The server depends on the handlers, never the reverse: both share the ``Connecti
 replies, and the handlers publish job events. Everything sent to a client goes through
 its ``ClientQueue``: the sender task writes from that queue and waits on ``drain``
 without holding up the loop, so a stalled client only fills its own bounded queue; one
-whose event queue overflows is cut off. A client that sends requests without reading
-the replies is simply not read from until it catches up.
+whose event queue overflows is cut off. Replies are not events: a client that pipelines
+requests faster than it reads the replies is not read from (so its own writes block)
+while its queue is backlogged (``ClientQueue.replies_backlogged``), never cut off.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 READ_BYTES = 1 << 16
 WRITE_HIGH_WATER = 256 * 1024
-PAUSE_READING_EVENTS = 256  # replies pending before we stop reading a client's requests
 CLOSE_FLUSH_S = 2.0
 
 
@@ -133,13 +133,17 @@ class AgentServer:
     async def _read_loop(self, client: Client, reader: asyncio.StreamReader) -> None:
         decoder = LineDecoder()
         while not client.closing:
-            if client.queue.pending_events > PAUSE_READING_EVENTS:
-                await client.drained.wait()
-                continue
             data = await reader.read(READ_BYTES)
             if not data:
                 return
             for item in decoder.feed(data):
+                # Checked before every request, not every read: one read can hold over
+                # a thousand pipelined requests, and a handler that never awaits would
+                # queue all their replies before the sender wrote one.
+                while client.queue.replies_backlogged() and not client.closing:
+                    await client.drained.wait()
+                if client.closing:
+                    return
                 await self._handle(client, item)
                 if client.closing:
                     return

@@ -10,11 +10,17 @@ size, checked against its sha256, and written under a temporary name first. Name
 sanitised to a plain file name, so nothing is written outside the uploads folder. Files
 keep their names (an OpenVINO IR needs ``model.xml`` beside ``model.bin``); a name that
 already holds other content is refused rather than overwritten.
+
+Uploads in progress are bounded per connection and in total, so that one client cannot
+lock the others out. Each is refused up front unless the disk has room for it and for
+the rest of those in progress; a write that fails anyway (a full disk) drops the upload
+and answers with a one-line error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -38,8 +44,13 @@ log = logging.getLogger(__name__)
 
 UPLOAD_SUFFIXES = (".onnx", ".xml", ".bin", ".pt", ".pth")
 MAX_PARTIAL_UPLOADS = 16
+MAX_PARTIAL_UPLOADS_PER_CLIENT = 4
 FREE_SPACE_MARGIN_BYTES = 64 << 20
 _INDEX = "index.json"
+_FINISH_OR_ABORT = (
+    "Finish or abort an upload first: upload_end stores a complete one and drops an "
+    "unfinished one, and closing the connection drops all of its uploads."
+)
 _PARTIAL = ".partial"
 
 
@@ -104,6 +115,22 @@ def sanitize_name(name: str) -> str:
             "Export the model to ONNX or OpenVINO IR first (backbench export).",
         )
     return clean
+
+
+def _write_failed(name: str, exc: OSError) -> ProtocolError:
+    """The reply for an upload the agent could not write, which it has dropped."""
+    log.warning("Upload of %s dropped: the agent could not write it (%s)", name, exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ProtocolError(
+            UPLOAD_ERROR,
+            f"The agent's disk is full: {name} could not be written, and the upload was dropped.",
+            "Free some space on the agent host, then upload it again.",
+        )
+    return ProtocolError(
+        UPLOAD_ERROR,
+        f"The agent could not write {name}, and the upload was dropped.",
+        "Check its uploads folder (the agent's log says why), then upload it again.",
+    )
 
 
 @dataclass(slots=True)
@@ -185,19 +212,35 @@ class UploadManager:
                     f"An upload named {clean} with other content exists on the agent.",
                     "Upload the file under another name.",
                 )
-            if len(self._partial) >= MAX_PARTIAL_UPLOADS:
-                raise ProtocolError(
-                    UPLOAD_ERROR, "Too many uploads in progress.", "Finish or drop one first."
-                )
-            if shutil.disk_usage(self.root).free < size + FREE_SPACE_MARGIN_BYTES:
+            mine = sum(p.owner == owner for p in self._partial.values())
+            if mine >= MAX_PARTIAL_UPLOADS_PER_CLIENT:
                 raise ProtocolError(
                     UPLOAD_ERROR,
-                    f"Not enough free disk space on the agent for {clean}.",
-                    "Free some space on the agent host.",
+                    f"This connection already has {mine} uploads in progress, the most it may.",
+                    _FINISH_OR_ABORT,
+                )
+            if len(self._partial) >= MAX_PARTIAL_UPLOADS:
+                raise ProtocolError(
+                    UPLOAD_ERROR,
+                    f"The agent already has {len(self._partial)} uploads in progress, the most "
+                    "it takes at once.",
+                    "Try again once one has finished, or finish or abort one of this "
+                    "connection's (upload_end drops an unfinished upload).",
+                )
+            # The uploads in progress will need the rest of their bytes too.
+            promised = sum(p.size - p.received for p in self._partial.values())
+            if shutil.disk_usage(self.root).free < size + promised + FREE_SPACE_MARGIN_BYTES:
+                raise ProtocolError(
+                    UPLOAD_ERROR,
+                    f"Not enough free disk space on the agent for {clean} ({size} bytes).",
+                    "Free some space on the agent host, then upload it again.",
                 )
             upload_id = secrets.token_hex(16)
             path = self.root / _PARTIAL / upload_id
-            path.touch(mode=0o600)
+            try:
+                path.touch(mode=0o600)
+            except OSError as exc:
+                raise _write_failed(clean, exc) from None
             self._partial[upload_id] = _Partial(upload_id, clean, size, sha256, owner, path)
             log.info("Upload %s of %s (%d bytes) started", upload_id, clean, size)
             return {
@@ -232,8 +275,12 @@ class UploadManager:
                     UPLOAD_ERROR,
                     f"More data than the {partial.size} bytes announced; upload dropped.",
                 )
-            with open(partial.path, "ab") as fh:
-                fh.write(data)
+            try:
+                with open(partial.path, "ab") as fh:
+                    fh.write(data)
+            except OSError as exc:
+                self.drop(upload_id)
+                raise _write_failed(partial.name, exc) from None
             partial.digest.update(data)
             partial.received += len(data)
             return {"upload_id": upload_id, "received": partial.received}
@@ -253,8 +300,6 @@ class UploadManager:
                     f"Upload of {partial.name} failed: {what}; it was dropped.",
                     "Upload it again.",
                 )
-            with open(partial.path, "rb") as fh:
-                os.fsync(fh.fileno())
             target = self.root / partial.name
             if target.exists():  # another connection finished the same name meanwhile
                 self.drop(upload_id)
@@ -263,7 +308,13 @@ class UploadManager:
                     f"An upload named {partial.name} appeared meanwhile.",
                     "Upload under another name.",
                 )
-            os.replace(partial.path, target)
+            try:
+                with open(partial.path, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(partial.path, target)
+            except OSError as exc:
+                self.drop(upload_id)
+                raise _write_failed(partial.name, exc) from None
             del self._partial[upload_id]
             self._index[upload_id] = {
                 "name": partial.name,
@@ -271,7 +322,13 @@ class UploadManager:
                 "sha256": partial.sha256,
                 "created_at": time.time(),
             }
-            self._write_index()
+            try:
+                self._write_index()
+            except OSError as exc:  # an upload the index does not name would block its name
+                del self._index[upload_id]
+                with contextlib.suppress(FileNotFoundError):
+                    target.unlink()
+                raise _write_failed(partial.name, exc) from None
             log.info("Upload %s stored as %s", upload_id, target)
             return self._info(upload_id)
 

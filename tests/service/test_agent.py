@@ -229,6 +229,55 @@ def test_socket_is_0660_with_the_group(agent: Agent) -> None:
     assert info.st_gid == grp.getgrnam(other_group()).gr_gid
 
 
+def test_lock_file_is_a_private_regular_file(agent: Agent) -> None:
+    lock = agent.socket.with_name(agent.socket.name + ".lock")
+    info = os.lstat(lock)
+    assert stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
+    assert stat.S_IMODE(info.st_mode) == 0o600
+
+
+def test_pipelined_requests_all_get_replies_in_order(agent: Agent) -> None:
+    # Issue 10's L6: 1,500 requests in one write, from a client that reads its replies,
+    # got it disconnected with no reply at all ("not reading its events"). unsubscribe
+    # answers without awaiting anything, so without backpressure per request the agent
+    # queued a whole read's worth of replies before writing one.
+    import json
+
+    count = 1500
+    lines = [b'{"jsonrpc":"2.0","id":0,"method":"hello","params":{"protocol_version":"1.0"}}']
+    lines += [b'{"jsonrpc":"2.0","id":%d,"method":"unsubscribe"}' % i for i in range(1, count + 1)]
+    replies: list[dict[str, Any]] = []
+    ended: list[str] = []
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(agent.socket))
+        sock.settimeout(60)
+
+        def read() -> None:
+            buffer = b""
+            try:
+                while len(replies) <= count:
+                    data = sock.recv(1 << 16)
+                    if not data:
+                        ended.append("the agent closed the connection")
+                        return
+                    *complete, buffer = (buffer + data).split(b"\n")
+                    replies.extend(json.loads(line) for line in complete)
+            except OSError as exc:
+                ended.append(repr(exc))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        _send_lines(sock, lines)
+        reader.join(120)
+    assert not ended, f"after {len(replies)} replies: {ended[0]}"
+    assert [r.get("id") for r in replies] == list(range(count + 1)), "every reply, in order"
+    assert all("result" in r for r in replies), [r for r in replies if "error" in r][:1]
+    assert all(r["result"] == {"topics": []} for r in replies[1:])
+    with agent.client() as c:
+        assert c.call("status")["agent_pid"] == agent.pid
+
+
 def test_second_agent_on_the_same_socket_is_refused(agent: Agent, tmp_path: Path) -> None:
     second = subprocess.run(
         [

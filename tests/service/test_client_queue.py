@@ -68,6 +68,23 @@ def test_a_client_with_too_many_pending_events_overflows() -> None:
     assert by_bytes.overflowed and by_bytes.stats()["event_bytes_pending"] <= 1000
 
 
+def test_replies_are_held_back_long_before_the_queue_overflows() -> None:
+    # The agent stops reading a client's requests while its queue is backlogged, so
+    # pipelined replies stop at a quarter of the bounds and leave room for job events.
+    queue = ClientQueue(10, max_events=8)
+    backlog = []
+    for i in range(8):
+        backlog.append(queue.replies_backlogged())
+        assert queue.push_reply({"jsonrpc": "2.0", "id": i, "result": {}})
+    assert backlog == [False, False] + [True] * 6 and not queue.overflowed
+    drain(queue)
+    assert not queue.replies_backlogged()
+    by_bytes = ClientQueue(10, max_event_bytes=1000)
+    while not by_bytes.replies_backlogged():
+        assert by_bytes.push_reply({"jsonrpc": "2.0", "id": 1, "result": "x" * 50})
+    assert 250 <= by_bytes.stats()["event_bytes_pending"] < 1000 and not by_bytes.overflowed
+
+
 def test_discarding_telemetry_counts_it_as_dropped() -> None:
     queue = ClientQueue(100)
     queue.push_telemetry(1, [[1, 1]] * 30)

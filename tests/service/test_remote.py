@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from core.errors import AgentUnavailableError, ProtocolError
-from core.protocol.codes import INVALID_PARAMS, UPLOAD_ERROR
+from core.protocol.codes import INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND, UPLOAD_ERROR
 from service.client import AgentClient, SshTunnel
+from service.uploads import MAX_PARTIAL_UPLOADS, MAX_PARTIAL_UPLOADS_PER_CLIENT
 from tests.service.agentlib import REPO, Agent, make_tiny_onnx, ort_spec
 
 
@@ -153,6 +154,59 @@ def test_uploads_are_checked_and_confined(agent: Agent, models_dir: Path, tmp_pa
         )["job"]
         assert job["spec"]["models"] == [str(uploads / "hidden_up.onnx")]
         c.call("cancel", job_id=job["job_id"])
+
+
+def test_one_client_cannot_hold_every_upload(agent: Agent) -> None:
+    # Issue 10's L9: uploads left open on one connection locked every other client out.
+    data = b"model bytes"
+    sha = hashlib.sha256(data).hexdigest()
+    refusals: list[ProtocolError] = []
+    with agent.client() as hog, agent.client() as other:
+        opened = 0
+        for i in range(MAX_PARTIAL_UPLOADS):
+            try:
+                hog.call("upload_begin", name=f"hog-{i}.onnx", size=len(data), sha256=sha)
+                opened += 1
+            except ProtocolError as exc:
+                refusals.append(exc)
+        assert opened == MAX_PARTIAL_UPLOADS_PER_CLIENT < MAX_PARTIAL_UPLOADS
+        assert refusals and all(e.code == UPLOAD_ERROR for e in refusals)
+        refused = str(refusals[0])
+        assert f"has {MAX_PARTIAL_UPLOADS_PER_CLIENT} uploads in progress" in refused, refused
+        assert "Finish or abort an upload first" in refused and "\n" not in refused
+        stored = _upload(other, "not-locked-out.onnx", data)
+        assert stored["complete"] and Path(stored["path"]).read_bytes() == data
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_while_writing_an_upload_drops_it_with_one_line(agent: Agent) -> None:
+    # Issue 10's L8: a full disk mid-upload answered -32603 "Internal error". The
+    # partial file is pointed at /dev/full, where every write fails with ENOSPC.
+    data = b"weights" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    with agent.client() as c:
+        begun = c.call("upload_begin", name="disk-full.onnx", size=len(data), sha256=sha)
+        partial = agent.db.parent / "uploads" / ".partial" / begun["upload_id"]
+        assert partial.is_file()
+        partial.unlink()
+        partial.symlink_to("/dev/full")
+        with pytest.raises(ProtocolError) as err:
+            c.call(
+                "upload_chunk",
+                upload_id=begun["upload_id"],
+                offset=0,
+                data=base64.b64encode(data).decode(),
+            )
+        assert err.value.code == UPLOAD_ERROR != INTERNAL_ERROR
+        assert "disk is full" in err.value.message and "was dropped" in err.value.message
+        assert "Free some space" in (err.value.hint or "") and "\n" not in str(err.value)
+        assert not partial.exists() and not partial.is_symlink(), "the partial file stays"
+        with pytest.raises(ProtocolError) as err:
+            c.call("upload_end", upload_id=begun["upload_id"])
+        assert err.value.code == NOT_FOUND
+        stored = _upload(c, "disk-full.onnx", data)  # the name is free, the agent goes on
+        assert Path(stored["path"]).read_bytes() == data
+    assert "Traceback" not in agent.log()
 
 
 FAKE_SSH = textwrap.dedent('''

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,15 @@ from service import systemd
 from service.config import default_socket_path, parse_config
 from service.jobs import CANCELLED, INTERRUPTED, QUEUED, RUNNING, JobQueue
 from service.telemetry import LoopBridge
-from service.uploads import ModelAccess, PathRefusedError, sanitize_name
+from service.uploads import (
+    FREE_SPACE_MARGIN_BYTES,
+    MAX_PARTIAL_UPLOADS,
+    MAX_PARTIAL_UPLOADS_PER_CLIENT,
+    ModelAccess,
+    PathRefusedError,
+    UploadManager,
+    sanitize_name,
+)
 
 
 class _Sink:
@@ -137,6 +147,45 @@ def test_upload_names_are_sanitised() -> None:
     for bad in ("...", "x.sh", "noext"):
         with pytest.raises(ProtocolError):
             sanitize_name(bad)
+
+
+def test_upload_begin_refuses_what_the_disk_cannot_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 10's L8: refused up front, counting what the uploads in progress still need.
+    free = FREE_SPACE_MARGIN_BYTES + 1000
+    usage = SimpleNamespace(total=10 * free, used=9 * free, free=free)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage)
+    uploads = UploadManager(tmp_path / "uploads", max_bytes=1 << 30)
+    with pytest.raises(ProtocolError) as err:
+        uploads.begin("big.onnx", 1001, "0" * 64, owner=1)
+    assert "Not enough free disk space on the agent for big.onnx" in str(err.value)
+    assert "Free some space" in str(err.value) and "\n" not in str(err.value)
+    assert not uploads.begin("half.onnx", 600, "0" * 64, owner=1)["complete"]
+    with pytest.raises(ProtocolError, match="Not enough free disk space"):
+        uploads.begin("other-half.onnx", 600, "1" * 64, owner=2)
+    assert len(list((tmp_path / "uploads" / ".partial").iterdir())) == 1
+
+
+def test_uploads_in_progress_are_bounded_per_client_and_in_total(tmp_path: Path) -> None:
+    uploads = UploadManager(tmp_path / "uploads", max_bytes=1 << 30)
+    per_client = MAX_PARTIAL_UPLOADS_PER_CLIENT
+    assert 1 < per_client < MAX_PARTIAL_UPLOADS
+    opened = owner = 0
+    while opened < MAX_PARTIAL_UPLOADS:
+        for i in range(min(per_client, MAX_PARTIAL_UPLOADS - opened)):
+            uploads.begin(f"m{owner}-{i}.onnx", 10, "0" * 64, owner=owner)
+            opened += 1
+        owner += 1
+    with pytest.raises(ProtocolError) as err:
+        uploads.begin("late.onnx", 10, "0" * 64, owner=owner)
+    assert f"The agent already has {MAX_PARTIAL_UPLOADS} uploads in progress" in str(err.value)
+    with pytest.raises(ProtocolError) as err:
+        uploads.begin("greedy.onnx", 10, "0" * 64, owner=0)
+    assert f"This connection already has {per_client} uploads in progress" in str(err.value)
+    assert "Finish or abort an upload first" in str(err.value) and "\n" not in str(err.value)
+    uploads.drop_owner(0)  # a client goes away: its share is free for others
+    assert not uploads.begin("late.onnx", 10, "0" * 64, owner=owner)["complete"]
 
 
 def test_default_socket_follows_systemd_then_xdg(monkeypatch: pytest.MonkeyPatch) -> None:
