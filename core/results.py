@@ -79,6 +79,30 @@ def parse_precision(value: Any) -> Precision:
     return _enum(Precision, aliases.get(str(value).lower(), value), "precision")
 
 
+# The most cases one run may hold: 80 models at 64 batch sizes each fit, a request that
+# would make a run of millions does not.
+MAX_CASES = 10_000
+
+
+def canonical_device(backend: Backend, device: str) -> str:
+    """One spelling per device, so ``cpu``, ``Cpu`` and ``CPU`` are one platform.
+
+    OpenVINO names devices in upper case (``CPU``, ``GPU.1``, ``AUTO:GPU,CPU``, spaces
+    dropped from a device list); torch and ONNX Runtime in lower case, with ``cuda``
+    meaning ``cuda:0``. Whether the device exists is the backend's to check.
+    """
+    name = str(device).strip()
+    if backend is Backend.OPENVINO:
+        return name.upper().replace(" ", "")
+    name = name.lower()
+    return "cuda:0" if name == "cuda" else name
+
+
+def unique(items: Any) -> tuple[Any, ...]:
+    """The items in their first order, each once."""
+    return tuple(dict.fromkeys(items))
+
+
 def parse_batch_sizes(text: str | int | list[int] | tuple[int, ...]) -> tuple[int, ...]:
     """``"1,2,4"`` -> (1, 2, 4). Every entry must be a positive integer."""
     if isinstance(text, int):
@@ -122,6 +146,9 @@ class Case:
     precision: Precision
     batch_size: int
     mode: Mode = Mode.LATENCY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", canonical_device(self.backend, self.device))
 
     def label(self) -> str:
         return (
@@ -536,6 +563,9 @@ class RunSpec:
     disturbed_threshold: float = DEFAULT_DISTURBED_THRESHOLD  # cores of other processes' work
     # Bound the model's memory (not the framework's imports) to this many MB; None: no bound.
     max_mem_mb: int | None = None
+    # Seconds a case's warm-up or timed loop may take before it is stopped as hung;
+    # None: 3 x max_time + 120 s, extended at the pace a slow model shows.
+    measure_timeout_s: float | None = None
     # "fork-server": fork each case from a process that imported the frameworks once,
     # falling back to "exec" where that is unsafe; "exec": a fresh interpreter per case.
     worker_start: str = "fork-server"
@@ -543,6 +573,17 @@ class RunSpec:
     def __post_init__(self) -> None:
         if not self.models:
             raise UsageError("No model given.", "Use -m MODEL or --suite NAME.")
+        # A model or batch size named twice is measured once; the device has one spelling.
+        object.__setattr__(self, "models", unique(self.models))
+        object.__setattr__(self, "batch_sizes", unique(self.batch_sizes))
+        object.__setattr__(self, "device", canonical_device(self.backend, self.device))
+        n_cases = len(self.models) * len(self.batch_sizes)
+        if n_cases > MAX_CASES:
+            raise UsageError(
+                f"{n_cases} cases ({len(self.models)} models x {len(self.batch_sizes)} batch sizes) "
+                f"are more than one run may hold ({MAX_CASES}).",
+                "Split the sweep into several runs.",
+            )
         if self.worker_start not in WORKER_STARTS:
             raise UsageError(
                 f"Unknown worker start {self.worker_start!r}.",
@@ -554,6 +595,8 @@ class RunSpec:
             raise UsageError("--disturbed-threshold must be a positive number of cores.")
         if self.max_mem_mb is not None and self.max_mem_mb < 1:
             raise UsageError("--max-mem-mb must be a positive number of MB.")
+        if self.measure_timeout_s is not None and not self.measure_timeout_s > 0:
+            raise UsageError("--measure-timeout must be a positive number of seconds.")
 
     def cases(self) -> list[Case]:
         """Model-major order: a model's batch sizes run back to back."""
@@ -578,6 +621,7 @@ class RunSpec:
             "retry_disturbed": self.retry_disturbed,
             "disturbed_threshold": self.disturbed_threshold,
             "max_mem_mb": self.max_mem_mb,
+            "measure_timeout_s": self.measure_timeout_s,
             "worker_start": self.worker_start,
         }
 
@@ -607,6 +651,9 @@ class RunSpec:
                 else DEFAULT_DISTURBED_THRESHOLD
             ),
             max_mem_mb=None if data.get("max_mem_mb") is None else int(data["max_mem_mb"]),
+            measure_timeout_s=(
+                None if data.get("measure_timeout_s") is None else float(data["measure_timeout_s"])
+            ),
             worker_start=str(data.get("worker_start") or "fork-server"),
         )
 

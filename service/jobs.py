@@ -8,6 +8,11 @@ States: queued -> running -> finished | failed | cancelled | interrupted. A job 
 "running" by an agent that died is marked interrupted at the next start; ``resume``
 puts an interrupted (or cancelled, or failed) job back in the queue, and it continues in
 the same run from its first unfinished case.
+
+The agent measures a job's run under the same run lease as ``backbench run`` does
+(core.store.lease, taken by the runner), so an agent and a CLI never measure one run
+side by side: ``resume`` refuses a job whose run another live process is measuring, and
+``recover`` leaves such a run's status to that process.
 """
 
 from __future__ import annotations
@@ -223,6 +228,17 @@ class JobQueue:
             raise ProtocolError(
                 REQUEST_FAILED, f"Job {job_id} is {job.state}; there is nothing to resume.", hint
             )
+        if job.run_id is not None:
+            busy = self.store.live_run_lease(job.run_id)
+            if busy is not None:
+                holder = busy.holder
+                raise ProtocolError(
+                    REQUEST_FAILED,
+                    f"Job {job_id}'s run (id {job.run_id}) is being measured by another "
+                    f"process: {holder.describe()}.",
+                    f"Wait for it to finish, or stop that process (pid {holder.pid}), then "
+                    "resume the job.",
+                )
         with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE agent_jobs SET state = ?, reason = NULL, finished_at = NULL WHERE id = ?",
@@ -233,7 +249,9 @@ class JobQueue:
 
     def recover(self) -> list[int]:
         """At startup: jobs left running by an agent that died become interrupted, and
-        so do their runs. Returns their ids."""
+        so do their runs; the dead agent's claims on those runs are dropped. A run that
+        another live process has claimed since (a `backbench run --resume`) is left to
+        it. Returns the jobs' ids."""
         reason = "the agent stopped while the job ran; `resume` finishes it"
         with self.store.transaction() as conn:
             rows = conn.execute(
@@ -245,6 +263,15 @@ class JobQueue:
                     (INTERRUPTED, reason, time.time(), int(row["id"])),
                 )
                 if row["run_id"] is not None:
+                    run_id = int(row["run_id"])
+                    self.store.drop_dead_run_lease(run_id)
+                    busy = self.store.live_run_lease(run_id)
+                    if busy is not None:
+                        log.warning(
+                            "Run %d of job %d is being measured by %s; its status is left to it",
+                            run_id, int(row["id"]), busy.holder.describe(),
+                        )  # fmt: skip
+                        continue
                     conn.execute(
                         "UPDATE runs SET status = ?, finished_at = ? WHERE id = ? AND status = ?",
                         (INTERRUPTED, time.time(), int(row["run_id"]), RUNNING),

@@ -29,7 +29,7 @@ import pandas as pd
 
 from core.analysis.data import REQUIRED_COLUMNS
 from core.errors import BackbenchError, DataError, StoreError, UsageError
-from core.results import Measurement
+from core.results import Backend, Measurement, canonical_device
 
 if TYPE_CHECKING:
     from core.results import Run
@@ -58,6 +58,11 @@ class LoadedData:
     frame: pd.DataFrame
     source: str
     runs: tuple[Run, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A file written by hand or by an older backbench may spell one device several
+        # ways (cpu, Cpu, CPU); they are one platform.
+        canonical_devices(self.frame)
 
     @property
     def manifests(self) -> tuple[dict[str, Any], ...]:
@@ -118,6 +123,21 @@ def load_store(path: str | Path | None = None, run: str | None = None) -> Loaded
     finally:
         store.close()
     return LoadedData(frame, f"store {store.path}", tuple(sorted(runs, key=lambda r: r.id)))
+
+
+def canonical_devices(frame: pd.DataFrame) -> None:
+    """Rewrite ``frame``'s device column in place to each backend's one spelling."""
+    if "device" not in frame.columns or "backend" not in frame.columns or frame.empty:
+        return
+    backends = {b.value: b for b in Backend}
+
+    def spell(backend: Any, device: Any) -> Any:
+        known = backends.get(str(backend).strip().lower())
+        if known is None or not isinstance(device, str):
+            return device
+        return canonical_device(known, device)
+
+    frame["device"] = [spell(b, d) for b, d in zip(frame["backend"], frame["device"], strict=True)]
 
 
 # -- a CSV --------------------------------------------------------------------------------

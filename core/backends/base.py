@@ -8,6 +8,7 @@ the timed loop holds no framework code of its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,6 +28,26 @@ PHASE_MEASURE = "measure"
 
 def no_phase(_phase: str) -> None:
     return None
+
+
+# How frameworks say they ran out of memory: C++'s std::bad_alloc ("std::bad_alloc", or
+# "bad allocation" from MSVC's runtime; OpenVINO, ORT), ENOMEM's strerror, torch's "CUDA
+# out of memory", "Failed to allocate N bytes" (OpenVINO's CPU plugin, ORT), and OpenVINO
+# GPU's "Exceeded max size of memory allocation" / "out of GPU resources".
+_OUT_OF_MEMORY = re.compile(
+    r"bad_alloc|bad allocation|out of memory|(?:can(?:no|')t|could not) allocate memory"
+    r"|failed to allocate|exceeded max size of memory|out of (?:gpu|device) resources",
+    re.IGNORECASE,
+)
+OUT_OF_MEMORY_HINT = (
+    "Measure a smaller batch size, close other programs that hold memory, or raise "
+    "--max-mem-mb if it is set."
+)
+
+
+def says_out_of_memory(text: str) -> bool:
+    """Whether a framework's error text says that memory ran out."""
+    return _OUT_OF_MEMORY.search(text) is not None
 
 
 @dataclass(frozen=True, slots=True)

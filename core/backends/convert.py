@@ -374,7 +374,8 @@ def framework_message(exc: BaseException, max_chars: int = 300) -> str:
     """The informative part of a framework exception, on one line.
 
     OpenVINO prefixes its messages with nested "Exception from src/...cpp:NN:" and
-    "Check '...' failed at" lines that tell a user nothing; drop them.
+    "Check '...' failed at" lines that tell a user nothing; drop them. A long message is
+    shortened at a sentence or line boundary, never mid-sentence (``shorten_message``).
     """
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [
@@ -382,5 +383,30 @@ def framework_message(exc: BaseException, max_chars: int = 300) -> str:
         for line in lines
         if not line.startswith("Exception from ") and not re.match(r"^Check '.*' failed at ", line)
     ]
-    text = " ".join(useful or lines) or type(exc).__name__
-    return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
+    return shorten_message(useful or lines, max_chars) or type(exc).__name__
+
+
+# A sentence ends at . ! or ? followed by white space; "v1.2.3" and "model.onnx" do not.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# The first sentence is kept whole up to this long: it usually says what went wrong.
+_FIRST_SENTENCE_MAX_CHARS = 1000
+
+
+def shorten_message(lines: list[str], max_chars: int = 300) -> str:
+    """Lines of a message joined on one line, keeping whole sentences while they fit in
+    ``max_chars``. The first sentence is always kept whole (up to 1000 characters, then
+    cut at a word); the message ends at a sentence or line boundary, never mid-sentence."""
+    pieces = [
+        piece for line in lines for piece in _SENTENCE_END.split(line.strip()) if piece.strip()
+    ]
+    if not pieces:
+        return ""
+    text = pieces[0]
+    limit = max(max_chars, _FIRST_SENTENCE_MAX_CHARS)
+    if len(text) > limit:
+        return (text[: limit - 4].rsplit(" ", 1)[0] or text[: limit - 4]) + " ..."
+    for piece in pieces[1:]:
+        if len(text) + 1 + len(piece) > max_chars:
+            break
+        text = f"{text} {piece}"
+    return text

@@ -233,6 +233,12 @@ class OnnxRuntimeBackend:
                 "Export the classifier with a single NCHW image input.",
             )
         shape = list(inputs[0].shape)
+        if any(isinstance(d, int) and d == 0 for d in shape):
+            from core.zoo.files import zero_sized_input
+
+            raise zero_sized_input(
+                path, inputs[0].name, [str(d) if d is not None else "?" for d in shape]
+            )
         if len(shape) != 4:
             raise ModelFileError(
                 f"{path.name} has input shape {shape}; backbench expects a 4-D image batch.",

@@ -32,15 +32,23 @@ from typing import Any
 import numpy as np
 
 from core.backends import convert
-from core.backends.base import PHASE_COMPILE, PHASE_LOAD, ModelSource, PhaseHook, no_phase
+from core.backends.base import (
+    PHASE_COMPILE,
+    PHASE_LOAD,
+    ModelSource,
+    PhaseHook,
+    no_phase,
+    says_out_of_memory,
+)
 from core.backends.convert import ConvertedModel, SourceKind
 from core.errors import (
     BackbenchError,
+    CaseFailure,
     DeviceUnavailableError,
     ModelFileError,
     PrecisionUnsupportedError,
 )
-from core.results import Backend, Case, Mode, Precision
+from core.results import Backend, Case, FailureKind, Mode, Precision
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +167,17 @@ def precision_name(value: Any) -> str:
 
 def _message(exc: BaseException) -> str:
     return convert.framework_message(exc)
+
+
+def _raise_if_out_of_memory(exc: BaseException, doing: str) -> None:
+    """OpenVINO reports running out of memory as a RuntimeError reading "std::bad_alloc";
+    that is an out-of-memory failure of the case, not a fault of the model. (The worker's
+    classify_exception adds the hint about memory, or the supervisor names the limit.)"""
+    text = _message(exc)
+    if says_out_of_memory(text):
+        raise CaseFailure(
+            FailureKind.OOM.value, f"out of memory while OpenVINO {doing}: {text}"
+        ) from exc
 
 
 class OpenVinoPrepared:
@@ -409,6 +428,7 @@ class OpenVinoBackend:
         try:
             model = self.core.read_model(str(path))
         except RuntimeError as exc:
+            _raise_if_out_of_memory(exc, f"read {path.name}")
             raise ModelFileError(
                 f"OpenVINO cannot read {path}: {_message(exc)}",
                 "Check that the file is complete; for a cached conversion, delete it to convert again.",
@@ -432,6 +452,14 @@ class OpenVinoBackend:
                 f"{path.name} has input shape {shape}; backbench expects a 4-D image batch.",
                 "Export the model with an input of shape (batch, channels, height, width).",
             )
+        if any(shape[i].is_static and shape[i].get_length() == 0 for i in range(4)):
+            from core.zoo.files import zero_sized_input
+
+            dims_shown = [
+                str(shape[i].get_length()) if shape[i].is_static else "?" for i in range(4)
+            ]
+            names = inputs[0].get_names()  # a set; empty for an unnamed input
+            raise zero_sized_input(path, min(names) if names else "?", dims_shown)
         from core.zoo import get_card
 
         fill = input_size or get_card(str(path)).input_size
@@ -441,6 +469,7 @@ class OpenVinoBackend:
         try:
             model.reshape(self.api.partial_shape(dims))
         except RuntimeError as exc:
+            _raise_if_out_of_memory(exc, f"reshaped {path.name} to {dims}")
             raise ModelFileError(
                 f"{path.name} cannot be reshaped to {dims}: {_message(exc)}",
                 "Export it with a dynamic batch axis (torch.onnx.export dynamic_axes={'input': {0: 'batch'}}).",
@@ -452,6 +481,7 @@ class OpenVinoBackend:
         try:
             return self.core.compile_model(model, device, properties)
         except RuntimeError as exc:
+            _raise_if_out_of_memory(exc, f"compiled the model for {device}")
             text = _message(exc)
             if "INFERENCE_PRECISION_HINT" in text or "inference_precision" in text.lower():
                 raise PrecisionUnsupportedError(

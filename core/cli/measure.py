@@ -168,17 +168,32 @@ class _ProgressObserver:
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
+    from rich.markup import escape
+
     from core.measure.runner import run_sweep, time_summary, validate_spec
     from core.measure.supervisor import CaseRunner
     from core.store import open_store
 
     resume = None
+    lease = None
     runner = CaseRunner()
     try:
         if args.resume:
             store = open_store(args.db)
             resume = store.get_run(args.resume)
             spec = resume.spec
+            if resume.status == "finished" and not _unmeasured(store, resume):
+                console.print(
+                    _nothing_to_resume(store, resume), markup=False, highlight=False, soft_wrap=True
+                )
+                runner.close()
+                return 0
+            # Claimed before the progress bar: a run another process measures is refused
+            # in one line (RunBusyError), and this one is not measured twice.
+            lease = store.acquire_run_lease(resume.id)
+            took_over = lease.takeover_line(resume.name)
+            if took_over:
+                err_console.print(f"[yellow]{escape(took_over)}[/]", highlight=False)
         else:
             spec = spec_from_args(args)
             if spec.isolate:
@@ -187,10 +202,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 runner.prestart(spec.backend)
             spec = validate_spec(spec)
             store = open_store(args.db)
+        total = len(_unmeasured(store, resume)) if resume else len(spec.cases())
     except BaseException:
         runner.close()
+        if lease is not None:
+            store.release_run_lease(lease)
         raise
-    total = len(spec.cases()) - (len(store.completed_cases(resume.id)) if resume else 0)
     # The parent shares the CPU with the worker: a slow refresh keeps it quiet.
     progress = case_progress("[bold]{task.description}", eta=True, refresh_per_second=2)
     run_ref = None
@@ -201,11 +218,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             observer = _ProgressObserver(progress, task)
             run = run_sweep(
                 spec, store, observer=observer, resume=resume, validate=False,  # type: ignore[arg-type]
-                case_runner=runner,
+                case_runner=runner, lease=lease,
             )  # fmt: skip
             run_ref = run.id
     except KeyboardInterrupt:
-        latest = store.latest_run()
+        latest = resume or store.latest_run()
         if latest is not None:
             err_console.print(
                 f"Interrupted. Completed cases are saved in {store.path} (run {latest.id}, {latest.name!r}). "
@@ -214,6 +231,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     finally:
         runner.close()
+        if lease is not None:  # run_sweep released it, unless it failed before it could
+            store.release_run_lease(lease)
     measurements = store.measurements(run_ref)
     print_results_table(measurements, title=f"Run {run.id} {run.name!r} ({store.path})")
     failed = [m for m in measurements if m.status.value != "ok"]
@@ -230,6 +249,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     session = [m for m in measurements if (m.started_at or 0) >= time.time() - (time.monotonic() - t0) - 1]
     console.print(time_summary(session, time.monotonic() - t0).line())
     return 0
+
+
+def _unmeasured(store: Any, run: Any) -> list[Any]:
+    """The cases of ``run`` with no result yet: what a resume measures."""
+    measured = store.measured_cases(run.id)
+    return [case for case in run.spec.cases() if case not in measured]
+
+
+def _nothing_to_resume(store: Any, run: Any) -> str:
+    """One line for a resume of a finished run: nothing to do, and how to measure its
+    failed cases again (a new run; the failures stand as this run's results)."""
+    import shlex
+
+    current = store.measurements(run.id)
+    failed = [m for m in current if m.status.value != "ok"]
+    line = f"Run {run.name!r} (id {run.id}) is finished: all {len(current)} cases have a result"
+    if not failed:
+        return line + "; there is nothing to resume."
+    spec = run.spec
+    models = list(dict.fromkeys(m.case.model for m in failed))
+    batches = list(dict.fromkeys(m.case.batch_size for m in failed))
+    command = ["backbench", "run", "--db", str(store.path)]
+    for model in models:
+        command += ["-m", model]
+    command += ["--batch", ",".join(str(b) for b in batches), "--backend", spec.backend.value,
+                "--device", spec.device, "--precision", spec.precision.value]  # fmt: skip
+    if spec.mode.value != "latency":
+        command += ["--mode", spec.mode.value]
+    return (
+        f"{line} ({len(failed)} failed), so there is nothing to resume. To measure the failed "
+        f"cases again, start a new run: {shlex.join(command)}"
+    )
 
 
 # -- results ---------------------------------------------------------------------------

@@ -179,9 +179,17 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     ),
     RunOption(
         "max_mem_mb", ("--max-mem-mb",), Kind.INT, None,
-        help="fail a case whose model needs more than this many MB (the framework's imports "
-        "do not count; not applied on CUDA)",
+        help="fail a case whose model needs more than this many MB above the framework's "
+        "imports (a memory cgroup per case where one can be made, else an address-space "
+        "limit, which is not applied on CUDA)",
         minimum=1, maximum=16_777_216, metavar="MB",
+    ),
+    RunOption(
+        "measure_timeout_s", ("--measure-timeout",), Kind.FLOAT, None,
+        help="stop a case as hung when its warm-up or timed loop takes longer than this "
+        "(default: 3 x --max-time + 120 s, more for a model whose iterations show it needs "
+        "longer to reach --min-iters)",
+        minimum=0, maximum=604_800, min_exclusive=True, metavar="SECONDS",
     ),
     RunOption(
         "worker_start", ("--worker-start",), Kind.TEXT, "fork-server",
@@ -457,5 +465,6 @@ def _build(values: Mapping[str, Any], *, remote: bool) -> RunSpec:
         retry_disturbed=get("retry_disturbed"),
         disturbed_threshold=get("disturbed_threshold"),
         max_mem_mb=get("max_mem_mb"),
+        measure_timeout_s=get("measure_timeout_s"),
         worker_start=get("worker_start"),
     )

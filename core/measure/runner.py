@@ -6,7 +6,13 @@ needs it in a process of its own, then measures each case in its own worker (or
 inline) and commits each measurement as soon as it exists: a case completed before a
 crash or Ctrl-C is never lost. An interrupted run resumes at case granularity: completed
 cases stand, a case cut off mid-measurement is measured again from scratch, as its next
-attempt. A disturbed case may be measured again (``--retry-disturbed``).
+attempt; a case that ended failed (an error, a crash, OOM, a timeout) has its result
+and is not measured again. A disturbed case may be measured again
+(``--retry-disturbed``).
+
+A sweep holds its run's lease (core.store.lease) from before its first case to its end,
+however it ends, so two processes (two CLIs, or a CLI and the agent) never measure one
+run side by side: a second resume of a run being measured is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from core.measure.supervisor import CaseObserver, CaseRunner, run_inline
 from core.measure.worker import WorkerJob
 from core.results import Case, FailureKind, Measurement, Run, RunSpec, Status
 from core.store import Store
+from core.store import lease as run_lease
+from core.store.lease import RunLease
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +90,12 @@ def time_summary(measurements: list[Measurement], wall_s: float) -> TimeSummary:
 
 
 def validate_spec(spec: RunSpec) -> RunSpec:
-    """Fail before anything runs: unknown models (with suggestions), bad weights paths, an
-    unavailable backend or device, an unsupported precision. Returns the spec with model
-    file paths made absolute (workers may run in another directory)."""
+    """Fail before anything runs: unknown models (with suggestions), model and weights
+    files that are missing or of the wrong format, an unavailable backend or device, an
+    unsupported precision. Returns the spec with model file paths made absolute (workers
+    may run in another directory)."""
     from core.backends import check_case
+    from core.zoo.files import check_weights_file
 
     models = []
     for name in spec.models:
@@ -99,6 +109,8 @@ def validate_spec(spec: RunSpec) -> RunSpec:
                 f"Weights file {path!r} for {model} does not exist.",
                 "Give the path of a local state-dict file (.pth), or leave it out for random weights.",
             )
+        # Its format only (cheap); the state dict is read, safely, when the model is built.
+        check_weights_file(path)
     spec = replace(spec, models=tuple(models))
     check_case(spec.cases()[0])
     return spec
@@ -125,6 +137,7 @@ def run_sweep(
     resume: Run | None = None,
     manifest: dict[str, Any] | None = None,
     validate: bool = True,
+    lease: RunLease | None = None,
 ) -> Run:
     """Run every case of ``spec`` (or the unfinished ones of ``resume``) and store them.
 
@@ -136,7 +149,15 @@ def run_sweep(
     the store. ``validate=False`` is for callers that already ran ``validate_spec`` (the
     CLI does, before it draws a progress bar). ``run.summary`` is not stored; use
     ``time_summary`` on the measurements for where the time went.
+
+    The run is claimed for this process (``Store.acquire_run_lease``) before anything is
+    measured and released when the sweep ends, however it ends; a resume of a run that
+    another live process measures raises RunBusyError. ``lease`` is a claim the caller
+    already holds on ``resume``'s run (the CLI claims before it draws its progress bar);
+    the sweep takes it over and releases it too.
     """
+    if lease is not None and (resume is None or lease.run_id != resume.id):
+        raise ValueError("a lease passed to run_sweep must be the resumed run's")
     observer = observer or SweepObserver()
     t_sweep = time.monotonic()
     if resume is not None:
@@ -147,22 +168,35 @@ def run_sweep(
     runner.disturbed_threshold = spec.disturbed_threshold
     if spec.max_mem_mb:
         runner.max_mem_mb = spec.max_mem_mb
+    if spec.measure_timeout_s:
+        runner.limits = replace(runner.limits, measure_s=spec.measure_timeout_s)
     if spec.isolate:
         runner.prestart(spec.backend)  # its imports overlap with the validation below
     try:
         if resume is not None:
             run = resume
-            done = store.completed_cases(run.id)
+            if lease is None:
+                lease = store.acquire_run_lease(run.id)
+                took_over = lease.takeover_line(run.name)
+                if took_over:
+                    log.warning("%s", took_over)
+            # A case with a result, ok or failed, stands; one cut off is measured again.
+            done = store.measured_cases(run.id)
             store.set_run_status(run.id, RUN_RUNNING)
         else:
             if validate:
                 spec = validate_spec(spec)
-            run = store.create_run(spec, manifest if manifest is not None else host_manifest(), name=spec.name)
+            with store.transaction():  # nobody can claim the new run before this sweep
+                run = store.create_run(spec, manifest if manifest is not None else host_manifest(), name=spec.name)
+                lease = store.acquire_run_lease(run.id)
             done = set()
     except BaseException:
+        if lease is not None:
+            _release(store, lease)
         if owned:
             runner.close()
         raise
+    keeper = _LeaseKeeper(store, lease, run.name)
     cases = spec.cases()
     todo = [c for c in cases if c not in done]
     total = len(todo)
@@ -170,6 +204,7 @@ def run_sweep(
     conversions: dict[str, Measurement | None] = {}  # model -> its conversion's failure
     convert_seconds: dict[str, float] = {}
     try:
+        keeper.start()
         if todo:
             _record_worker_start(store, run, runner, spec)
             if spec.isolate:
@@ -178,6 +213,7 @@ def run_sweep(
             if cancel is not None and cancel.is_set():
                 final_status = RUN_CANCELLED
                 break
+            keeper.check()
             observer.on_case_start(index, total, case)
             job = WorkerJob(case, ModelSource(case.model, spec.weights.get(case.model)), spec.stopping)
             attempt = 0
@@ -189,16 +225,21 @@ def run_sweep(
                     )
                 except KeyboardInterrupt:
                     # The attempt cut off is kept, so the resume that measures the case
-                    # again is its next attempt.
-                    store.add_measurement(run.id, Measurement.failed(
-                        case, FailureKind.INTERRUPTED,
-                        "interrupted while measuring; a resume measures it again",
-                        status=Status.CANCELLED, started_at=started_at,
-                        duration_s=time.time() - started_at,
-                    ))  # fmt: skip
+                    # again is its next attempt (unless the run is no longer this sweep's).
+                    if not keeper.lost:
+                        store.add_measurement(run.id, Measurement.failed(
+                            case, FailureKind.INTERRUPTED,
+                            "interrupted while measuring; a resume measures it again",
+                            status=Status.CANCELLED, started_at=started_at,
+                            duration_s=time.time() - started_at,
+                        ))  # fmt: skip
                     raise
                 measurement = replace(measurement, **_complexity_fields(case.model))
-                measurement = store.add_measurement(run.id, measurement)
+                # The claim is checked and renewed with the row it covers: a run taken over
+                # meanwhile gets no row from this sweep.
+                with store.transaction():
+                    keeper.renew()
+                    measurement = store.add_measurement(run.id, measurement)
                 retry = (
                     measurement.disturbed
                     and attempt < spec.retry_disturbed
@@ -214,15 +255,71 @@ def run_sweep(
             if measurement.status is Status.CANCELLED:
                 final_status = RUN_CANCELLED
                 break
+        store.set_run_status(run.id, final_status)
     except BaseException:
-        store.set_run_status(run.id, RUN_INTERRUPTED)
+        if not keeper.lost:  # a run taken over is the other process's to mark
+            store.set_run_status(run.id, RUN_INTERRUPTED)
         raise
     finally:
+        keeper.close()
         if owned:
             runner.close()
-    store.set_run_status(run.id, final_status)
     log.info("run %d: %s", run.id, time_summary(store.measurements(run.id), time.monotonic() - t_sweep).line())
     return store.get_run(run.id)
+
+
+class _LeaseKeeper:
+    """Keeps a sweep's claim on its run alive: renewed every ``LEASE_HEARTBEAT_S`` from a
+    thread (one case may take minutes) and after every stored case, and released at the
+    end. ``lost`` turns true when another process took the run over (this one was silent
+    for longer than the staleness bound: stopped, suspended, or its store unwritable)."""
+
+    def __init__(self, store: Store, lease: RunLease, run_name: str) -> None:
+        self.store = store
+        self.lease = lease
+        self.run_name = run_name
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"backbench-lease-{lease.run_id}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(run_lease.LEASE_HEARTBEAT_S):
+            try:
+                self.renew()
+            except BackbenchError as exc:  # a busy or full store: the next beat tries again
+                if self.lost:
+                    log.error("%s", exc)
+                    return
+                log.warning("Could not renew the claim on run %d: %s", self.lease.run_id, exc)
+
+    def renew(self) -> None:
+        """Stamp the heartbeat now; raises RunLeaseLostError once the run is another's."""
+        if not self.lost and not self.store.renew_run_lease(self.lease):
+            self.lost = True
+        self.check()
+
+    def check(self) -> None:
+        if self.lost:
+            raise run_lease.lost_error(self.lease.run_id, self.run_name, self.store.run_lease(self.lease.run_id))
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if not self.lost:
+            _release(self.store, self.lease)
+
+
+def _release(store: Store, lease: RunLease) -> None:
+    try:
+        store.release_run_lease(lease)
+    except BackbenchError as exc:  # its holder is gone once this process exits: others take over
+        log.error("Could not release the claim on run %d: %s", lease.run_id, exc)
 
 
 def _record_worker_start(store: Store, run: Run, runner: CaseRunner, spec: RunSpec) -> None:

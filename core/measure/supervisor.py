@@ -41,6 +41,7 @@ from core.backends.base import (
     PHASE_MEASURE,
     PHASE_WARMUP,
 )
+from core.measure.cgroup import MemoryCgroup
 from core.measure.forkserver import ForkServer, ForkServerError, zygote_command
 from core.measure.interference import InterferenceWindow
 from core.measure.pipe import (
@@ -52,7 +53,7 @@ from core.measure.pipe import (
     FrameDecoder,
 )
 from core.measure.preload import preload_key
-from core.measure.worker import TASK_CHECK_CONVERTED, TASK_CONVERT, WorkerJob
+from core.measure.worker import TASK_CHECK_CONVERTED, TASK_CONVERT, TASK_MEASURE, WorkerJob
 from core.results import (
     DEFAULT_DISTURBED_THRESHOLD,
     WORKER_START_EXEC,
@@ -79,6 +80,7 @@ class PhaseLimits:
     measure_s: float | None = None
     heartbeat_s: float = 30.0
     term_grace_s: float = 5.0
+    measure_slack_s: float = 120.0  # beyond 3 x max_time, before the pace is known
 
     def for_phase(self, phase: str, job: WorkerJob) -> float:
         if phase in (PHASE_COMPILE, PHASE_CONVERT):
@@ -87,9 +89,15 @@ class PhaseLimits:
             if self.measure_s is not None:
                 return self.measure_s
             # Warm-up (capped at a quarter of max_time), the timed loop, and slack for a
-            # slow model that needs longer than max_time to reach min_iters.
-            return 3.0 * job.rule.max_time_s + 120.0
+            # slow model that needs longer than max_time to reach min_iters; the timed
+            # loop gets more once its first samples show the pace (progress_allowance).
+            return 3.0 * job.rule.max_time_s + self.measure_slack_s
         return self.load_s
+
+    def progress_allowance(self, job: WorkerJob, slowest_ns: int) -> float:
+        """Seconds the timed loop may take at the pace of its slowest iteration so far:
+        the minimum iterations half as slow again, the time limit, and half the slack."""
+        return job.rule.min_iters * slowest_ns / 1e9 * 1.5 + job.rule.max_time_s + self.measure_slack_s / 2
 
 
 class CaseObserver:
@@ -114,15 +122,18 @@ def default_worker_command() -> list[str]:
 
 
 def _oom_kills() -> int | None:
-    """The cgroup's OOM-kill counter, to tell the kernel's OOM killer from a plain SIGKILL."""
-    try:
-        text = Path("/sys/fs/cgroup/memory.events").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name == "oom_kill":
-            return int(value)
+    """The kernel's OOM-kill counter, to tell its OOM killer from a plain SIGKILL:
+    /proc/vmstat's ``oom_kill`` (every kill, by a cgroup's limit or the system's, on any
+    cgroup version; kernel 4.13+), else cgroup v2's root ``memory.events``."""
+    for path, sep in ((Path("/proc/vmstat"), " "), (Path("/sys/fs/cgroup/memory.events"), " ")):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            name, _, value = line.partition(sep)
+            if name == "oom_kill":
+                return int(value)
     return None
 
 
@@ -253,6 +264,9 @@ class CaseRunner:
         self.env = env
         self.start = start
         self.disturbed_threshold = disturbed_threshold
+        # --max-mem-mb by a memory cgroup per case where one can be made (else RLIMIT_AS).
+        self.mem_cgroups = True
+        self._cgroup_seq = 0
         self._servers: dict[str, ForkServer] = {}
         self._servers_lock = threading.RLock()  # conversions start servers from threads
         # Why a case's worker was exec'd rather than forked, by preload set.
@@ -350,7 +364,33 @@ class CaseRunner:
         if self.max_mem_mb and not job.max_mem_mb:
             job = replace(job, max_mem_mb=self.max_mem_mb)
         outcome = _Outcome()
-        return self._execute(job, observer, cancel, outcome, InterferenceWindow(job.case.device))
+        group = self._case_cgroup(job, outcome)
+        if group is not None:
+            job = replace(job, mem_cgroup=f"{group.version}:{group.path}")
+        try:
+            m = self._execute(job, observer, cancel, outcome, InterferenceWindow(job.case.device))
+        finally:
+            kills = group.oom_kills() if group is not None else 0
+            if group is not None and not group.remove():
+                log.warning("could not remove the memory cgroup %s", group.path)
+        if kills and m.status is Status.FAILED and m.failure in (FailureKind.CRASHED, FailureKind.OOM):
+            m = replace(m, failure=FailureKind.OOM, error=(
+                f"out of memory: the model needed more than --max-mem-mb {job.max_mem_mb} MB "
+                "above the framework's imports, and the kernel stopped it (memory cgroup)"
+            ))  # fmt: skip
+        return m
+
+    def _case_cgroup(self, job: WorkerJob, outcome: _Outcome) -> MemoryCgroup | None:
+        """A memory cgroup limited to the case's --max-mem-mb, or None (no limit asked,
+        or none can be made here: then the worker uses RLIMIT_AS, and the case says why)."""
+        if not job.max_mem_mb or not self.mem_cgroups or job.task != TASK_MEASURE:
+            return None
+        self._cgroup_seq += 1
+        made = MemoryCgroup.create(f"backbench-{os.getpid()}-{self._cgroup_seq}", job.max_mem_mb)
+        if isinstance(made, str):
+            outcome.conditions["mem_cgroup"] = f"none: {made}"
+            return None
+        return made
 
     def _execute(
         self,
@@ -505,6 +545,8 @@ class CaseRunner:
         now = time.monotonic()
         last_beat = now
         phase_deadline = now + self.limits.for_phase(outcome.phase, job)
+        phase_started = now
+        slowest_ns = 0  # the slowest timed iteration so far
         next_rss = now
         reaped: tuple[int, Any] | None = None
         eof_deadline: float | None = None
@@ -526,6 +568,13 @@ class CaseRunner:
                     if kind == KIND_SAMPLES:
                         outcome.samples.append(payload)
                         observer.on_samples(payload)
+                        if len(payload) and self.limits.measure_s is None:
+                            # A slow model is making progress: give it time for its
+                            # minimum iterations at the pace it shows.
+                            slowest_ns = max(slowest_ns, int(payload[:, 1].max()))
+                            phase_deadline = max(
+                                phase_deadline, phase_started + self.limits.progress_allowance(job, slowest_ns)
+                            )
                     elif kind == KIND_PHASE:
                         outcome.phase = str(payload.get("phase", outcome.phase))
                         outcome.timeline.append((outcome.phase, int(payload.get("t_ns") or time.perf_counter_ns())))
@@ -534,6 +583,7 @@ class CaseRunner:
                                 outcome.worker_info[key] = payload[key]
                         if outcome.phase == PHASE_WARMUP and window is not None:
                             window.open(self._own_pids(child))
+                        phase_started = last_beat
                         phase_deadline = last_beat + self.limits.for_phase(outcome.phase, job)
                         observer.on_phase(outcome.phase)
                     elif kind == KIND_HEARTBEAT:
@@ -564,10 +614,14 @@ class CaseRunner:
                         f"in the {outcome.phase} phase (hung)",
                     )
                 elif now > phase_deadline:
-                    limit = self.limits.for_phase(outcome.phase, job)
+                    limit = phase_deadline - phase_started
+                    hint = (
+                        " (raise it with --measure-timeout SECONDS)"
+                        if outcome.phase in (PHASE_WARMUP, PHASE_MEASURE) else ""
+                    )  # fmt: skip
                     outcome.killed_for = (
                         FailureKind.TIMEOUT,
-                        f"the {outcome.phase} phase exceeded its limit of {limit:g} s",
+                        f"the {outcome.phase} phase exceeded its limit of {round(limit, 1):g} s{hint}",
                     )
                 if outcome.killed_for is not None:
                     log.warning("stopping worker %d: %s", child.pid, outcome.killed_for[1])
@@ -626,7 +680,7 @@ class CaseRunner:
         ``--max-mem-mb`` says that the limit caused it."""
         m = self._classify_exit(job, outcome, *args)
         limit = str(m.conditions.get("mem_limit") or "")
-        if m.failure is FailureKind.OOM and limit.startswith("RLIMIT_AS"):
+        if m.failure is FailureKind.OOM and limit.startswith(("RLIMIT_AS", "cgroup")) and "above the framework's imports" not in (m.error or ""):
             m = replace(m, error=(
                 f"{m.error}: the model needed more than --max-mem-mb {job.max_mem_mb} MB "
                 "above the framework's imports"

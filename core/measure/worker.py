@@ -24,6 +24,7 @@ import threading
 import time
 from array import array
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 from core.backends.base import (
@@ -68,6 +69,9 @@ class WorkerJob:
     fault: str | None = None  # test hook: "segfault" | "hang" | "alloc" | "exit" at measure
     task: str = TASK_MEASURE  # or TASK_CONVERT: convert the model for the case's backend
     threads: int | None = None  # a conversion's torch threads (conversions side by side)
+    # "VERSION:PATH" of the memory cgroup the supervisor made for this case (max_mem_mb),
+    # which the worker joins as the model starts to load; None: RLIMIT_AS bounds it.
+    mem_cgroup: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +82,7 @@ class WorkerJob:
             "fault": self.fault,
             "task": self.task,
             "threads": self.threads,
+            "mem_cgroup": self.mem_cgroup,
         }
 
     @classmethod
@@ -91,6 +96,7 @@ class WorkerJob:
             fault=data.get("fault"),
             task=str(data.get("task") or TASK_MEASURE),
             threads=int(data["threads"]) if data.get("threads") else None,
+            mem_cgroup=str(data["mem_cgroup"]) if data.get("mem_cgroup") else None,
         )
 
 
@@ -248,22 +254,38 @@ def current_rss_mb() -> float | None:
     return None if kb is None else kb / 1024.0
 
 
-def limit_memory(max_mem_mb: int | None, device: str) -> str:
-    """Bound the model's memory: RLIMIT_AS at the address space used now (the framework's
-    imports) plus ``max_mem_mb``. Returns the mechanism, to record with the case.
+def limit_memory(max_mem_mb: int | None, device: str, mem_cgroup: str | None = None) -> str:
+    """Bound the model's memory to ``max_mem_mb`` above what this process holds now (the
+    framework's imports). Returns the mechanism, to record with the case.
 
-    Never on CUDA: the driver maps tens of GB of address space it does not use, so an
-    address-space limit fails CUDA's initialisation rather than bounding the model.
+    - A memory cgroup the supervisor made for the case (``mem_cgroup``, "VERSION:PATH"):
+      this process joins it now, so only what is charged from here on, the model's
+      memory, counts against the limit (core.measure.cgroup). Works on every device.
+    - Otherwise RLIMIT_AS at the address space used now plus ``max_mem_mb``; never on
+      CUDA or other accelerators, whose drivers map tens of GB of address space they do
+      not use, so an address-space limit fails their initialisation rather than bounding
+      the model.
     """
     if not max_mem_mb:
         return "none"
+    note = ""
+    if mem_cgroup:
+        from core.measure.cgroup import MemoryCgroup
+
+        version, _, path = mem_cgroup.partition(":")
+        group = MemoryCgroup(int(version), Path(path), int(max_mem_mb))
+        try:
+            group.add_self()
+            return group.mechanism
+        except (OSError, ValueError) as exc:
+            note = f" (could not join the memory cgroup: {getattr(exc, 'strerror', None) or exc})"
     if device.lower().startswith("cuda") or device.upper().startswith(("GPU", "NPU")):
-        return f"none: RLIMIT_AS is not applied on {device} (device drivers map address space they do not use)"
+        return f"none: RLIMIT_AS is not applied on {device} (device drivers map address space they do not use){note}"
     vm_kb = _status_kb("VmSize")
     base = (vm_kb or 0) * 1024
     limit = base + int(max_mem_mb) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    return f"RLIMIT_AS = VmSize after imports ({base >> 20} MB) + {int(max_mem_mb)} MB"
+    return f"RLIMIT_AS = VmSize after imports ({base >> 20} MB) + {int(max_mem_mb)} MB{note}"
 
 
 def _inject_fault(fault: str | None) -> None:
@@ -289,18 +311,37 @@ def _inject_fault(fault: str | None) -> None:
 
 
 def classify_exception(exc: BaseException) -> tuple[FailureKind, str, str | None]:
-    """Map an exception raised while measuring to (kind, message, hint)."""
+    """Map an exception raised while measuring to (kind, message, hint).
+
+    Running out of memory is OOM whoever reports it: MemoryError, or a framework's text
+    (OpenVINO's "std::bad_alloc", torch's "CUDA out of memory", ORT's "Failed to allocate
+    memory"), also when a backend wrapped it in one of our errors; its hint is about
+    memory. A framework's message is shortened at a sentence boundary, without
+    OpenVINO's source-location lines.
+    """
+    # Imported here, not at the top: the rest of this module is not this function's to edit.
+    from core.backends.base import OUT_OF_MEMORY_HINT, says_out_of_memory
+    from core.backends.convert import framework_message
+
+    # Under --max-mem-mb's RLIMIT_AS the supervisor says which limit the model exceeded
+    # (only when the text does not name --max-mem-mb already): no generic hint then.
+    limited = resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+    memory_hint = None if limited else OUT_OF_MEMORY_HINT
+
     if isinstance(exc, CaseFailure):
-        return FailureKind(exc.kind), exc.message, exc.hint
+        kind = FailureKind(exc.kind)
+        return kind, exc.message, exc.hint or (memory_hint if kind is FailureKind.OOM else None)
     if isinstance(exc, BackbenchError):
+        if says_out_of_memory(exc.message):
+            return FailureKind.OOM, exc.message, exc.hint or memory_hint
         return FailureKind.ERROR, exc.message, exc.hint
     if isinstance(exc, MemoryError):
-        return FailureKind.OOM, "out of memory while measuring (MemoryError)", None
-    text = f"{type(exc).__name__}: {exc}".strip()
-    lowered = text.lower()
-    if any(s in lowered for s in ("out of memory", "can't allocate memory", "bad_alloc", "failed to allocate")):
-        return FailureKind.OOM, text.splitlines()[0][:500], None
-    return FailureKind.ERROR, text.splitlines()[0][:500] if text else type(exc).__name__, None
+        return FailureKind.OOM, "out of memory while measuring (MemoryError)", memory_hint
+    name = type(exc).__name__
+    text = f"{name}: {framework_message(exc, max_chars=500)}" if str(exc).strip() else name
+    if says_out_of_memory(text):
+        return FailureKind.OOM, f"out of memory ({text})", memory_hint
+    return FailureKind.ERROR, text, None
 
 
 class PhaseClock:
@@ -319,7 +360,7 @@ class PhaseClock:
         extra: dict[str, Any] = {}
         if phase == PHASE_LOAD and self.baseline_rss_mb is None:
             self.baseline_rss_mb = current_rss_mb()
-            self.mem_limit = limit_memory(self.job.max_mem_mb, self.job.case.device)
+            self.mem_limit = limit_memory(self.job.max_mem_mb, self.job.case.device, self.job.mem_cgroup)
             extra = {"baseline_rss_mb": self.baseline_rss_mb, "mem_limit": self.mem_limit}
         if self.channel is not None:
             self.channel.send(KIND_PHASE, {"phase": phase, "t_ns": self.timeline[-1][1], **extra})

@@ -154,6 +154,24 @@ CREATE INDEX measurements_by_case ON measurements(
     run_id, model, backend, device, precision, batch_size, mode, id);
 """
 
+# Issue 10: who is measuring a run. A sweep (a fresh run or a resume, from the CLI or the
+# agent) claims its run here and renews ``heartbeat_at`` while it measures; a second sweep
+# of the run is refused while the holder lives (core/store/lease.py). ``boot_id`` and
+# ``pid_start`` tell a live holder from a pid that was reused after it died.
+_V4_RUN_LEASES = """
+CREATE TABLE run_leases (
+    run_id       INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    token        TEXT NOT NULL,
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    pid_start    INTEGER,
+    boot_id      TEXT,
+    command      TEXT NOT NULL DEFAULT '',
+    acquired_at  REAL NOT NULL,
+    heartbeat_at REAL NOT NULL
+);
+"""
+
 CASE_COLUMNS = ("model", "backend", "device", "precision", "batch_size", "mode")
 
 
@@ -183,6 +201,7 @@ MIGRATIONS: list[Migration] = [
         sql=_V3_ATTEMPTS,
         apply=_number_attempts,
     ),
+    Migration("run leases: who is measuring a run", sql=_V4_RUN_LEASES),
 ]
 
 # The tables version 1 creates; a version-0 file holding other tables is not ours.

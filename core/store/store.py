@@ -40,7 +40,9 @@ from core.errors import (
 )
 from core.paths import default_db_path
 from core.results import MEASUREMENT_COLUMNS, Case, Measurement, Run, RunSpec, Status
+from core.store import lease as run_lease
 from core.store import schema as store_schema
+from core.store.lease import LEASE_STALE_S, RunLease
 from core.store.schema import decode_samples, dumps, encode_samples, environment_id
 
 if TYPE_CHECKING:
@@ -478,13 +480,73 @@ class Store:
         return decode_samples(blobs)
 
     def completed_cases(self, run_id: int) -> set[Case]:
-        """Cases of a run that finished with status ok: a resume skips these."""
+        """Cases of a run whose current result is ok."""
         rows = self.query(
             "SELECT DISTINCT model, backend, device, precision, batch_size, mode "
             "FROM measurements WHERE run_id = ? AND status = ? AND current = 1",
             (int(run_id), Status.OK.value),
         )
         return {store_schema.case_from_row(row) for row in rows}
+
+    def measured_cases(self, run_id: int) -> set[Case]:
+        """Cases of a run that have a result, ok or failed (an error, a crash, OOM, a
+        timeout): a resume skips these. A case cut off (interrupted or cancelled while it
+        was measured) has none, so a resume measures it again."""
+        rows = self.query(
+            "SELECT DISTINCT model, backend, device, precision, batch_size, mode "
+            "FROM measurements WHERE run_id = ? AND status != ? AND current = 1",
+            (int(run_id), Status.CANCELLED.value),
+        )
+        return {store_schema.case_from_row(row) for row in rows}
+
+    # ---- run leases (core.store.lease) -----------------------------------------------
+
+    def acquire_run_lease(self, run_id: int, *, stale_after_s: float = LEASE_STALE_S) -> RunLease:
+        """Claim ``run_id`` for this process before measuring it. Raises RunBusyError
+        (one line: whose it is, and what to do) while another live process holds it; a
+        claim whose holder is gone, or silent for ``stale_after_s``, is taken over and
+        ``taken_over`` on the lease says whose it was."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT name FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+            if row is None:
+                raise self._run_not_found(run_id)
+            return run_lease.claim(conn, int(run_id), str(row["name"]), stale_after_s)
+
+    def renew_run_lease(self, lease: RunLease) -> bool:
+        """The holder's heartbeat; False when the run was taken over meanwhile."""
+        with self.transaction() as conn:
+            return run_lease.renew(conn, lease)
+
+    def release_run_lease(self, lease: RunLease) -> bool:
+        """Give the run up; a no-op (False) when it is no longer ``lease``'s."""
+        with self.transaction() as conn:
+            return run_lease.release(conn, lease)
+
+    def run_lease(self, run_id: int) -> RunLease | None:
+        """The claim on ``run_id``, live or not, or None."""
+        with self._snapshot() as conn:
+            return run_lease.read(conn, int(run_id))
+
+    def live_run_lease(
+        self, run_id: int, *, stale_after_s: float = LEASE_STALE_S
+    ) -> RunLease | None:
+        """The claim on ``run_id`` while its holder lives, or None."""
+        found = self.run_lease(run_id)
+        if found is None or run_lease.why_gone(found, time.time(), stale_after_s) is not None:
+            return None
+        return found
+
+    def drop_dead_run_lease(
+        self, run_id: int, *, stale_after_s: float = LEASE_STALE_S
+    ) -> RunLease | None:
+        """Remove the claim on ``run_id`` if its holder is gone; returns what was removed."""
+        with self.transaction() as conn:
+            found = run_lease.read(conn, int(run_id))
+            if found is None or run_lease.why_gone(found, time.time(), stale_after_s) is None:
+                return None
+            run_lease.release(conn, found)
+        log.info("Dropped the claim of %s on run %d: it is gone", found.holder.describe(), run_id)
+        return found
 
     # ---- tables ----------------------------------------------------------------------
 

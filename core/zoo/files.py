@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import tarfile
 import warnings
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,6 +103,7 @@ def _file_card(path: str, _mtime_ns: int, _size: int) -> ModelCard:
     elif source == "openvino-ir":
         dims = _ir_input_dims(p)
     else:
+        check_torchscript_archive(p)
         dims = None  # TorchScript keeps no input shape
     input_size, notes = _input_size(dims)
     # "resnet50.onnx" is most likely torchvision's resnet50: borrow its family.
@@ -158,7 +161,22 @@ def _onnx_input_dims(path: Path) -> list[int | None] | None:
     if len(inputs) > 1:
         log.info("%s has %d inputs; the card describes the first", path, len(inputs))
     shape = inputs[0].type.tensor_type.shape
+    if any(d.HasField("dim_value") and d.dim_value == 0 for d in shape.dim):
+        shown = [
+            str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim
+        ]
+        raise zero_sized_input(path, inputs[0].name, shown)
     return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in shape.dim]
+
+
+def zero_sized_input(path: Path, input_name: str, shape: list[str]) -> ModelFileError:
+    """The error for an input with a dimension of size 0: every batch fed to it
+    would hold no data, so measuring it would time an empty computation."""
+    return ModelFileError(
+        f"{path.name}: input {input_name!r} has shape [{', '.join(shape)}], with a zero-sized "
+        "dimension, so it takes no image data.",
+        "Export the model with a real image input, e.g. (batch, 3, 224, 224).",
+    )
 
 
 def _ir_input_dims(path: Path) -> list[int | None] | None:
@@ -180,7 +198,10 @@ def _ir_input_dims(path: Path) -> list[int | None] | None:
             shape = data.get("shape") if data is not None else None
             if shape is None:
                 return None
-            return [_ir_dim(d) for d in shape.split(",")] if shape.strip() else []
+            texts = [d.strip() for d in shape.split(",")] if shape.strip() else []
+            if any(t.lstrip("-").isdigit() and int(t) == 0 for t in texts):
+                raise zero_sized_input(path, layer.get("name") or "?", texts)
+            return [_ir_dim(d) for d in texts]
     raise ModelFileError(
         f"The OpenVINO IR {path} has no input (Parameter) layer.",
         "Re-convert the model; an IR needs at least one input.",
@@ -192,6 +213,113 @@ def _ir_dim(text: str) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
+# -- cheap format checks: the central directory of a zip, or a file's first bytes -----------
+
+_TORCHSCRIPT_HINT = (
+    "Save the model with torch.jit.script(model).save(path) or torch.jit.trace, and check "
+    "that the copy is complete; a state dict saved with torch.save belongs in --weights of "
+    "its zoo model."
+)
+_ZIP_LOCAL_HEADER = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"  # pickle protocol 2+, which torch.save's legacy format writes
+
+
+def _head(path: Path, n: int = 4) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(n)
+    except OSError as exc:
+        raise ModelFileError(
+            f"{path} cannot be read: {exc.strerror or exc}.", "Check the file's permissions."
+        ) from None
+
+
+def _zip_members(path: Path) -> list[str] | None:
+    """The member names of a zip archive (its central directory only: cheap at any size),
+    or None for a file that is not a readable zip archive."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+
+
+def _archive_records(members: list[str]) -> set[str]:
+    """Record names below each archive's top folder: "model/data.pkl" -> "data.pkl"."""
+    return {name.split("/", 1)[1] for name in members if "/" in name}
+
+
+def _is_torchscript(records: set[str]) -> bool:
+    # torch.jit.save writes data.pkl, constants.pkl and code/; torch.save writes data.pkl
+    # and data/ only. (model.json: TorchScript's format before torch 1.4.)
+    return "model.json" in records or (
+        "constants.pkl" in records and any(r.startswith("code/") for r in records)
+    )
+
+
+def check_torchscript_archive(path: Path) -> None:
+    """Refuse, in one line, a .pt file that is not a TorchScript archive: reads the zip's
+    central directory only, never the model, so a multi-GB file is not loaded twice."""
+    members = _zip_members(path)
+    if members is None:
+        head = _head(path)
+        if head.startswith(_ZIP_LOCAL_HEADER):
+            what = "a zip archive that is cut short or damaged"
+        elif head.startswith(_PICKLE_PROTO):
+            what = "a Python pickle (torch.save's legacy format, or pickle.dump), not a TorchScript archive"
+        else:
+            what = "not a TorchScript archive (the zip file torch.jit.save writes)"
+        raise ModelFileError(
+            f"{path} is not a loadable TorchScript model: it is {what}.", _TORCHSCRIPT_HINT
+        )
+    records = _archive_records(members)
+    if _is_torchscript(records):
+        return
+    if "data.pkl" in records:
+        what = "a torch.save file (a state dict or a pickled module), not a TorchScript archive"
+    else:
+        what = "a zip archive without TorchScript's data.pkl, constants.pkl and code/"
+    raise ModelFileError(
+        f"{path} is not a loadable TorchScript model: it is {what}.", _TORCHSCRIPT_HINT
+    )
+
+
+def check_weights_file(path: str | os.PathLike[str]) -> None:
+    """Refuse, in one line, a --weights file that torch.save cannot have written: cheap
+    checks of its first bytes and of a zip's central directory; the state dict itself is
+    read (safely) when the case builds the model."""
+    p = Path(path)
+    members = _zip_members(p)
+    if members is not None:
+        records = _archive_records(members)
+        if _is_torchscript(records):
+            raise ModelFileError(
+                f"{p} is a TorchScript model, not a weights file.",
+                "Give it as the model to measure (a .pt model file), not as weights.",
+            )
+        if "data.pkl" not in records:
+            raise ModelFileError(
+                f"{p} is not a readable PyTorch weights file: it is a zip archive without "
+                "the data.pkl that torch.save writes.",
+                "Save the weights with torch.save(model.state_dict(), path).",
+            )
+        return
+    head = _head(p)
+    if head.startswith(_PICKLE_PROTO) or tarfile.is_tarfile(p):
+        return  # torch.save's legacy formats; torch.load(weights_only=True) judges the rest
+    what = (
+        "a zip archive that is cut short or damaged"
+        if head.startswith(_ZIP_LOCAL_HEADER)
+        else "neither the zip archive nor the legacy pickle that torch.save writes"
+    )
+    raise ModelFileError(
+        f"{p} is not a readable PyTorch weights file: it is {what}.",
+        "Check that the copy is complete, or re-save it with torch.save(model.state_dict(), path).",
+    )
+
+
 def load_torchscript(path: str | os.PathLike[str]) -> torch.nn.Module:
     """Load a TorchScript archive (.pt) on the CPU, in eval() mode."""
     p = existing_model_file(path)
@@ -200,6 +328,7 @@ def load_torchscript(path: str | os.PathLike[str]) -> torch.nn.Module:
             f"{p} is not a TorchScript file (.pt).",
             "Load .onnx files with ONNX Runtime and .xml files with OpenVINO.",
         )
+    check_torchscript_archive(p)
     import torch
 
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -236,29 +237,65 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> tuple[Path, dict[str, 
     p = p.resolve()
     try:
         obj = torch.load(p, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as exc:
-        if "GLOBAL" in str(exc) or "global" in str(exc):
-            raise ModelFileError(
-                f"{p} holds Python objects besides tensors; backbench refuses to unpickle it "
-                "because loading such a file can run arbitrary code.",
-                "Re-save just the weights where the file was made: "
-                "torch.save(model.state_dict(), path).",
-            ) from None
-        raise _corrupt(p, exc) from None
     except Exception as exc:  # torch.load raises many types for a bad file
-        if "TorchScript" in str(exc):
+        text = str(exc)
+        if "TorchScript" in text:
             raise ModelFileError(
                 f"{p} is a TorchScript model, not a weights file.",
                 "Give it as the model to measure (a .pt model file), not as weights.",
             ) from None
+        if isinstance(exc, pickle.UnpicklingError) and (
+            "Weights only load failed" in text or "GLOBAL" in text
+        ):
+            raise _not_a_plain_state_dict(p, text) from None
         raise _corrupt(p, exc) from None
     return p, _unwrap_state_dict(p, obj)
 
 
-def _corrupt(p: Path, exc: BaseException) -> ModelFileError:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+# torch's advice on a file its safe loader refused (load it with weights_only=False, or
+# allowlist its classes) makes the load run the file's code: never passed on to a user.
+_UNSAFE_ADVICE = re.compile(r"weights_only|safe_globals|allowlist|trust", re.IGNORECASE)
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _not_a_plain_state_dict(p: Path, torch_text: str) -> ModelFileError:
+    """A pickle that holds Python objects besides tensors (a whole pickled model, or a
+    checkpoint with objects in it): refused, with how to save a plain state dict."""
+    found = re.search(r"GLOBAL (\S+)", torch_text) or re.search(
+        r"got <class '([^']+)'>", torch_text
+    )
+    held = "Python objects besides tensors"
+    if found is not None:
+        name = found.group(1).rstrip(".,")
+        held = (
+            f"a whole pickled model ({name})"
+            if name.startswith("torch.nn.modules.")
+            else f"Python objects besides tensors ({name})"
+        )
     return ModelFileError(
-        f"{p} is not a readable PyTorch weights file ({reason}).",
+        f"{p} is not a plain state dict: it holds {held}, and backbench refuses to unpickle "
+        "it because loading such a file can run arbitrary code.",
+        "Re-save just the weights where the file was made: torch.save(model.state_dict(), path).",
+    )
+
+
+def _safe_reason(exc: BaseException) -> str:
+    """The first sentence of torch's message that is not advice to load unsafely."""
+    text = _ANSI_ESCAPE.sub("", str(exc))
+    for line in text.splitlines():
+        for sentence in re.split(r"(?<=[.!?])\s+", line.strip()):
+            if (
+                sentence
+                and not _UNSAFE_ADVICE.search(sentence)
+                and sentence != "Weights only load failed."
+            ):
+                return sentence.rstrip(".")
+    return type(exc).__name__
+
+
+def _corrupt(p: Path, exc: BaseException) -> ModelFileError:
+    return ModelFileError(
+        f"{p} is not a readable PyTorch weights file ({_safe_reason(exc)}).",
         "Check that the copy is complete, or re-save it with torch.save(model.state_dict(), path).",
     )
 

@@ -305,11 +305,14 @@ def test_side_by_side_conversions_get_their_share_of_threads(tmp_path: Path, mon
 def test_a_failed_conversion_fails_its_model_s_cases_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Weights that torch cannot load: the conversion fails in the converter's process,
-    once, and every case of that model says why; the measured workers never start."""
+    """Weights that do not fit the model (a real state-dict file, so it passes the
+    up-front check): the conversion fails in the converter's process, once, and every
+    case of that model says why; the measured workers never start."""
+    import torch
+
     monkeypatch.setenv("BACKBENCH_CACHE_DIR", str(tmp_path / "cache"))
     garbage = tmp_path / "weights.pth"
-    garbage.write_bytes(os.urandom(4096))
+    torch.save({"not_a_layer.weight": torch.zeros(3)}, garbage)
     spec = RunSpec(
         models=(MODEL,), backend=Backend.OPENVINO, device="CPU", batch_sizes=(1, 2),
         stopping=FAST, weights={MODEL: str(garbage)},

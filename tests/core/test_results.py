@@ -129,3 +129,60 @@ def test_run_spec_cases_and_round_trip() -> None:
     assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     with pytest.raises(UsageError):
         RunSpec(models=())
+
+
+@pytest.mark.parametrize(
+    ("backend", "asked", "canonical"),
+    [
+        (Backend.OPENVINO, "cpu", "CPU"),
+        (Backend.OPENVINO, "Cpu", "CPU"),
+        (Backend.OPENVINO, " CPU ", "CPU"),
+        (Backend.OPENVINO, "gpu.1", "GPU.1"),
+        (Backend.OPENVINO, "auto:gpu, cpu", "AUTO:GPU,CPU"),
+        (Backend.TORCH, "CPU", "cpu"),
+        (Backend.TORCH, "CUDA", "cuda:0"),
+        (Backend.TORCH, "cuda:1", "cuda:1"),
+        (Backend.ONNXRUNTIME, "Cpu", "cpu"),
+    ],
+)
+def test_device_names_have_one_spelling(backend: Backend, asked: str, canonical: str) -> None:
+    """cpu, Cpu and CPU are one platform: in a spec, in its cases, and in cases read back
+    from a store that holds the old spellings."""
+    spec = RunSpec(models=("resnet18",), backend=backend, device=asked)
+    assert spec.device == canonical
+    assert {c.device for c in spec.cases()} == {canonical}
+    assert Case("resnet18", backend, asked, Precision.FP32, 1).device == canonical
+    assert Case.from_dict({**spec.cases()[0].to_dict(), "device": asked}) == spec.cases()[0]
+
+
+def test_openvino_cpu_spellings_are_one_platform_in_analysis(tmp_path) -> None:
+    import pandas as pd
+
+    from core.analysis.load import load_file
+
+    rows = []
+    for device in ("cpu", "Cpu", "CPU"):
+        case = Case("resnet18", Backend.OPENVINO, "CPU", Precision.FP32, 1)
+        row = Measurement(case=case, status=Status.OK).to_row()
+        rows.append({**row, "device": device, "latency_ms_median": 5.0})
+    csv = tmp_path / "hand-written.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    assert set(load_file(csv).frame["device"]) == {"CPU"}
+
+
+def test_a_model_or_batch_size_named_twice_is_measured_once() -> None:
+    spec = RunSpec(models=("vgg16", "resnet18", "vgg16"), batch_sizes=(1, 2, 1))
+    assert spec.models == ("vgg16", "resnet18")
+    assert spec.batch_sizes == (1, 2)
+    assert len(spec.cases()) == 4
+    # A submit listing one model 1,000 times is one model's cases, not 10,000.
+    spec = RunSpec.from_dict({"models": ["x"] * 1000, "batch_sizes": list(range(1, 11))})
+    assert len(spec.cases()) == 10
+
+
+def test_a_run_of_too_many_cases_is_refused_in_one_line() -> None:
+    models = tuple(f"m{i}" for i in range(200))
+    with pytest.raises(UsageError, match="more than one run may hold") as err:
+        RunSpec(models=models, batch_sizes=tuple(range(1, 65)))
+    assert "several runs" in (err.value.hint or "")
+    assert len(RunSpec(models=models[:150], batch_sizes=tuple(range(1, 65))).cases()) == 9600

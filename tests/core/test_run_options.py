@@ -52,6 +52,7 @@ EVERY_REMOTE_FIELD: dict[str, Any] = {
     "retry_disturbed": 2,
     "disturbed_threshold": 0.25,
     "max_mem_mb": 4096,
+    "measure_timeout_s": 900.0,
     "worker_start": "exec",
 }
 
@@ -109,7 +110,7 @@ def test_run_declares_exactly_its_flags() -> None:
         "-m", "--model", "--suite", "--backend", "--device", "--precision", "--batch",
         "--mode", "--target-ci", "--min-iters", "--max-time", "--name", "--weights",
         "--no-isolate", "--retry-disturbed", "--disturbed-threshold", "--max-mem-mb",
-        "--worker-start",
+        "--measure-timeout", "--worker-start",
     }  # fmt: skip
     # The spec fields with no flag stay without one.
     assert not any(run_options.option(f).flags for f in

@@ -279,7 +279,8 @@ def test_completed_cases_follow_the_current_attempt_not_any_ok_one(store: Store)
     run = store.create_run(make_spec(), MANIFEST)
     store.add_measurement(run.id, make_measurement("vgg16", 8))
     assert store.completed_cases(run.id) == {make_case("vgg16", 8)}
-    # A later attempt that failed is the one that counts: the case is to be measured again.
+    # A later attempt that failed is the one that counts: the case is no longer ok. (It has
+    # a result all the same, so a resume leaves it be: see measured_cases.)
     store.add_measurement(run.id, make_failed("vgg16"))
     assert store.completed_cases(run.id) == set()
     assert attempts_of(store, run.id, "vgg16") == [(1, False, "ok"), (2, True, "failed")]

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import psutil
 import pytest
 
 from core.backends.base import ModelSource
+from core.measure.cgroup import MemoryCgroup, own_memory_cgroup
 from core.measure.supervisor import CaseObserver, CaseRunner, PhaseLimits, run_inline
 from core.measure.worker import WorkerJob
 from core.results import Backend, Case, FailureKind, Mode, Precision, Status, StoppingRule
@@ -124,10 +126,11 @@ def test_phase_times_and_memory_split_are_recorded(runner: CaseRunner) -> None:
     assert m.status is Status.OK, m.error
     for phase in ("start", "load", "compile", "warmup", "measure"):
         assert m.phase_s.get(phase, 0) > 0, (phase, m.phase_s)
-    # The phases lie inside the case's wall time, and the timed loop ran about as long
-    # as the stopping rule allowed (0.5 s, or fewer once min_iters and the CI are met).
+    # The phases lie inside the case's wall time, and the measure phase holds every
+    # timed iteration (no bound on how long it took: the machine may be busy).
     assert sum(m.phase_s.values()) <= (m.duration_s or 0) + 0.05
-    assert m.phase_s["measure"] <= FAST.max_time_s + 1.0
+    assert m.stats is not None
+    assert m.phase_s["measure"] >= m.stats.n * m.stats.mean_ns / 1e9 * 0.99
     # The baseline is the process after its imports (torch is hundreds of MB); the
     # model's share is the rest of the peak.
     assert m.baseline_rss_mb is not None and m.baseline_rss_mb > 100
@@ -167,13 +170,57 @@ def test_memory_limit_bounds_the_model_not_the_imports(runner: CaseRunner) -> No
     # 1000 MB above what the imports mapped: torch's CUDA build alone maps several GB
     # of address space, so an absolute limit this low would fail every case.
     runner.max_mem_mb = 1000
+    runner.mem_cgroups = False
+    try:
+        good = runner.run(job())
+        assert good.status is Status.OK, good.error
+        assert good.conditions["mem_limit"].startswith("RLIMIT_AS = VmSize after imports")
+        m = runner.run(job("alloc"))
+    finally:
+        runner.mem_cgroups = True
+    assert m.status is Status.FAILED
+    assert m.failure is FailureKind.OOM, m.error
+    assert "--max-mem-mb 1000 MB above the framework's imports" in (m.error or "")
+
+
+def _case_cgroups() -> list[Path]:
+    found = own_memory_cgroup()
+    return sorted(found[1].glob(f"backbench-{os.getpid()}-*")) if found else []
+
+
+@BOTH
+def test_a_memory_cgroup_bounds_the_model_where_one_can_be_made(runner: CaseRunner) -> None:
+    """--max-mem-mb as the kernel's limit on what the case charges after the imports:
+    the kernel's OOM kill under it is an out-of-memory failure that names the limit
+    (under cgroup v1 it used to read "crashed: SIGKILL"), and the case's cgroup is gone
+    afterwards."""
+    probe = MemoryCgroup.create(f"backbench-{os.getpid()}-probe", 100)
+    if isinstance(probe, str):
+        pytest.skip(f"no memory cgroup can be made here: {probe}")
+    probe.remove()
+    runner.max_mem_mb = 1000
     good = runner.run(job())
     assert good.status is Status.OK, good.error
-    assert good.conditions["mem_limit"].startswith("RLIMIT_AS = VmSize after imports")
+    assert good.conditions["mem_limit"].startswith("cgroup v"), good.conditions
+    assert "1000 MB above the baseline" in good.conditions["mem_limit"]
     m = runner.run(job("alloc"))
     assert m.status is Status.FAILED
     assert m.failure is FailureKind.OOM, m.error
     assert "--max-mem-mb 1000 MB above the framework's imports" in (m.error or "")
+    assert m.conditions["mem_limit"].startswith("cgroup v")
+    assert _case_cgroups() == []
+    assert not worker_pids()
+
+
+def test_where_no_cgroup_can_be_made_the_case_says_why_and_rlimit_bounds_it(
+    runner: CaseRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("core.measure.cgroup.own_memory_cgroup", lambda *a, **k: None)
+    runner.max_mem_mb = 1000
+    m = runner.run(job())
+    assert m.status is Status.OK, m.error
+    assert m.conditions["mem_cgroup"].startswith("none: no memory cgroup")
+    assert m.conditions["mem_limit"].startswith("RLIMIT_AS")
 
 
 @BOTH
@@ -262,3 +309,47 @@ def test_inline_mode_measures_in_process() -> None:
     m = run_inline(job())
     assert m.status is Status.OK, m.error
     assert m.stats is not None and m.stats.n >= 5
+
+
+def test_a_slow_model_gets_time_for_its_minimum_iterations_at_the_pace_it_shows() -> None:
+    """13 s an iteration used to be killed as a timeout after 3 x max-time + 120 s, before
+    its minimum iterations. Here, scaled down: 12 iterations of 0.25 s against a base
+    limit of 1.6 s. The pace the samples show extends the limit; an explicit limit
+    (--measure-timeout) is kept as given, and its message says how to raise it."""
+    env = {
+        **os.environ,
+        "BACKBENCH_SYNTHETIC_RATE": "4",
+        "BACKBENCH_SYNTHETIC_LATENCY_NS": str(250_000_000),
+        "BACKBENCH_SYNTHETIC_MIN_ITERS": "1",
+    }
+    rule = StoppingRule(min_iters=12, target_ci=0.5, max_time_s=0.2, warmup_iters=1, warmup_time_s=0)
+    slow = WorkerJob(Case(MODEL, Backend.TORCH, "cpu", Precision.FP32, 1, Mode.LATENCY), ModelSource(MODEL), rule)
+    synthetic = [sys.executable, "-m", "tests.service.synthetic_worker"]
+    with CaseRunner(worker_command=synthetic, env=env, limits=PhaseLimits(measure_slack_s=1.0)) as r:
+        assert r.limits.for_phase("measure", slow) == pytest.approx(1.6)
+        m = r.run(slow)
+        assert m.status is Status.OK, m.error
+        assert m.stats is not None and m.stats.n >= 12
+        r.limits = PhaseLimits(measure_s=1.6, term_grace_s=1.0)
+        m = r.run(slow)
+    assert m.failure is FailureKind.TIMEOUT
+    assert "measure phase exceeded its limit of 1.6 s (raise it with --measure-timeout SECONDS)" in (m.error or "")
+
+
+def test_measure_timeout_is_a_run_option_that_reaches_the_runner(tmp_path: Path) -> None:
+    from core.cli.run_options import spec_from_remote
+    from core.measure.runner import run_sweep
+    from core.results import RunSpec
+    from core.store import Store
+
+    spec = spec_from_remote({"models": [MODEL], "measure_timeout_s": 1.6, "stopping": {"max_time_s": 0.2}})
+    assert spec.measure_timeout_s == 1.6
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+    env = {**os.environ, "BACKBENCH_SYNTHETIC_RATE": "4", "BACKBENCH_SYNTHETIC_LATENCY_NS": str(250_000_000),
+           "BACKBENCH_SYNTHETIC_MIN_ITERS": "1"}  # fmt: skip
+    synthetic = [sys.executable, "-m", "tests.service.synthetic_worker"]
+    with CaseRunner(worker_command=synthetic, env=env) as r, Store(tmp_path / "r.db") as store:
+        run = run_sweep(spec, store, case_runner=r, validate=False)
+        (m,) = store.measurements(run.id)
+    assert r.limits.measure_s == 1.6
+    assert m.failure is FailureKind.TIMEOUT, m.error

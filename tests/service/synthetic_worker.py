@@ -9,7 +9,8 @@ bench/telemetry.py and the agent's stalled-client test; not for measurements.
 ``BACKBENCH_SYNTHETIC_RATE`` sets samples per second (default 1000; 0 means as fast as
 possible). A case lasts the stopping rule's ``max_time_s``, capped at ``max_iters``
 samples. Each sample's latency is ``BACKBENCH_SYNTHETIC_LATENCY_NS`` (default 1 ms).
-``BACKBENCH_SYNTHETIC_FLUSH_MS`` replaces the real worker's flush interval (20 ms), to
+``BACKBENCH_SYNTHETIC_MIN_ITERS`` (set) streams at least ``min_iters`` samples, as a slow
+model would. ``BACKBENCH_SYNTHETIC_FLUSH_MS`` replaces the real worker's flush interval (20 ms), to
 see what another value would give.
 """
 
@@ -29,6 +30,7 @@ from core.measure.worker import Channel, Heartbeat, WorkerJob, _set_parent_death
 RATE_ENV = "BACKBENCH_SYNTHETIC_RATE"
 LATENCY_ENV = "BACKBENCH_SYNTHETIC_LATENCY_NS"
 FLUSH_ENV = "BACKBENCH_SYNTHETIC_FLUSH_MS"  # what-if: another worker flush interval
+MIN_ITERS_ENV = "BACKBENCH_SYNTHETIC_MIN_ITERS"  # set: stream at least min_iters samples
 
 
 def stream(
@@ -73,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     rate = float(os.environ.get(RATE_ENV, "1000"))
     latency_ns = int(os.environ.get(LATENCY_ENV, "1000000"))
     t0 = time.perf_counter_ns()
-    sent = stream(channel, rate, job.rule.max_time_s, job.rule.max_iters, latency_ns)
+    duration_s = job.rule.max_time_s
+    if os.environ.get(MIN_ITERS_ENV):  # like a real slow model: min_iters before it may stop
+        duration_s = max(duration_s, job.rule.min_iters / rate if rate > 0 else 0.0)
+    sent = stream(channel, rate, duration_s, job.rule.max_iters, latency_ns)
     wall_ns = time.perf_counter_ns() - t0
     heartbeat.stop()
     channel.send(
