@@ -301,3 +301,12 @@ def test_fuzzed_specs_raise_only_short_usage_errors() -> None:
         outcomes["ok"] += 1
         assert isinstance(built, RunSpec) and built.isolate
     assert outcomes["ok"] > 100 and outcomes["refused"] > 2000
+
+
+def test_a_client_listing_one_model_a_thousand_times_gets_one_model_s_cases() -> None:
+    """Issue 10 L7, at the protocol boundary: the agent builds its RunSpec here."""
+    spec = spec_from_remote({"models": ["resnet18"] * 1000, "batch_sizes": list(range(1, 11))})
+    assert spec.models == ("resnet18",)
+    assert len(spec.cases()) == 10
+    spec = spec_from_remote({"models": ["resnet18"], "backend": "openvino", "device": "cpu"})
+    assert spec.device == "CPU"  # L2: one spelling per device
