@@ -51,7 +51,7 @@ SUITES = ("paper", "quick")
 DEFAULTS = run_defaults()  # the defaults of `backbench run`, keyed by spec field
 # Sent only when changed from the default (see the module docstring).
 OPTIONAL_FIELDS: tuple[str, ...] = (
-    "retry_disturbed", "disturbed_threshold", "max_mem_mb", "worker_start",
+    "retry_disturbed", "disturbed_threshold", "max_mem_mb", "measure_timeout_s", "worker_start",
 )  # fmt: skip
 THRESHOLD_MAX_CORES = 256.0  # within the option's bound; more is no machine's idle noise
 FALLBACK_DEVICES = {DEFAULTS["backend"]: [default_device(DEFAULTS["backend"])]}
@@ -165,7 +165,7 @@ class LauncherPanel(QWidget):
         form.addRow("Batch sizes:", batch_widget)
         form.addRow("Target CI:", self.target_ci)
         form.addRow("Min iterations:", self.min_iters)
-        form.addRow("Max time/case:", self.max_time)
+        form.addRow("Max time, watchdog:", _row(self.max_time, self.measure_timeout))
         form.addRow("Disturbed above:", _row(self.disturbed_threshold, self.retry_disturbed))
         form.addRow("Worker, memory:", _row(self.worker_start, self.max_mem))
         form.addRow("Run name:", self.run_name)
@@ -236,10 +236,16 @@ class LauncherPanel(QWidget):
         self.max_mem.setSuffix(" MB")
         self.max_mem.setSpecialValueText("no memory limit")
         self.max_mem.setValue(int(DEFAULTS["max_mem_mb"] or 0))
-        self.max_mem.setToolTip(
-            "Fail a case whose model needs more than this (the framework's imports do not "
-            "count; not applied on CUDA)"
-        )
+        self.max_mem.setToolTip(memory.help[:1].upper() + memory.help[1:])
+        timeout = option("measure_timeout_s")
+        self.measure_timeout = QDoubleSpinBox()
+        self.measure_timeout.setRange(0.0, float(timeout.maximum or 0))
+        self.measure_timeout.setDecimals(0)
+        self.measure_timeout.setSingleStep(60.0)
+        self.measure_timeout.setSuffix(" s")
+        self.measure_timeout.setSpecialValueText("default watchdog")
+        self.measure_timeout.setValue(float(DEFAULTS["measure_timeout_s"] or 0))
+        self.measure_timeout.setToolTip(timeout.help[:1].upper() + timeout.help[1:])
 
     # -- agents ------------------------------------------------------------------------------
 
@@ -379,6 +385,7 @@ class LauncherPanel(QWidget):
             "retry_disturbed": self.retry_disturbed.value(),
             "disturbed_threshold": round(self.disturbed_threshold.value(), 6),
             "max_mem_mb": self.max_mem.value() or None,
+            "measure_timeout_s": self.measure_timeout.value() or None,
             "worker_start": self.worker_start.currentText(),
         }
         for field in OPTIONAL_FIELDS:
@@ -468,7 +475,7 @@ class LauncherPanel(QWidget):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 box.setValue(type(box.value())(value * scale))
         for box, key in ((self.retry_disturbed, "retry_disturbed"), (self.disturbed_threshold, "disturbed_threshold"),
-                         (self.max_mem, "max_mem_mb")):  # fmt: skip
+                         (self.max_mem, "max_mem_mb"), (self.measure_timeout, "measure_timeout_s")):  # fmt: skip
             value = c.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 box.setValue(type(box.value())(value))

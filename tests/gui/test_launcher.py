@@ -52,21 +52,22 @@ def test_disturbed_and_worker_options_are_offered_and_sent_only_when_changed(qtb
     assert panel.disturbed_threshold.value() == option("disturbed_threshold").default
     assert panel.retry_disturbed.value() == option("retry_disturbed").default
     for box, field in ((panel.disturbed_threshold, "disturbed_threshold"),
-                       (panel.retry_disturbed, "retry_disturbed"), (panel.max_mem, "max_mem_mb")):  # fmt: skip
+                       (panel.retry_disturbed, "retry_disturbed"), (panel.max_mem, "max_mem_mb"),
+                       (panel.measure_timeout, "measure_timeout_s")):  # fmt: skip
         declared = option(field)
         assert declared.maximum is not None and box.maximum() <= declared.maximum, field
     assert panel.disturbed_threshold.minimum() > 0  # the agent refuses a threshold of 0
     panel.disturbed_threshold.setValue(0.5)
     panel.retry_disturbed.setValue(2)
     panel.max_mem.setValue(2048)
+    panel.measure_timeout.setValue(900)
     panel.worker_start.setCurrentText("exec")
     spec = {**panel.spec_dict(), "models": ["resnet18"]}
     assert spec["disturbed_threshold"] == 0.5 and spec["retry_disturbed"] == 2
     run = spec_from_remote(spec)
-    assert (run.disturbed_threshold, run.retry_disturbed, run.max_mem_mb, run.worker_start) == (
-        0.5, 2, 2048, "exec",
-    )  # fmt: skip
-    for box in (panel.disturbed_threshold, panel.retry_disturbed, panel.max_mem):
+    assert (run.disturbed_threshold, run.retry_disturbed, run.max_mem_mb, run.measure_timeout_s,
+            run.worker_start) == (0.5, 2, 2048, 900.0, "exec")  # fmt: skip
+    for box in (panel.disturbed_threshold, panel.retry_disturbed, panel.max_mem, panel.measure_timeout):
         box.setValue(box.maximum())
     spec_from_remote({**panel.spec_dict(), "models": ["resnet18"]})  # the far end is taken too
     # The choices come back in a new launcher.
