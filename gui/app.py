@@ -48,6 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from gui.platform_check import missing_libraries_message, missing_xcb_libraries, wants_xcb
+
+    if wants_xcb():
+        missing = missing_xcb_libraries()
+        if missing:  # Qt would abort with a line that names no package
+            sys.stderr.write(missing_libraries_message(missing) + "\n")
+            return 1
     try:
         app = create_application(qt_args)
         from gui.main_window import MainWindow
