@@ -577,13 +577,6 @@ class RunSpec:
         object.__setattr__(self, "models", unique(self.models))
         object.__setattr__(self, "batch_sizes", unique(self.batch_sizes))
         object.__setattr__(self, "device", canonical_device(self.backend, self.device))
-        n_cases = len(self.models) * len(self.batch_sizes)
-        if n_cases > MAX_CASES:
-            raise UsageError(
-                f"{n_cases} cases ({len(self.models)} models x {len(self.batch_sizes)} batch sizes) "
-                f"are more than one run may hold ({MAX_CASES}).",
-                "Split the sweep into several runs.",
-            )
         if self.worker_start not in WORKER_STARTS:
             raise UsageError(
                 f"Unknown worker start {self.worker_start!r}.",
@@ -597,6 +590,17 @@ class RunSpec:
             raise UsageError("--max-mem-mb must be a positive number of MB.")
         if self.measure_timeout_s is not None and not self.measure_timeout_s > 0:
             raise UsageError("--measure-timeout must be a positive number of seconds.")
+
+    def check_size(self) -> None:
+        """Refuse a new sweep of more than MAX_CASES cases (a spec already stored, read
+        back, is never refused)."""
+        n_cases = len(self.models) * len(self.batch_sizes)
+        if n_cases > MAX_CASES:
+            raise UsageError(
+                f"{n_cases} cases ({len(self.models)} models x {len(self.batch_sizes)} batch sizes) "
+                f"are more than one run may hold ({MAX_CASES}).",
+                "Split the sweep into several runs.",
+            )
 
     def cases(self) -> list[Case]:
         """Model-major order: a model's batch sizes run back to back."""

@@ -166,6 +166,9 @@ class AgentServer:
             log.info("Client %d: write failed (%s)", client.id, exc)
             client.closing = True
         finally:
+            # However the sender ends, the reader must not wait on it again: a set
+            # `drained` with a backlogged queue would spin the event loop.
+            client.closing = True
             client.drained.set()
             writer.close()
 

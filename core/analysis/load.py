@@ -62,7 +62,7 @@ class LoadedData:
     def __post_init__(self) -> None:
         # A file written by hand or by an older backbench may spell one device several
         # ways (cpu, Cpu, CPU); they are one platform.
-        canonical_devices(self.frame)
+        object.__setattr__(self, "frame", canonical_devices(self.frame))
 
     @property
     def manifests(self) -> tuple[dict[str, Any], ...]:
@@ -125,10 +125,11 @@ def load_store(path: str | Path | None = None, run: str | None = None) -> Loaded
     return LoadedData(frame, f"store {store.path}", tuple(sorted(runs, key=lambda r: r.id)))
 
 
-def canonical_devices(frame: pd.DataFrame) -> None:
-    """Rewrite ``frame``'s device column in place to each backend's one spelling."""
+def canonical_devices(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its device column in each backend's one spelling: the same frame
+    when nothing changes, else a copy (the caller's frame is never modified)."""
     if "device" not in frame.columns or "backend" not in frame.columns or frame.empty:
-        return
+        return frame
     backends = {b.value: b for b in Backend}
 
     def spell(backend: Any, device: Any) -> Any:
@@ -137,7 +138,12 @@ def canonical_devices(frame: pd.DataFrame) -> None:
             return device
         return canonical_device(known, device)
 
-    frame["device"] = [spell(b, d) for b, d in zip(frame["backend"], frame["device"], strict=True)]
+    spelled = [spell(b, d) for b, d in zip(frame["backend"], frame["device"], strict=True)]
+    if spelled == list(frame["device"]):
+        return frame
+    frame = frame.copy()
+    frame["device"] = spelled
+    return frame
 
 
 # -- a CSV --------------------------------------------------------------------------------

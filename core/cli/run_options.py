@@ -451,7 +451,7 @@ def _build(values: Mapping[str, Any], *, remote: bool) -> RunSpec:
         )
     prefix = STOPPING + "."
     rule = StoppingRule(**{f[len(prefix):]: get(f) for f in SPEC_FIELDS if f.startswith(prefix)})
-    return RunSpec(
+    spec = RunSpec(
         models=tuple(get("models")),
         backend=backend,
         device=get("device") or default_device(backend.value),
@@ -468,3 +468,5 @@ def _build(values: Mapping[str, Any], *, remote: bool) -> RunSpec:
         measure_timeout_s=get("measure_timeout_s"),
         worker_start=get("worker_start"),
     )
+    spec.check_size()
+    return spec

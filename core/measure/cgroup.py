@@ -8,6 +8,10 @@ neither cgroup version moves existing charges by default. So the limit bounds
 ``model_rss_mb`` (plus the page cache the case reads), never the framework, and it works
 on CUDA, where an address-space limit breaks the driver.
 
+A forked worker shares the fork server's pages; a page it writes is copied and charged to
+the case (the fork server freezes its objects out of the garbage collector's reach, so
+reference counts and GC headers touch few of them).
+
 Both cgroup versions:
 - v1 (``N:memory:/path`` in /proc/self/cgroup): ``memory.limit_in_bytes`` (and
   ``memory.memsw.limit_in_bytes`` where swap is accounted, so the model cannot swap past
@@ -16,7 +20,10 @@ Both cgroup versions:
 - v2 (``0::/path``): ``memory.max`` (and ``memory.swap.max`` = 0); the kills are
   ``oom_kill`` in ``memory.events``. A v2 parent must have the memory controller in its
   ``cgroup.subtree_control``, which the kernel refuses while the parent itself holds
-  processes (the "no internal processes" rule); under systemd that needs ``Delegate=``.
+  processes (the "no internal processes" rule). So on v2 this works only where the
+  supervisor's cgroup can enable memory for children: not in a systemd service's own
+  cgroup, where the supervisor itself lives (that would need it to move into a leaf of a
+  delegated subtree first, which it does not do yet).
 
 Where none can be made (no permission, no controller), ``create`` says why and the
 worker falls back to RLIMIT_AS. Linux only; no third-party imports (the worker runs
@@ -119,14 +126,11 @@ class MemoryCgroup:
         _write(self.path / "cgroup.procs", str(os.getpid()))
 
     def oom_kills(self) -> int:
-        """How many processes the kernel killed here for want of memory (v1 kernels
-        before 4.13 lack the counter: then 1 if the limit was ever hit, else 0)."""
+        """How many processes the kernel killed here for want of memory (0 on v1 kernels
+        before 4.13, which lack the counter: ``memory.failcnt`` also counts page-cache
+        reclaim, so it cannot tell an OOM kill from a full cache)."""
         if self.version == 1:
-            count = _field(self.path / "memory.oom_control", "oom_kill")
-            if count is not None:
-                return count
-            failcnt = _read(self.path / "memory.failcnt")
-            return 1 if failcnt and failcnt.strip() not in ("", "0") else 0
+            return _field(self.path / "memory.oom_control", "oom_kill") or 0
         return _field(self.path / "memory.events", "oom_kill") or 0
 
     def peak_mb(self) -> float | None:

@@ -17,6 +17,7 @@ run side by side: a second resume of a run being measured is refused.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -112,6 +113,7 @@ def validate_spec(spec: RunSpec) -> RunSpec:
         # Its format only (cheap); the state dict is read, safely, when the model is built.
         check_weights_file(path)
     spec = replace(spec, models=tuple(models))
+    spec.check_size()
     check_case(spec.cases()[0])
     return spec
 
@@ -226,7 +228,10 @@ def run_sweep(
                 except KeyboardInterrupt:
                     # The attempt cut off is kept, so the resume that measures the case
                     # again is its next attempt (unless the run is no longer this sweep's).
-                    if not keeper.lost:
+                    # The claim is checked with the row, as below: a run taken over while
+                    # this process was stopped gets no row from it.
+                    with contextlib.suppress(run_lease.RunLeaseLostError), store.transaction():
+                        keeper.renew()
                         store.add_measurement(run.id, Measurement.failed(
                             case, FailureKind.INTERRUPTED,
                             "interrupted while measuring; a resume measures it again",
@@ -257,7 +262,10 @@ def run_sweep(
                 break
         store.set_run_status(run.id, final_status)
     except BaseException:
-        if not keeper.lost:  # a run taken over is the other process's to mark
+        # A run taken over is the other process's to mark, even if this one has not
+        # noticed yet: the claim is checked with the status.
+        with contextlib.suppress(run_lease.RunLeaseLostError, BackbenchError), store.transaction():
+            keeper.renew()
             store.set_run_status(run.id, RUN_INTERRUPTED)
         raise
     finally:
@@ -296,6 +304,9 @@ class _LeaseKeeper:
                     log.error("%s", exc)
                     return
                 log.warning("Could not renew the claim on run %d: %s", self.lease.run_id, exc)
+            except Exception as exc:  # the store closed under us (an agent stopping): done
+                log.warning("Stopped renewing the claim on run %d: %s", self.lease.run_id, exc)
+                return
 
     def renew(self) -> None:
         """Stamp the heartbeat now; raises RunLeaseLostError once the run is another's."""

@@ -18,6 +18,7 @@ The CLI's runner and the agent both use ``CaseRunner``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -69,6 +70,9 @@ from core.results import (
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1  # watchdog resolution and RSS sampling period (10 Hz)
+# Per-case memory cgroups are named backbench-<pid>-<n>, n unique in this process (an
+# agent makes a CaseRunner per job), so a name is never reused.
+_CGROUP_SEQ = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,7 @@ class _Outcome:
     worker_info: dict[str, Any] = field(default_factory=dict)  # baseline RSS, memory limit
     conditions: dict[str, Any] = field(default_factory=dict)
     exit_status: int | None = None  # the wait status, once the worker ended
+    precise_oom: bool = False  # the case has a memory cgroup, which counts its OOM kills
 
 
 class _Child:
@@ -266,7 +271,6 @@ class CaseRunner:
         self.disturbed_threshold = disturbed_threshold
         # --max-mem-mb by a memory cgroup per case where one can be made (else RLIMIT_AS).
         self.mem_cgroups = True
-        self._cgroup_seq = 0
         self._servers: dict[str, ForkServer] = {}
         self._servers_lock = threading.RLock()  # conversions start servers from threads
         # Why a case's worker was exec'd rather than forked, by preload set.
@@ -365,6 +369,9 @@ class CaseRunner:
             job = replace(job, max_mem_mb=self.max_mem_mb)
         outcome = _Outcome()
         group = self._case_cgroup(job, outcome)
+        # The case's own cgroup counts its OOM kills exactly; the system-wide counter is
+        # only for cases without one.
+        outcome.precise_oom = group is not None
         if group is not None:
             job = replace(job, mem_cgroup=f"{group.version}:{group.path}")
         try:
@@ -385,8 +392,7 @@ class CaseRunner:
         or none can be made here: then the worker uses RLIMIT_AS, and the case says why)."""
         if not job.max_mem_mb or not self.mem_cgroups or job.task != TASK_MEASURE:
             return None
-        self._cgroup_seq += 1
-        made = MemoryCgroup.create(f"backbench-{os.getpid()}-{self._cgroup_seq}", job.max_mem_mb)
+        made = MemoryCgroup.create(f"backbench-{os.getpid()}-{next(_CGROUP_SEQ)}", job.max_mem_mb)
         if isinstance(made, str):
             outcome.conditions["mem_cgroup"] = f"none: {made}"
             return None
@@ -744,7 +750,7 @@ class CaseRunner:
 
         if os.WIFSIGNALED(status):
             signum = os.WTERMSIG(status)
-            oom_after = _oom_kills()
+            oom_after = None if outcome.precise_oom else _oom_kills()  # the cgroup's count decides
             if signum == signal.SIGKILL and oom_before is not None and oom_after is not None and oom_after > oom_before:
                 return Measurement.failed(
                     case, FailureKind.OOM, "killed by the kernel's OOM killer (out of memory)", **common

@@ -213,6 +213,9 @@ def serve(key: str, parent_pid: int) -> int:
     if reason is not None:
         return EXIT_UNSAFE
 
+    # Imported objects move out of the garbage collector's generations, so a child's
+    # collections do not write to (and copy, and have charged to it) every page of them.
+    gc.freeze()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)

@@ -168,6 +168,12 @@ def test_openvino_cpu_spellings_are_one_platform_in_analysis(tmp_path) -> None:
     csv = tmp_path / "hand-written.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     assert set(load_file(csv).frame["device"]) == {"CPU"}
+    # A frame handed in is not modified behind the caller's back.
+    from core.analysis.load import LoadedData
+
+    mine = pd.DataFrame(rows)
+    assert set(LoadedData(mine, "mine").frame["device"]) == {"CPU"}
+    assert list(mine["device"]) == ["cpu", "Cpu", "CPU"]
 
 
 def test_a_model_or_batch_size_named_twice_is_measured_once() -> None:
@@ -181,8 +187,13 @@ def test_a_model_or_batch_size_named_twice_is_measured_once() -> None:
 
 
 def test_a_run_of_too_many_cases_is_refused_in_one_line() -> None:
-    models = tuple(f"m{i}" for i in range(200))
+    from core.cli.run_options import spec_from_remote
+
+    models = [f"m{i}" for i in range(200)]
     with pytest.raises(UsageError, match="more than one run may hold") as err:
-        RunSpec(models=models, batch_sizes=tuple(range(1, 65)))
+        spec_from_remote({"models": models, "batch_sizes": list(range(1, 65))})
     assert "several runs" in (err.value.hint or "")
-    assert len(RunSpec(models=models[:150], batch_sizes=tuple(range(1, 65))).cases()) == 9600
+    assert len(spec_from_remote({"models": models[:150], "batch_sizes": list(range(1, 65))}).cases()) == 9600
+    # A spec already stored is read back whatever its size (runs made before the bound).
+    big = RunSpec(models=tuple(models), batch_sizes=tuple(range(1, 65)))
+    assert RunSpec.from_dict(big.to_dict()) == big
