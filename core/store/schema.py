@@ -175,6 +175,17 @@ CREATE TABLE run_leases (
 CASE_COLUMNS = ("model", "backend", "device", "precision", "batch_size", "mode")
 
 
+# core.results.canonical_device, in SQL: rows stored before it keep matching the cases
+# they belong to (a resume adds the next attempt of a case, found by its columns).
+_V5_DEVICES = """
+UPDATE measurements SET device = upper(replace(trim(device), ' ', ''))
+    WHERE backend = 'openvino' AND device != upper(replace(trim(device), ' ', ''));
+UPDATE measurements SET device = lower(trim(device))
+    WHERE backend != 'openvino' AND device != lower(trim(device));
+UPDATE measurements SET device = 'cuda:0' WHERE backend != 'openvino' AND device = 'cuda';
+"""
+
+
 def _number_attempts(conn: sqlite3.Connection) -> None:
     """Files from before attempts may hold a case twice in one run (a resume measured a
     failed case again): number those rows in the order they were written, and let the
@@ -202,6 +213,7 @@ MIGRATIONS: list[Migration] = [
         apply=_number_attempts,
     ),
     Migration("run leases: who is measuring a run", sql=_V4_RUN_LEASES),
+    Migration("one spelling per device (cpu, Cpu and CPU are one OpenVINO device)", sql=_V5_DEVICES),
 ]
 
 # The tables version 1 creates; a version-0 file holding other tables is not ours.

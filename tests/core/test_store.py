@@ -778,3 +778,29 @@ def test_parquet_without_pyarrow_says_what_to_do(
     with pytest.raises(UsageError, match="pyarrow"):
         filled.export(tmp_path / "x.parquet", "parquet")
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_devices_stored_in_other_spellings_are_respelled_by_the_migration(tmp_path: Path) -> None:
+    """Rows from before one spelling per device still match their cases: a resume finds
+    an interrupted case's earlier attempt under the device's one name."""
+    import sqlite3
+
+    from core.results import Backend, Case, Measurement, Precision, RunSpec, Status
+    from core.store import Store
+    from core.store.schema import MIGRATIONS, migrate
+
+    db = tmp_path / "old.db"
+    with Store(db) as store:
+        run = store.create_run(RunSpec(models=("resnet18",), backend=Backend.TORCH, device="cuda"), {})
+        store.add_measurement(run.id, Measurement(
+            case=Case("resnet18", Backend.TORCH, "cuda:0", Precision.FP32, 1), status=Status.OK))  # fmt: skip
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("UPDATE measurements SET device = 'cuda'")  # as an older backbench wrote it
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(measurements)") if r[1] != "id"]
+    picked = ", ".join("'openvino'" if c == "backend" else "' Cpu '" if c == "device" else c for c in columns)
+    conn.execute(f"INSERT INTO measurements ({', '.join(columns)}) SELECT {picked} FROM measurements")
+    migrate(conn)
+    rows = sorted(conn.execute("SELECT backend, device FROM measurements").fetchall())
+    conn.close()
+    assert rows == [("openvino", "CPU"), ("torch", "cuda:0")]
