@@ -156,7 +156,18 @@ def test_a_busy_process_marks_the_case_disturbed() -> None:
     job = WorkerJob(_case(), ModelSource(MODEL), rule)
     env = {**os.environ, "BACKBENCH_SYNTHETIC_RATE": "200"}
     with CaseRunner(worker_command=SYNTHETIC, env=env) as runner:
+        # The quietest of up to three readings: other work on the machine (another test
+        # run) is what this measures, and it comes and goes.
         quiet = runner.run(job)
+        for _ in range(2):
+            if quiet.interference is not None and quiet.interference < 0.3:
+                break
+            again = runner.run(job)
+            if again.interference is not None and (quiet.interference is None or again.interference < quiet.interference):
+                quiet = again
+        free = (os.cpu_count() or 1) - (quiet.interference or 0.0)
+        if free < 1.0:
+            pytest.skip(f"other work keeps {quiet.interference:.1f} cores busy: no free core to show a busy loop on")
         hog = _busy_loop()
         try:
             time.sleep(0.3)  # let it reach the CPU
