@@ -17,8 +17,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import select
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -51,6 +53,41 @@ class ChildExit:
 
     status: int
     ru_maxrss: int  # KB, like resource.struct_rusage.ru_maxrss
+
+
+DIR_PREFIX = "backbench-fork-"  # then the supervisor's pid, a dash and mkdtemp's letters
+_STALE_DIR = re.compile(re.escape(DIR_PREFIX) + r"(\d+)-")
+
+
+def remove_stale_dirs(parent: Path) -> int:
+    """Remove the private folders that supervisors killed mid-case (SIGKILL, a power cut)
+    left in ``parent``: ours (this user's, not symlinks) whose pid is gone. A folder whose
+    pid lives, or belongs to another user, is left alone. Returns how many went."""
+    removed = 0
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        found = _STALE_DIR.match(entry.name)
+        if found is None:
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            continue
+        try:
+            os.kill(int(found.group(1)), 0)
+            continue  # alive (or another process with that pid): not ours to judge
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, ValueError):
+            continue
+        _remove_tree(Path(entry.path))
+        removed += not os.path.exists(entry.path)
+    return removed
 
 
 def _remove_tree(folder: Path) -> None:
@@ -162,8 +199,9 @@ class ForkServer:
     def _make_dir(self) -> None:
         if self._dir is not None and self._dir.is_dir():
             return
-        self._dir = Path(tempfile.mkdtemp(prefix="backbench-fork-"))  # 0700
+        self._dir = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-"))  # 0700
         self._dir_finalizer = weakref.finalize(self, _remove_tree, self._dir)
+        remove_stale_dirs(self._dir.parent)
 
     def _remove_dir(self) -> None:
         finalizer, self._dir_finalizer, self._dir = self._dir_finalizer, None, None

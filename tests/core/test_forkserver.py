@@ -86,6 +86,25 @@ def test_the_private_fifo_folder_lives_only_while_the_zygote_does(
     assert folders() == []
 
 
+def test_folders_left_by_a_killed_supervisor_are_removed_by_the_next(tmp_path: Path) -> None:
+    from core.measure.forkserver import DIR_PREFIX, remove_stale_dirs
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid that is gone
+    stale = tmp_path / f"{DIR_PREFIX}{child.pid}-abc"
+    stale.mkdir(mode=0o700)
+    (stale / "case-3.stderr").write_text("")
+    live = tmp_path / f"{DIR_PREFIX}{os.getpid()}-def"
+    live.mkdir(mode=0o700)
+    other = tmp_path / "backbench-forkish"
+    other.mkdir()
+    link = tmp_path / f"{DIR_PREFIX}{child.pid}-lnk"
+    link.symlink_to(other)
+    assert remove_stale_dirs(tmp_path) == 1
+    assert not stale.exists()
+    assert live.is_dir() and other.is_dir() and link.is_symlink()
+
+
 def test_a_thread_at_import_makes_the_runner_fall_back_to_exec(tmp_path: Path) -> None:
     # sitecustomize runs in every interpreter started with this PYTHONPATH, the zygote
     # included: a library that starts a thread at import looks like this.
