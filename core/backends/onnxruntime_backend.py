@@ -36,7 +36,7 @@ from core.backends.base import (
 )
 from core.backends.convert import SourceKind
 from core.errors import DeviceUnavailableError, ModelFileError, PrecisionUnsupportedError
-from core.results import Backend, Case, Precision
+from core.results import Backend, Case, Precision, canonical_device
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,7 @@ class OnnxRuntimeBackend:
         return found
 
     def resolve_device(self, device: str) -> str:
-        name = device.strip().lower()
-        if name == "cuda":
-            name = "cuda:0"
+        name = canonical_device(Backend.ONNXRUNTIME, device)
         available = self.devices()
         if name in available:
             return name

@@ -48,7 +48,7 @@ from core.errors import (
     ModelFileError,
     PrecisionUnsupportedError,
 )
-from core.results import Backend, Case, FailureKind, Mode, Precision
+from core.results import Backend, Case, FailureKind, Mode, Precision, canonical_device
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ class OpenVinoBackend:
 
     def resolve_device(self, device: str) -> str:
         """Canonical (upper-case) device name; DeviceUnavailableError when absent."""
-        name = device.strip().upper()
+        name = canonical_device(Backend.OPENVINO, device)
         prefix, _, rest = name.partition(":")
         if prefix in VIRTUAL_DEVICES:
             if not rest:
@@ -306,7 +306,7 @@ class OpenVinoBackend:
             ]
             for base in bases:
                 self._resolve_base(base, device)
-            return f"{prefix}:{rest.replace(' ', '')}"
+            return name
         return self._resolve_base(name, device)
 
     def _resolve_base(self, name: str, asked: str) -> str:

@@ -35,7 +35,7 @@ from core.backends.convert import (
     source_kind,
 )
 from core.errors import DeviceUnavailableError, PrecisionUnsupportedError, UsageError
-from core.results import Backend, Case, Precision
+from core.results import Backend, Case, Precision, canonical_device
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +156,7 @@ class TorchBackend:
 
     def resolve_device(self, device: str) -> str:
         """Canonical device string ("cuda" -> "cuda:0"); DeviceUnavailableError if absent."""
-        name = device.strip().lower()
-        if name == "cuda":
-            name = "cuda:0"
+        name = canonical_device(Backend.TORCH, device)
         available = self.devices()
         if name in available:
             return name

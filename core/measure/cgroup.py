@@ -133,15 +133,6 @@ class MemoryCgroup:
             return _field(self.path / "memory.oom_control", "oom_kill") or 0
         return _field(self.path / "memory.events", "oom_kill") or 0
 
-    def peak_mb(self) -> float | None:
-        """The most memory charged here at once, in MB, where the kernel keeps it."""
-        name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
-        text = _read(self.path / name)
-        try:
-            return int(text or "") / (1 << 20)
-        except ValueError:
-            return None
-
     def remove(self, wait_s: float = 2.0) -> bool:
         """Remove the cgroup (its charges go to the parent). The kernel refuses while a
         process is still in it (EBUSY): retried for ``wait_s``, then moved to the parent
