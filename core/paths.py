@@ -27,5 +27,6 @@ def default_db_path() -> Path:
 
 
 def resources_dir() -> Path:
-    """The repository's resources/ folder (suites, default config, zoo catalogue)."""
-    return Path(__file__).resolve().parent.parent / "resources"
+    """core/resources: suites and the zoo catalogue, package data that ships in the wheel
+    and in the frozen bundles."""
+    return Path(__file__).resolve().parent / "resources"

@@ -2,7 +2,7 @@
 files, the benchmark suites, and builders.
 
 Importing this package never imports torch: cards, suites and complexities come from
-resources/zoo_catalog.json. ``build_torch_model`` and ``load_torchscript`` import torch
+core/resources/zoo_catalog.json. ``build_torch_model`` and ``load_torchscript`` import torch
 when called.
 """
 

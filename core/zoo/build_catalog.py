@@ -1,4 +1,4 @@
-"""Regenerates resources/zoo_catalog.json from the installed torchvision, or checks it.
+"""Regenerates core/resources/zoo_catalog.json from the installed torchvision, or checks it.
 
     python -m core.zoo.build_catalog --write
     python -m core.zoo.build_catalog --check   # exit status 1 when the file is out of date
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m core.zoo.build_catalog", description="Regenerate or check the zoo catalogue."
     )
     action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--write", action="store_true", help="rebuild resources/zoo_catalog.json")
+    action.add_argument("--write", action="store_true", help="rebuild core/resources/zoo_catalog.json")
     action.add_argument("--check", action="store_true", help="exit 1 if it is out of date")
     parser.add_argument("--path", help="another catalogue file")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""The zoo catalogue: resources/zoo_catalog.json.
+"""The zoo catalogue: core/resources/zoo_catalog.json.
 
 It holds every torchvision classification model's card (torchvision's published weight
 metadata) and its measured Complexity, so that the zoo works where torch is not installed

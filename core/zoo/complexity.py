@@ -14,7 +14,7 @@ depthwise convolution does few FLOPs per byte; each launch costs host time on a 
 small batch), so the predictor needs the work split by kind, as nn-Meter does.
 
 ``Complexity`` itself imports only the standard library, so the zoo can hand out the
-snapshot in resources/zoo_catalog.json where torch is not installed; ``measure_complexity``
+snapshot in core/resources/zoo_catalog.json where torch is not installed; ``measure_complexity``
 imports torch when it is called.
 """
 

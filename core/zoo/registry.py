@@ -1,6 +1,6 @@
 """The model registry: cards for every zoo model and user model file, and the suites.
 
-Cards and complexities of zoo models come from resources/zoo_catalog.json, a snapshot
+Cards and complexities of zoo models come from core/resources/zoo_catalog.json, a snapshot
 of torchvision's weight metadata (a test keeps it equal to the installed torchvision), so
 nothing here imports torch: the GUI and an OpenVINO-only edge host can list and describe
 models. Building a model is torchvision_models' job.
@@ -114,7 +114,7 @@ def suites_dir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _suites() -> dict[str, tuple[str, str, tuple[str, ...]]]:
-    """name -> (description, file, models). Read once from resources/suites/*.json."""
+    """name -> (description, file, models). Read once from core/resources/suites/*.json."""
     suites: dict[str, tuple[str, str, tuple[str, ...]]] = {}
     for path in sorted(suites_dir().glob("*.json")):
         try:
