@@ -2,8 +2,14 @@
 
 ``AgentConnection`` owns one agent's client (and its SSH tunnel for a remote one) and
 caches what the agent told us: hello (host manifest, metric catalogue), devices and
-models. ``AgentRegistry`` is the list of connections that every view watches; it saves
-the list to the settings. No widgets here: ``gui.agents_panel`` shows this model.
+models. A remote agent's tunnel that drops after it had worked (ssh exited: network
+gone, host rebooted, sshd restarted) is reopened with a growing delay (1 s, 2 s, 4 s, ...
+up to 30 s) at most RECONNECT_ATTEMPTS times, saying "reconnecting" meanwhile; then it
+gives up and says so until the user presses Reconnect (or F5). A tunnel that never came
+up is not retried: that is a set-up problem (host name, key, options) that ssh named.
+While the tunnel is up, the agent client reconnects by itself (an agent that restarts).
+``AgentRegistry`` is the list of connections that every view watches; it saves the list
+to the settings. No widgets here: ``gui.agents_panel`` shows this model.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from gui.ssh_tunnel import SshTunnel
 
 logger = logging.getLogger(__name__)
 
-TUNNEL_RETRY_MS = 5000
+# Reopening a dropped tunnel: the first delay, the longest, and how many tries in a row.
+RECONNECT_FIRST_MS = 1000
+RECONNECT_MAX_MS = 30_000
+RECONNECT_ATTEMPTS = 8
 
 
 class AgentConnection(QObject):
@@ -34,15 +43,20 @@ class AgentConnection(QObject):
         self.devices: dict[str, list[str]] = {}
         self.models: list[dict[str, Any]] = []
         self.detail_error = ""
+        self.reconnect_attempts = 0  # tunnel reopenings since it last worked
+        self.reconnect_text = ""  # "reconnecting in ..." or "gave up ..."; "" when neither
+        self._recovering = False  # the tunnel dropped after it had worked
+        self._handshake_in_tunnel = False  # the client said hello through the current tunnel
         self.client = AgentClient(spec.socket_path, parent=self)
         self.client.state_changed.connect(lambda _state: self.changed.emit())
         self.client.connected.connect(self._on_connected)
         self.tunnel: SshTunnel | None = None
         self._tunnel_retry = QTimer(self)
         self._tunnel_retry.setSingleShot(True)
-        self._tunnel_retry.timeout.connect(self.start)
+        self._tunnel_retry.timeout.connect(self._reopen_tunnel)
         if spec.is_remote:
-            self.tunnel = SshTunnel(spec.ssh_host, spec.remote_socket, options=spec.ssh_options, parent=self)
+            self.tunnel = SshTunnel(spec.ssh_host, spec.remote_socket, options=spec.ssh_options,
+                                    config=spec.ssh_config or None, parent=self)  # fmt: skip
             self.tunnel.ready.connect(self._on_tunnel_ready)
             self.tunnel.failed.connect(self._on_tunnel_failed)
 
@@ -59,24 +73,56 @@ class AgentConnection(QObject):
         return self.client.is_connected
 
     @property
-    def status_text(self) -> str:
+    def reconnecting(self) -> bool:
+        """A dropped tunnel is being reopened (waiting for the next try, or trying)."""
+        return self._recovering and not self.client.is_connected
+
+    @property
+    def state_label(self) -> str:
+        """One word or two for the agents list: connected, reconnecting, connecting..."""
+        if self.client.is_connected:
+            return "connected"
+        if self.reconnecting:
+            return "reconnecting"
         if self.tunnel is not None and not self.tunnel.is_ready:
-            if self.tunnel.last_error:
-                return self.tunnel.last_error
-            return f"Opening an SSH tunnel to {self.spec.ssh_host}..."
+            return "ssh failed" if self.tunnel.last_error else "opening ssh"
+        return self.client.state.value
+
+    @property
+    def status_text(self) -> str:
+        if self.tunnel is not None and not self.client.is_connected:
+            if self.tunnel.is_ready and self.tunnel.channel_error:  # ssh is up; no agent answers there
+                return (f"No agent at {self.spec.remote_socket} on {self.spec.ssh_host} (ssh: "
+                        f"{self.tunnel.channel_error}); retrying. Start it there, or fix the socket path.")  # fmt: skip
+            if self.reconnect_text and (self.reconnecting or not self.tunnel.running):
+                return self.reconnect_text
+            if not self.tunnel.is_ready:
+                if self.tunnel.last_error:
+                    return self.tunnel.last_error
+                return f"Opening an SSH tunnel to {self.spec.ssh_host}..."
         return self.client.status_text
 
+    @property
+    def needs_start(self) -> bool:
+        """Nothing is running or scheduled to bring this agent back: F5 starts it."""
+        if self.client.is_connected or self.client.retry_pending or self._tunnel_retry.isActive():
+            return False
+        return self.tunnel is None or not self.tunnel.running
+
     def start(self) -> None:
+        """Connect now (the user's Reconnect): a remote agent's retries start over."""
+        self._tunnel_retry.stop()
+        self._recovering = False
+        self.reconnect_attempts = 0
+        self.reconnect_text = ""
         if self.tunnel is not None:
-            self.client.close()
-            self.tunnel.last_error = ""
-            self.tunnel.start()
-            self.changed.emit()
+            self._open_tunnel()
         else:
             self.client.start()
 
     def stop(self) -> None:
         self._tunnel_retry.stop()
+        self._recovering = False
         self.client.close()
         if self.tunnel is not None:
             self.tunnel.stop()
@@ -88,20 +134,61 @@ class AgentConnection(QObject):
 
     # -- remote --------------------------------------------------------------------------
 
+    def _open_tunnel(self) -> None:
+        assert self.tunnel is not None
+        self._handshake_in_tunnel = False
+        self.client.close()
+        self.tunnel.last_error = ""
+        self.tunnel.start()  # ends any earlier ssh and removes its folder first
+        self.changed.emit()
+
+    def _reopen_tunnel(self) -> None:
+        if self.tunnel is None or not self._recovering:
+            return
+        logger.info("Reopening the SSH tunnel to %s (attempt %d of %d)", self.spec.ssh_host,
+                    self.reconnect_attempts, RECONNECT_ATTEMPTS)  # fmt: skip
+        self.reconnect_text = (f"Reconnecting to {self.spec.ssh_host} (attempt {self.reconnect_attempts} "
+                               f"of {RECONNECT_ATTEMPTS})...")  # fmt: skip
+        self._open_tunnel()
+
     def _on_tunnel_ready(self, local_socket: str) -> None:
         self.client.socket_path = local_socket
         self.client.start()
 
     def _on_tunnel_failed(self, message: str) -> None:
-        was_connected = self.client.connect_count > 0
+        # The text first: closing the client makes the views read status_text again.
+        if self._handshake_in_tunnel:  # it worked through this tunnel: the link dropped
+            self._handshake_in_tunnel = False
+            self._recovering = True
+            self.reconnect_attempts = 0
+        if self._recovering:
+            self._schedule_reopen(message)
         self.client.close()
         self.changed.emit()
-        if was_connected:  # it worked before: the network dropped; try again
-            self._tunnel_retry.start(TUNNEL_RETRY_MS)
+
+    def _schedule_reopen(self, message: str) -> None:
+        reason = message.splitlines()[-1] if message else "ssh exited"
+        if self.reconnect_attempts >= RECONNECT_ATTEMPTS:
+            self._recovering = False
+            self.reconnect_text = (f"Lost the SSH tunnel to {self.spec.ssh_host} and could not reopen it "
+                                   f"({RECONNECT_ATTEMPTS} tries): {reason}. Press Reconnect to try again.")  # fmt: skip
+            logger.warning("%s", self.reconnect_text)
+            return
+        delay_ms = min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2**self.reconnect_attempts)
+        self.reconnect_attempts += 1
+        self.reconnect_text = (f"Lost the SSH tunnel to {self.spec.ssh_host} ({reason}); reconnecting in "
+                               f"{delay_ms / 1000:.0f} s (attempt {self.reconnect_attempts} of {RECONNECT_ATTEMPTS})...")  # fmt: skip
+        self._tunnel_retry.start(delay_ms)
 
     # -- details -------------------------------------------------------------------------
 
     def _on_connected(self, hello: dict[str, Any]) -> None:
+        if self.tunnel is not None:
+            self._handshake_in_tunnel = True
+            self._recovering = False
+            self.reconnect_attempts = 0
+            self.reconnect_text = ""
+            self.tunnel.channel_error = ""
         self.client.request("list_devices", {}, self._on_devices)
         self.client.request("list_models", {}, self._on_models)
 

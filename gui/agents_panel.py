@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import logging
+import shlex
 from dataclasses import replace
 
 from PySide6.QtCore import Qt
@@ -27,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.protocol.address import SYSTEM_SOCKET
+from core.protocol.address import SYSTEM_SOCKET, check_ssh_options, ssh_config_problem
 from gui.agent_client import ClientState
 from gui.agents import AgentConnection, AgentRegistry
 from gui.settings import LOCAL_KIND, SSH_KIND, AgentSpec, default_local_socket
@@ -51,10 +52,18 @@ class AddAgentDialog(QDialog):
         self.socket_path = QLineEdit(SYSTEM_SOCKET)
         self.name = QLineEdit()
         self.name.setPlaceholderText("defaults to the host name")
+        self.options = QLineEdit()
+        self.options.setPlaceholderText("e.g. Port=2222 IdentityFile=~/.ssh/lab (optional)")
+        self.options.setToolTip("`ssh -o` options, separated by spaces (quote one that holds a space). "
+                                "Options that run commands (ProxyCommand...) belong in an ssh config file.")  # fmt: skip
+        self.config = QLineEdit()
+        self.config.setPlaceholderText("read instead of ~/.ssh/config (optional)")
         form = QFormLayout(self)
         form.addRow("SSH host:", self.host)
         form.addRow("Agent socket:", self.socket_path)
         form.addRow("Name:", self.name)
+        form.addRow("SSH options:", self.options)
+        form.addRow("SSH config file:", self.config)
         form.addRow(QLabel("The GUI runs `ssh -N -L` itself; the host must accept your SSH key."))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -67,8 +76,19 @@ class AddAgentDialog(QDialog):
             return None
         name = self.name.text().strip() or host or path
         if host:
-            return AgentSpec(name=name, kind=SSH_KIND, ssh_host=host, remote_socket=path)
+            return AgentSpec(name=name, kind=SSH_KIND, ssh_host=host, remote_socket=path,
+                             ssh_options=self.ssh_options(), ssh_config=self.config.text().strip())  # fmt: skip
         return AgentSpec(name=name, kind=LOCAL_KIND, socket_path=path)
+
+    def ssh_options(self) -> tuple[str, ...]:
+        """The options typed, split as a shell would; ValueError names a refused one."""
+        options = tuple(shlex.split(self.options.text()))
+        check_ssh_options(options)
+        config = self.config.text().strip()
+        problem = ssh_config_problem(config) if config else None
+        if problem is not None:
+            raise ValueError(problem)
+        return options
 
 
 class AgentsPanel(QWidget):
@@ -111,12 +131,17 @@ class AgentsPanel(QWidget):
     # -- public ----------------------------------------------------------------------------
 
     def add_remote(self, host: str, remote_socket: str = SYSTEM_SOCKET, name: str | None = None,
-                   ssh_options: tuple[str, ...] = ()) -> AgentConnection:  # fmt: skip
-        """Add an agent reached over SSH; ``ssh_options`` are extra ``-o`` options."""
+                   ssh_options: tuple[str, ...] = (), ssh_config: str = "") -> AgentConnection:  # fmt: skip
+        """Add an agent reached over SSH; ``ssh_options`` are extra ``-o`` options and
+        ``ssh_config`` an ssh config file (``-F``). ValueError for a refused option."""
         if not host or host.startswith("-"):
             raise ValueError(f"not an SSH host: {host!r}")
-        spec = AgentSpec(name=self.registry.unique_name(name or host), kind=SSH_KIND,
-                         ssh_host=host, remote_socket=remote_socket, ssh_options=ssh_options)  # fmt: skip
+        check_ssh_options(ssh_options)
+        problem = ssh_config_problem(ssh_config) if ssh_config else None
+        if problem is not None:
+            raise ValueError(problem)
+        spec = AgentSpec(name=self.registry.unique_name(name or host), kind=SSH_KIND, ssh_host=host,
+                         remote_socket=remote_socket, ssh_options=tuple(ssh_options), ssh_config=ssh_config)  # fmt: skip
         return self.registry.add(spec)
 
     def add_local(self, socket_path: str | None = None, name: str = "local") -> AgentConnection:
@@ -164,10 +189,9 @@ class AgentsPanel(QWidget):
         item = self._item_for(connection)
         if item is None:
             return
-        state = connection.client.state
-        mark = STATE_MARKS.get(state, "\u25cb")
+        mark = STATE_MARKS.get(connection.client.state, "\u25cb")
         where = "ssh" if connection.spec.is_remote else "local"
-        label = "connected" if state is ClientState.CONNECTED else state.value
+        label = connection.state_label  # connected, reconnecting, ssh failed...
         item.setText(f"{mark} {connection.name}  ({where}, {label})")
         item.setToolTip(connection.status_text)
         if connection is self.current():
@@ -192,7 +216,11 @@ class AgentsPanel(QWidget):
         dialog = AddAgentDialog(self)
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return
-        spec = dialog.spec()
+        try:
+            spec = dialog.spec()
+        except ValueError as exc:
+            QMessageBox.warning(self, "Add an agent", f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
+            return
         if spec is None:
             QMessageBox.warning(self, "Add an agent", "Give the agent's socket path (and a host name "
                                 "that does not start with '-').")  # fmt: skip

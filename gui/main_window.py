@@ -292,7 +292,7 @@ class MainWindow(QMainWindow):
         for connection in self.registry.connections:
             if connection.is_connected:
                 connection.refresh()
-            elif not connection.client.retry_pending and connection.tunnel is None:
+            elif connection.needs_start:  # not retrying by itself (a remote one that gave up)
                 connection.start()
         self.statusBar().showMessage("Refreshing...", 3000)
 

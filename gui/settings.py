@@ -15,7 +15,12 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from core.protocol.address import SYSTEM_SOCKET, user_socket_path
+from core.protocol.address import (
+    SYSTEM_SOCKET,
+    ssh_config_problem,
+    ssh_option_problem,
+    user_socket_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +55,8 @@ class AgentSpec:
     socket_path: str = ""  # local kind
     ssh_host: str = ""  # ssh kind: [user@]host
     remote_socket: str = SYSTEM_SOCKET
-    ssh_options: tuple[str, ...] = ()
+    ssh_options: tuple[str, ...] = ()  # ssh kind: extra `ssh -o` options (Key=value)
+    ssh_config: str = ""  # ssh kind: an ssh config file read instead of ~/.ssh/config (-F)
 
     @property
     def is_remote(self) -> bool:
@@ -64,19 +70,30 @@ class AgentSpec:
         return {
             "name": self.name, "kind": self.kind, "socket_path": self.socket_path,
             "ssh_host": self.ssh_host, "remote_socket": self.remote_socket,
-            "ssh_options": list(self.ssh_options),
+            "ssh_options": list(self.ssh_options), "ssh_config": self.ssh_config,
         }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: Any) -> AgentSpec | None:
-        """None when ``data`` is not a usable agent entry."""
+        """None when ``data`` is not a usable agent entry. An entry whose ssh options
+        would run a command (ProxyCommand, LocalCommand...: ``ssh_option_problem``) is
+        not usable either: a settings file may have been copied or edited by someone
+        else, and such options belong in an ssh config file the user chose."""
         if not isinstance(data, dict):
             return None
-        text = {k: data.get(k, "") for k in ("name", "kind", "socket_path", "ssh_host", "remote_socket")}
+        keys = ("name", "kind", "socket_path", "ssh_host", "remote_socket", "ssh_config")
+        text = {k: data.get(k, "") for k in keys}
         options = data.get("ssh_options", [])
         if not all(isinstance(v, str) for v in text.values()) or not isinstance(options, list):
             return None
         if not all(isinstance(o, str) for o in options):
+            return None
+        problems = [ssh_option_problem(o) for o in options]
+        if text["ssh_config"]:
+            problems.append(ssh_config_problem(text["ssh_config"]))
+        refused = next((p for p in problems if p is not None), None)
+        if refused is not None:
+            logger.warning("Ignoring the agent %r of the settings: %s", text["name"], refused)
             return None
         if text["kind"] == SSH_KIND:
             ok = bool(text["ssh_host"]) and not text["ssh_host"].startswith("-")
@@ -87,7 +104,7 @@ class AgentSpec:
         return cls(
             name=text["name"], kind=text["kind"], socket_path=text["socket_path"],
             ssh_host=text["ssh_host"], remote_socket=text["remote_socket"] or SYSTEM_SOCKET,
-            ssh_options=tuple(options),
+            ssh_options=tuple(options), ssh_config=text["ssh_config"],
         )  # fmt: skip
 
 

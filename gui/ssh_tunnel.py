@@ -3,12 +3,15 @@
 The system's OpenSSH does the crypto and the authentication (keys, agent, config); the
 GUI only starts it through QProcess, waits for the forwarded local socket to appear,
 reports ssh's own error text if it exits, and ends it when the agent is removed or the
-application quits. Nothing here blocks the event loop.
+application quits. Nothing here blocks the event loop. Reopening after a drop is the
+caller's (``gui.agents.AgentConnection``): ``start()`` again, which first ends the old
+ssh and removes its folder.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -38,6 +41,7 @@ class SshTunnel(QObject):
         remote_socket: str = SYSTEM_SOCKET,
         *,
         options: Sequence[str] = (),
+        config: str | None = None,
         ssh: str = "ssh",
         wait_ms: int = DEFAULT_WAIT_MS,
         parent: QObject | None = None,
@@ -46,11 +50,15 @@ class SshTunnel(QObject):
         self.host = host
         self.remote_socket = remote_socket
         self.options = tuple(options)
+        self.config = os.path.expanduser(config) if config else None
         self.ssh = ssh
         self.wait_ms = wait_ms
         self.folder: Path | None = None
         self.is_ready = False
         self.last_error = ""
+        # ssh's last "channel N: open failed" line while the forward is up: a client that
+        # connected to the local socket found no agent on the remote one.
+        self.channel_error = ""
         self._stderr = bytearray()
         self._process: QProcess | None = None
         self._poll = QTimer(self)
@@ -70,6 +78,13 @@ class SshTunnel(QObject):
     def running(self) -> bool:
         return self._process is not None and self._process.state() != QProcess.ProcessState.NotRunning
 
+    @property
+    def pid(self) -> int | None:
+        """The ssh process's id while it runs (for tests and logs)."""
+        if self._process is None or not self.running:
+            return None
+        return int(self._process.processId()) or None
+
     def start(self) -> None:
         self.stop()
         exe = shutil.which(self.ssh)
@@ -77,9 +92,15 @@ class SshTunnel(QObject):
             self._fail(f"ssh is not installed here, so {self.host} cannot be reached. "
                        "Install an OpenSSH client (e.g. `apt install openssh-client`).")  # fmt: skip
             return
+        try:  # a refused option (one that runs commands) never reaches ssh
+            ssh_forward_args(self.host, "", self.remote_socket, self.options, self.config)
+        except ValueError as exc:
+            self._fail(f"Will not run ssh for {self.host}: {exc}.")
+            return
         # A private 0700 folder: only this user can reach the forwarded socket.
         self.folder = Path(tempfile.mkdtemp(prefix="backbench-ssh-"))
         self._stderr.clear()
+        self.channel_error = ""
         self.is_ready = False
         process = QProcess(self)
         process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
@@ -89,7 +110,7 @@ class SshTunnel(QObject):
         process.finished.connect(self._on_finished)
         process.errorOccurred.connect(self._on_process_error)
         self._process = process
-        args = ssh_forward_args(self.host, self.local_socket, self.remote_socket, self.options)
+        args = ssh_forward_args(self.host, self.local_socket, self.remote_socket, self.options, self.config)
         logger.info("Starting the tunnel: %s %s", exe, " ".join(args))
         process.start(exe, args)
         self._poll.start()
@@ -118,8 +139,12 @@ class SshTunnel(QObject):
 
     def _read_stderr(self) -> None:
         if self._process is not None:
-            self._stderr += bytes(self._process.readAllStandardError().data())
+            data = bytes(self._process.readAllStandardError().data())
+            self._stderr += data
             del self._stderr[:-8192]  # keep the tail; ssh's reason comes last
+            failed = [line.strip() for line in data.decode(errors="replace").splitlines() if "open failed" in line]
+            if failed:
+                self.channel_error = failed[-1]
 
     def _stderr_text(self) -> str:
         text = self._stderr.decode(errors="replace").strip()

@@ -19,17 +19,20 @@ import subprocess
 import tempfile
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from core import __version__
-from core.errors import AgentUnavailableError
+from core.errors import AgentUnavailableError, UsageError
 from core.protocol.address import (
     SOCKET_NAME,
     SYSTEM_SOCKET,
+    check_ssh_options,
     socket_dir_hint,
     socket_dir_problem,
+    ssh_config_problem,
     ssh_forward_args,
 )
 from core.protocol.codes import PROTOCOL_VERSION
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 START_HINT = "start it with `backbench agent` or `systemctl start backbench-agent`"
 DEFAULT_TIMEOUT_S = 120.0
 SSH_WAIT_S = 30.0
+SSH_STDERR_NAME = "ssh.stderr"
 
 
 def unavailable(path: str | os.PathLike[str], exc: OSError | None = None) -> AgentUnavailableError:
@@ -107,8 +111,17 @@ class AgentClient:
     def close(self) -> None:
         self.sock.close()
 
+    def _closed(self) -> AgentUnavailableError:
+        return AgentUnavailableError(
+            f"The agent at {self.path} closed the connection.",
+            "It may have stopped or restarted; check its log.",
+        )
+
     def send(self, msg: dict[str, Any]) -> None:
-        self.sock.sendall(encode(msg))
+        try:
+            self.sock.sendall(encode(msg))
+        except (BrokenPipeError, ConnectionResetError):
+            raise self._closed() from None
 
     def _read_line(self, deadline: float | None) -> bytes | None:
         while not self._lines:
@@ -116,12 +129,12 @@ class AgentClient:
             ready, _, _ = select.select([self.sock], [], [], wait)
             if not ready:
                 return None
-            data = self.sock.recv(1 << 16)
+            try:
+                data = self.sock.recv(1 << 16)
+            except ConnectionResetError:  # what a forwarding ssh does when its channel fails
+                data = b""
             if not data:
-                raise AgentUnavailableError(
-                    f"The agent at {self.path} closed the connection.",
-                    "It may have stopped or restarted; check its log.",
-                )
+                raise self._closed()
             for item in self._decoder.feed(data):
                 if isinstance(item, FrameError):
                     log.warning("Dropped an oversized message from the agent")
@@ -167,7 +180,13 @@ class AgentClient:
 
 
 class SshTunnel:
-    """``ssh -N -L local.sock:remote.sock -- [user@]host`` for the life of the object."""
+    """``ssh -N -L local.sock:remote.sock -- [user@]host`` for the life of the object.
+
+    ``options`` are extra ``ssh -o`` options and ``config`` an ssh config file (``-F``);
+    a refused option (``core.protocol.address.ssh_option_problem``) is a UsageError.
+    ssh's stderr goes to a file in the tunnel's private folder (never a pipe that could
+    fill up and stall it), so its messages can be read at any time: ``ssh_message()``.
+    """
 
     def __init__(
         self,
@@ -175,19 +194,41 @@ class SshTunnel:
         remote_socket: str = SYSTEM_SOCKET,
         ssh: str = "ssh",
         wait_s: float = SSH_WAIT_S,
+        *,
+        options: Sequence[str] = (),
+        config: str | None = None,
     ) -> None:
         self.host = host
         self.remote_socket = remote_socket
         self.ssh = ssh
         self.wait_s = wait_s
+        try:
+            self.options = check_ssh_options(options)
+        except ValueError as exc:
+            raise UsageError(f"{exc}.") from None
+        problem = None if config is None else ssh_config_problem(config)
+        if problem is not None:
+            raise UsageError(f"{problem}.")
+        self.config = config
         self.folder: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self._stderr_text = ""
 
     @property
     def local_socket(self) -> Path:
         if self.folder is None:
             raise RuntimeError("the tunnel is not open")
         return self.folder / SOCKET_NAME
+
+    def ssh_message(self) -> str:
+        """What ssh wrote to stderr so far (its last lines, stripped)."""
+        if self.folder is not None:
+            try:
+                with open(self.folder / SSH_STDERR_NAME, "rb") as fh:
+                    self._stderr_text = fh.read()[-8192:].decode(errors="replace").strip()
+            except OSError:
+                pass
+        return self._stderr_text
 
     def open(self) -> Path:
         exe = shutil.which(self.ssh)
@@ -196,33 +237,62 @@ class SshTunnel:
                 "ssh is not installed here.", "Install an OpenSSH client, or use --socket."
             )
         self.folder = Path(tempfile.mkdtemp(prefix="backbench-ssh-"))  # mode 0700
-        command = [exe, *ssh_forward_args(self.host, str(self.local_socket), self.remote_socket)]
-        log.info("Opening the tunnel: %s", " ".join(command))
-        self.proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        args = ssh_forward_args(
+            self.host, str(self.local_socket), self.remote_socket, self.options, self.config
         )
+        command = [exe, *args]
+        log.info("Opening the tunnel: %s", " ".join(command))
+        with open(self.folder / SSH_STDERR_NAME, "wb") as stderr:
+            self.proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+            )
         deadline = time.monotonic() + self.wait_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                stderr = (
-                    self.proc.stderr.read().decode(errors="replace").strip()
-                    if self.proc.stderr
-                    else ""
-                )
+                message = _last_line(self.ssh_message())
                 self.close()
                 raise AgentUnavailableError(
-                    f"ssh to {self.host} failed (exit status {self.proc.returncode}): {stderr or 'no message'}",
-                    f"Check that `ssh {self.host}` works and that an agent listens on {self.remote_socket} "
-                    "there (--remote-socket PATH).",
+                    f"ssh to {self.host} failed (exit status {self.proc.returncode}): "
+                    f"{message or 'no message'}",
+                    f"Check that `ssh {self.host}` works and that an agent listens on "
+                    f"{self.remote_socket} there (--remote-socket PATH).",
                 )
             if self.local_socket.exists():
                 return self.local_socket
             time.sleep(0.05)
+        message = _last_line(self.ssh_message())
         self.close()
         raise AgentUnavailableError(
-            f"The SSH tunnel to {self.host} did not come up within {self.wait_s:.0f} s.",
+            f"The SSH tunnel to {self.host} did not come up within {self.wait_s:.0f} s"
+            + (f": {message}" if message else "."),
             f"Check that `ssh {self.host}` works without a password prompt.",
         )
+
+    def explain(self, error: AgentUnavailableError) -> AgentUnavailableError:
+        """``error`` (the agent client's, through the tunnel) with ssh's reason when ssh
+        has one: the usual one is that no agent listens on the remote socket, which ssh
+        reports only as a channel that failed to open."""
+        deadline = time.monotonic() + 1.0
+        while True:  # ssh writes its reason as it closes the forwarded connection
+            message = self.ssh_message()
+            lines = [line for line in message.splitlines() if "open failed" in line]
+            if lines or self.proc is None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if lines:
+            return AgentUnavailableError(
+                f"No agent at {self.remote_socket} on {self.host} (ssh: {lines[-1].strip()}).",
+                "Start the agent there (`backbench agent`, or `systemctl start backbench-agent`), "
+                "or give its socket with --remote-socket PATH (a per-user agent listens on "
+                "/run/user/UID/backbench/agent.sock).",
+            )
+        if self.proc is not None and self.proc.poll() is not None:
+            return AgentUnavailableError(
+                f"ssh to {self.host} exited (status {self.proc.returncode}): "
+                f"{_last_line(message) or 'no message'}",
+                error.hint,
+            )
+        return error
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -232,9 +302,8 @@ class SshTunnel:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
         if self.folder is not None:
+            self.ssh_message()  # keep ssh's last words for a caller that explains a failure
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
 
@@ -245,6 +314,12 @@ class SshTunnel:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _last_line(text: str) -> str:
+    """ssh's reason is its last line; earlier ones are warnings."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def connect(socket_path: str | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AgentClient:

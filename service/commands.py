@@ -106,6 +106,20 @@ def _add_remote(sub: Any) -> None:
         default=SYSTEM_SOCKET,
         help=f"the agent's socket on the SSH host (default {SYSTEM_SOCKET})",
     )
+    p.add_argument(
+        "--ssh-option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="an `ssh -o` option for --ssh, e.g. Port=2222 or IdentityFile=~/.ssh/lab "
+        "(repeatable; options that run commands, such as ProxyCommand, are refused: "
+        "put those in an ssh config file)",
+    )
+    p.add_argument(
+        "--ssh-config",
+        metavar="FILE",
+        help="the ssh config file for --ssh, read instead of ~/.ssh/config (`ssh -F`)",
+    )
     p.set_defaults(func=cmd_remote)
     rsub = p.add_subparsers(dest="remote_command", metavar="COMMAND")
 

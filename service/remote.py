@@ -3,7 +3,8 @@
 Subcommands: devices, submit (the options of ``backbench run``; local model files are
 uploaded), watch (a live view of the running job: progress bar, latency, memory), jobs,
 cancel, resume, results (the options of ``backbench results``). ``--ssh HOST`` forwards
-the remote agent's socket with ``ssh -N -L`` and closes the tunnel on exit.
+the remote agent's socket with ``ssh -N -L`` (``--ssh-option`` adds ``-o`` options,
+``--ssh-config`` an ssh config file) and closes the tunnel on exit.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from core.cli.console import case_progress, console, err_console, print_results_table
 from core.cli.run_options import remote_spec_dict, spec_from_args
-from core.errors import UsageError
+from core.errors import AgentUnavailableError, UsageError
 from core.protocol.codes import UPLOAD_CHUNK_BYTES
 from core.protocol.events import GAP, JOB_ENDING_EVENTS, TELEMETRY, JobEvent
 from core.results import MEASUREMENT_COLUMNS, Measurement
@@ -37,13 +38,42 @@ RECENT_SAMPLES = 2000
 @contextlib.contextmanager
 def _connected(args: argparse.Namespace) -> Iterator[AgentClient]:
     if args.ssh:
-        with SshTunnel(args.ssh, args.remote_socket) as local, AgentClient(local) as client:
-            yield client
+        tunnel = SshTunnel(
+            args.ssh,
+            args.remote_socket,
+            options=getattr(args, "ssh_option", None) or (),
+            config=_ssh_config(getattr(args, "ssh_config", None)),
+        )
+        with tunnel as local:
+            try:
+                with AgentClient(local) as client:
+                    yield client
+            except AgentUnavailableError as exc:
+                # Through a tunnel, "the agent closed the connection" usually means that
+                # ssh could not reach the remote socket, or that ssh itself went away.
+                raise tunnel.explain(exc) from None
     else:
+        if getattr(args, "ssh_option", None) or getattr(args, "ssh_config", None):
+            raise UsageError(
+                "--ssh-option and --ssh-config apply to --ssh only.", "Add --ssh HOST."
+            )
         from service.config import default_socket_path
 
         with AgentClient(args.socket or default_socket_path()) as client:
             yield client
+
+
+def _ssh_config(path: str | None) -> str | None:
+    """``--ssh-config FILE`` as an absolute path; a missing file is a usage error here
+    rather than ssh's less direct message."""
+    if path is None:
+        return None
+    config = Path(path).expanduser()
+    if not config.is_file():
+        raise UsageError(
+            f"No ssh config file at {config}.", "Give an existing file to --ssh-config."
+        )
+    return str(config.resolve())
 
 
 def main(args: argparse.Namespace) -> int:

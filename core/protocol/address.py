@@ -8,6 +8,7 @@ never touch a socket or start a process; the callers do that.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -19,8 +20,32 @@ SYSTEM_SOCKET = "/run/backbench/agent.sock"
 # BatchMode: neither the GUI nor a scripted `remote` has a terminal for a password prompt,
 # so keys (or an ssh-agent) must do. ExitOnForwardFailure: a forward that cannot bind
 # fails loudly instead of leaving ssh running uselessly. StreamLocalBindUnlink: a socket
-# file left by an earlier tunnel is replaced rather than making the bind fail.
+# file left by an earlier tunnel is replaced rather than making the bind fail. ssh keeps
+# the first value it reads for an option, so these win over any given after them.
 SSH_FORWARD_OPTIONS = ("ExitOnForwardFailure=yes", "StreamLocalBindUnlink=yes", "BatchMode=yes")
+# Defaults that a user's own -o options replace (they come first): a link that died
+# silently (a laptop that slept, a NAT that forgot the connection) ends ssh within about
+# 45 s, so that the GUI notices and reconnects instead of waiting on a dead tunnel.
+SSH_DEFAULT_OPTIONS = ("ServerAliveInterval=15", "ServerAliveCountMax=3")
+# ssh options never accepted as -o options from our command line or the GUI's settings:
+# those that run a program or load code, and those that make the tunnel something other
+# than one forward of the agent's socket in a process we own. A settings file can be
+# copied or edited by others, and a command line is often pasted, so these belong only in
+# an ssh config file the user reads and chooses (~/.ssh/config, or -F FILE).
+REFUSED_SSH_OPTIONS = {
+    **dict.fromkeys(
+        ("proxycommand", "localcommand", "permitlocalcommand", "knownhostscommand",
+         "pkcs11provider", "securitykeyprovider", "xauthlocation", "match", "include"),
+        "runs a program or loads code",
+    ),
+    **dict.fromkeys(
+        ("localforward", "remoteforward", "dynamicforward", "clearallforwardings", "tunnel",
+         "tunneldevice", "forwardagent", "forwardx11", "forwardx11trusted", "remotecommand",
+         "sessiontype", "forkafterauthentication", "controlpersist"),
+        "changes what the tunnel forwards or who owns it",
+    ),
+}  # fmt: skip
+_SSH_OPTION = re.compile(r"\s*([A-Za-z][A-Za-z0-9]*)\s*(?:=|\s)\s*(\S.*)$", re.DOTALL)
 
 
 def user_socket_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -85,16 +110,65 @@ def socket_dir_hint(folder: str | os.PathLike[str]) -> str:
     )
 
 
+def ssh_option_problem(option: str) -> str | None:
+    """Why ``option`` (the text after ``ssh -o``, ``Key=value`` or ``Key value``) is
+    refused, or None. Only the form and the REFUSED_SSH_OPTIONS are checked; ssh itself
+    reports an option it does not know, or a bad value."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in option):
+        return f"the ssh option {option!r} holds a control character"
+    found = _SSH_OPTION.match(option)
+    if found is None:
+        return f"{option!r} is not an ssh option (write Key=value, e.g. Port=2222)"
+    why = REFUSED_SSH_OPTIONS.get(found.group(1).lower())
+    if why is not None:
+        return (
+            f"the ssh option {found.group(1)} is refused here: it {why}. "
+            "If you need it, put it in an ssh config file (~/.ssh/config, or one given with -F)"
+        )
+    return None
+
+
+def check_ssh_options(options: Sequence[str]) -> tuple[str, ...]:
+    """``options`` as a tuple; ValueError with the first problem (``ssh_option_problem``)."""
+    for option in options:
+        problem = ssh_option_problem(option)
+        if problem is not None:
+            raise ValueError(problem)
+    return tuple(options)
+
+
+def ssh_config_problem(path: str) -> str | None:
+    """Why ``path`` cannot be given to ``ssh -F``, or None (a missing file is ssh's to
+    report, as it does in one line)."""
+    if not path.strip():
+        return "the ssh config file is empty text"
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return f"the ssh config file name {path!r} holds a control character"
+    return None
+
+
 def ssh_forward_args(
-    host: str, local_socket: str, remote_socket: str = SYSTEM_SOCKET, options: Sequence[str] = ()
+    host: str,
+    local_socket: str,
+    remote_socket: str = SYSTEM_SOCKET,
+    options: Sequence[str] = (),
+    config: str | None = None,
 ) -> list[str]:
     """The arguments after the ssh program that forward ``remote_socket`` on ``host`` to
-    ``local_socket``: ``-N -o ... -L local:remote -- [user@]host``.
+    ``local_socket``: ``-N [-F config] -o ... -L local:remote -- [user@]host``.
 
-    ``options`` are extra ``-o`` options after the standard ones. The ``--`` ends ssh's
-    options, so a host that begins with '-' can never be read as one.
+    ``options`` are extra ``-o`` options: after the standard ones, which they cannot
+    change, and before the default ones, which they replace. ``config`` is an ssh config
+    file read instead of ~/.ssh/config (``-F``). Raises ValueError for a refused option
+    (``ssh_option_problem``). The ``--`` ends ssh's options, so a host that begins with
+    '-' can never be read as one.
     """
     args = ["-N"]
-    for option in (*SSH_FORWARD_OPTIONS, *options):
+    if config:
+        problem = ssh_config_problem(config)
+        if problem is not None:
+            raise ValueError(problem)
+        args += ["-F", config]
+    for option in (*SSH_FORWARD_OPTIONS, *check_ssh_options(options), *SSH_DEFAULT_OPTIONS):
         args += ["-o", option]
     return [*args, "-L", f"{local_socket}:{remote_socket}", "--", host]

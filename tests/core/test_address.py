@@ -40,6 +40,8 @@ def test_ssh_forward_args_forward_one_socket_and_keep_the_host_out_of_the_option
         "-o", "ExitOnForwardFailure=yes",
         "-o", "StreamLocalBindUnlink=yes",
         "-o", "BatchMode=yes",
+        "-o", "ServerAliveInterval=15",
+        "-o", "ServerAliveCountMax=3",
         "-L", "/tmp/l.sock:/srv/agent.sock",
         "--", "me@gpu",
     ]  # fmt: skip
@@ -52,6 +54,42 @@ def test_ssh_forward_args_take_extra_options_and_default_to_the_system_socket() 
     assert args.index("BatchMode=yes") < args.index("ConnectTimeout=2") < args.index("-L")
     # Whatever the host looks like, it comes after "--", so ssh never reads it as an option.
     assert args[-2:] == ["--", "-oProxyCommand=evil"]
+
+
+def test_ssh_options_replace_the_defaults_never_the_standard_ones_and_a_config_comes_first() -> None:
+    # ssh keeps the first value it reads: the user's options go before the defaults.
+    args = ssh_forward_args("h", "/l", "/r", ["ServerAliveInterval=5"], config="/home/me/lab.conf")
+    assert args[:3] == ["-N", "-F", "/home/me/lab.conf"]
+    assert args.index("BatchMode=yes") < args.index("ServerAliveInterval=5") < args.index("ServerAliveInterval=15")
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["ProxyCommand=nc %h %p", "proxycommand nc %h %p", " LocalCommand = id", "PermitLocalCommand=yes",
+     "KnownHostsCommand=/bin/true", "Match exec true", "Include /tmp/x", "PKCS11Provider=/x.so",
+     "RemoteForward=2222 localhost:22", "ForwardAgent=yes", "ControlPersist=yes"],
+)  # fmt: skip
+def test_ssh_options_that_run_commands_or_change_the_tunnel_are_refused(option: str) -> None:
+    from core.protocol.address import ssh_option_problem
+
+    problem = ssh_option_problem(option)
+    assert problem is not None and "is refused here" in problem and "ssh config file" in problem
+    with pytest.raises(ValueError, match="is refused here"):
+        ssh_forward_args("h", "/l", options=["Port=22", option])
+
+
+@pytest.mark.parametrize("option", ["", "Port", "=22", '"ProxyCommand"=x', "Port=22\nProxyCommand=x", "Port=2\x00"])
+def test_malformed_ssh_options_are_refused(option: str) -> None:
+    from core.protocol.address import ssh_option_problem
+
+    assert ssh_option_problem(option) is not None
+
+
+def test_ordinary_ssh_options_pass() -> None:
+    from core.protocol.address import check_ssh_options
+
+    options = ["Port=2222", "IdentityFile ~/.ssh/lab key", "ProxyJump=me@bastion", "User=lab", "ConnectTimeout=5"]
+    assert check_ssh_options(options) == tuple(options)
 
 
 # -- who may own the socket's folder (issue 10, M2) -------------------------------------------
