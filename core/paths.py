@@ -22,6 +22,11 @@ def cache_dir() -> Path:
     return _xdg("XDG_CACHE_HOME", ".cache")
 
 
+def config_dir() -> Path:
+    """The user's settings (worker runtimes): ``$XDG_CONFIG_HOME/backbench``."""
+    return _xdg("XDG_CONFIG_HOME", ".config")
+
+
 def default_db_path() -> Path:
     return data_dir() / "results.db"
 

@@ -12,6 +12,7 @@ accepted wherever a store is.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
@@ -82,6 +83,8 @@ def parse_precision(value: Any) -> Precision:
 # The most cases one run may hold: 80 models at 64 batch sizes each fit, a request that
 # would make a run of millions does not.
 MAX_CASES = 10_000
+# A worker runtime's name (core.measure.runtimes): chosen by name, never by path.
+RUNTIME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
 def canonical_device(backend: Backend, device: str) -> str:
@@ -569,6 +572,9 @@ class RunSpec:
     # "fork-server": fork each case from a process that imported the frameworks once,
     # falling back to "exec" where that is unsafe; "exec": a fresh interpreter per case.
     worker_start: str = "fork-server"
+    # The named worker runtime (an interpreter configured on the measuring host, e.g.
+    # OpenVINO 2022.3 on Python 3.10 for an NCS2); None: the supervisor's own interpreter.
+    runtime: str | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -581,6 +587,12 @@ class RunSpec:
             raise UsageError(
                 f"Unknown worker start {self.worker_start!r}.",
                 f"Use one of: {', '.join(WORKER_STARTS)}.",
+            )
+        if self.runtime is not None and not RUNTIME_NAME.match(self.runtime):
+            raise UsageError(
+                f"--runtime {self.runtime[:60]!r} is not a runtime name: it names a worker "
+                "runtime configured on the measuring host, never an interpreter or a path.",
+                "Give a name such as openvino-2022.3 (`backbench runtimes` lists them).",
             )
         if self.retry_disturbed < 0:
             raise UsageError("--retry-disturbed must be 0 or more.")
@@ -627,6 +639,9 @@ class RunSpec:
             "max_mem_mb": self.max_mem_mb,
             "measure_timeout_s": self.measure_timeout_s,
             "worker_start": self.worker_start,
+            # Only when set, so a spec without one reads as before (and older agents,
+            # which refuse unknown fields, still take it).
+            **({"runtime": self.runtime} if self.runtime else {}),
         }
 
     @classmethod
@@ -659,6 +674,7 @@ class RunSpec:
                 None if data.get("measure_timeout_s") is None else float(data["measure_timeout_s"])
             ),
             worker_start=str(data.get("worker_start") or "fork-server"),
+            runtime=str(data["runtime"]) if data.get("runtime") else None,
         )
 
 

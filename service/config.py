@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from core import __version__
 from core.errors import UsageError
+from core.measure.runtimes import AGENT_CONFIG, WorkerRuntime, load_runtimes, select_runtime
 from core.measure.supervisor import PhaseLimits, default_worker_command
 from core.paths import data_dir, default_db_path
 from core.protocol.address import SOCKET_NAME, user_socket_path
@@ -65,11 +67,25 @@ class AgentConfig:
     max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS
     allow_faults: bool = False
     verbose: bool = False
+    # The named worker runtimes of the agent's own configuration file (--config), which
+    # clients choose by name; never an interpreter a client names.
+    runtimes: dict[str, WorkerRuntime] = field(default_factory=dict)
+    config_path: Path | None = None  # the file they came from (None: no file)
 
     @property
     def allowed_dirs(self) -> tuple[Path, ...]:
         """Where model and weights files named by a client may live."""
         return (self.uploads_dir, *self.model_dirs)
+
+    def runtimes_source(self) -> str:
+        """Where this agent's runtimes are configured, for messages."""
+        if self.config_path is not None:
+            return f"the agent's configuration {self.config_path}"
+        return f"the agent's configuration (--config; default {AGENT_CONFIG}, which does not exist)"
+
+    def runtime(self, name: str) -> WorkerRuntime:
+        """The runtime ``name``; UsageError listing the configured ones and where."""
+        return select_runtime(name, self.runtimes, self.runtimes_source())
 
 
 def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
@@ -134,7 +150,15 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         help="time between SIGTERM and SIGKILL for a stuck worker",
     )
     parser.add_argument(
-        "--worker-command", help="command that starts a worker (default: this Python)"
+        "--config",
+        metavar="PATH",
+        help=f"the agent's configuration file, with its worker runtimes (default {AGENT_CONFIG} "
+        "if it exists)",
+    )
+    parser.add_argument(
+        "--worker-command",
+        help="deprecated: command that starts a worker (default: this Python); configure a "
+        "named worker runtime in --config instead",
     )
     parser.add_argument(
         "--client-queue-samples",
@@ -177,6 +201,12 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
                 f"--model-dir {text} is not a folder.", "Give an existing folder of model files."
             )
         model_dirs.append(path.resolve())
+    if getattr(args, "config", None):
+        config_path: Path | None = Path(args.config).expanduser().absolute()
+        runtimes = load_runtimes(config_path, required=True)
+    else:
+        config_path = AGENT_CONFIG if AGENT_CONFIG.exists() else None
+        runtimes = load_runtimes(AGENT_CONFIG, required=False)
     worker = (
         tuple(shlex.split(args.worker_command))
         if args.worker_command
@@ -184,6 +214,14 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     )
     if not worker:
         raise UsageError("--worker-command is empty.", "Give the command that starts a worker.")
+    if args.worker_command:
+        print(
+            "backbench-agent: warning: --worker-command is deprecated; configure a named worker "
+            f'runtime in the agent\'s --config file (default {AGENT_CONFIG}) as a table '
+            'runtimes."NAME" with python = "/abs/path/bin/python", and submit with --runtime NAME '
+            "(docs/AGENT.md, Worker runtimes).",
+            file=sys.stderr,
+        )
     limits = PhaseLimits(
         load_s=args.load_limit_s,
         compile_s=args.compile_limit_s,
@@ -205,6 +243,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         max_queued_jobs=args.max_queued_jobs,
         allow_faults=os.environ.get(ALLOW_FAULTS_ENV) == "1",
         verbose=args.verbose,
+        runtimes=runtimes,
+        config_path=config_path,
     )
 
 

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import StoreError
+from core.errors import BackbenchError, StoreError
 from core.measure.runner import RUN_CANCELLED, RUN_INTERRUPTED, SweepObserver, run_sweep
+from core.measure.runtimes import WorkerRuntime, with_runtime
 from core.measure.supervisor import CaseObserver, CaseRunner
 from core.measure.worker import WorkerJob
 from core.protocol.events import JobEvent
@@ -209,11 +210,12 @@ class JobDispatcher(threading.Thread):
                 self.progress = None
                 systemd.notify("STATUS=idle")
 
-    def _case_runner(self, job: Job) -> CaseRunner:
+    def _case_runner(self, job: Job, runtime: WorkerRuntime | None = None) -> CaseRunner:
         kwargs: dict[str, Any] = {
             "worker_command": list(self.config.worker_command),
             "limits": self.config.limits,
             "max_mem_mb": self.config.max_mem_mb,
+            "runtime": runtime,
         }
         faults = job.options.get("test_faults") or {}
         if self.config.allow_faults and faults and job.attempts == 1:
@@ -235,10 +237,23 @@ class JobDispatcher(threading.Thread):
         systemd.notify(f"STATUS=running job {job.id}")
         self._set_progress(job, None, "starting")
         observer = _JobObserver(self, job)
+        runtime = None
+        manifest = self.manifest
+        try:
+            # The job's worker runtime, from this agent's own configuration: the name was
+            # checked at submit, but the configuration may have changed since.
+            if job.spec.runtime is not None:
+                runtime = self.config.runtime(job.spec.runtime)
+                if job.run_id is None:
+                    # The worker interpreter's Python and packages, not the agent's.
+                    manifest = with_runtime(manifest, runtime)
+        except BackbenchError as exc:  # gone from the configuration, or its interpreter broken
+            self._finish(job, FAILED, str(exc))
+            return
         try:
             if job.run_id is None:
                 run = self.store.create_run(
-                    job.spec, self.manifest, name=job.spec.name or f"job-{job.id}"
+                    job.spec, manifest, name=job.spec.name or f"job-{job.id}"
                 )
                 self.queue.set_run(job.id, run.id)
             else:
@@ -256,7 +271,7 @@ class JobDispatcher(threading.Thread):
             )
             log.info("Job %d started (run %d, attempt %d)", job.id, run.id, job.attempts)
             # One runner a job: its fork servers live as long as the job.
-            with self._case_runner(job) as case_runner:
+            with self._case_runner(job, runtime) as case_runner:
                 final = run_sweep(
                     job.spec,
                     self.store,

@@ -85,6 +85,8 @@ class Api:
     describe_clients: Callable[[], list[dict[str, Any]]]
     started_at: float = field(default_factory=time.time)
     dispatcher: JobDispatcher | None = None
+    # A prober per worker runtime, made as jobs first name it (its interpreter answers).
+    runtime_probers: dict[str, Prober] = field(default_factory=dict)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -195,8 +197,21 @@ class Api:
             weights[canonical[model]] = str(self.access.resolve_file(path, "weights file"))
         models = tuple(canonical[m] for m in spec.models)
         resolved = replace(spec, models=models, weights=weights)
-        self.prober.check_case(resolved.cases()[0])
+        self._prober_for(resolved).check_case(resolved.cases()[0])
         return resolved
+
+    def _prober_for(self, spec: RunSpec) -> Prober:
+        """The prober of the interpreter the spec's cases run on: the agent's workers',
+        or the named runtime's of the agent's own configuration (an unknown name is
+        refused, listing the configured ones; a client never names an interpreter)."""
+        if spec.runtime is None:
+            return self.prober
+        runtime = self.config.runtime(spec.runtime)
+        prober = self.runtime_probers.get(runtime.name)
+        if prober is None:
+            prober = Prober(runtime.worker_command(), env=runtime.env(), runtime=runtime.name)
+            self.runtime_probers[runtime.name] = prober
+        return prober
 
     async def do_submit(self, client: Client, p: dict[str, Any]) -> Any:
         request_id: str = p["client_request_id"]

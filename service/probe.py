@@ -71,8 +71,16 @@ def _rebuild_error(data: dict[str, Any]) -> BackbenchError:
 class Prober:
     """Asks a child process (or, without a Python worker command, this process)."""
 
-    def __init__(self, worker_command: Sequence[str], timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        worker_command: Sequence[str],
+        timeout_s: float = PROBE_TIMEOUT_S,
+        env: dict[str, str] | None = None,
+        runtime: str | None = None,
+    ) -> None:
         command = list(worker_command)
+        self.env = env  # a worker runtime's: its PYTHONPATH reaches the probe
+        self.runtime = runtime  # its name, for messages
         self.command: list[str] | None = None
         if len(command) >= 3 and command[1] == "-m":  # `<python> -m <worker module>`
             self.command = [command[0], "-m", "service.probe"]
@@ -92,6 +100,7 @@ class Prober:
                 text=True,
                 timeout=self.timeout_s,
                 check=False,
+                env=self.env,
             )
         except subprocess.TimeoutExpired:
             raise BackbenchError(
@@ -100,8 +109,10 @@ class Prober:
             ) from None
         except OSError as exc:
             raise BackbenchError(
-                f"Could not start the framework probe: {exc.strerror or exc}.",
-                "Check the agent's --worker-command.",
+                f"Could not start the framework probe{self._on()}: {exc.strerror or exc}.",
+                "Check the runtime's python in the agent's --config file."
+                if self.runtime
+                else "Check the agent's --worker-command.",
             ) from None
         lines = [line for line in done.stdout.splitlines() if line.strip()]
         try:
@@ -112,10 +123,15 @@ class Prober:
             last = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
             log.error("The framework probe failed: %s", done.stderr.strip()[-2000:])
             raise BackbenchError(
-                f"The framework probe on the agent host failed ({last[0][:200]}).",
-                "Run `backbench devices` on the agent host to see why.",
+                f"The framework probe on the agent host failed{self._on()} ({last[0][:200]}).",
+                "Run `backbench runtimes --check --config FILE` on the agent host to see why."
+                if self.runtime
+                else "Run `backbench devices` on the agent host to see why.",
             )
         return answer
+
+    def _on(self) -> str:
+        return f" of worker runtime {self.runtime!r}" if self.runtime else ""
 
     def devices(self) -> dict[str, list[str]]:
         with self._lock:
@@ -136,7 +152,11 @@ class Prober:
                 return
             answer = self._ask("check", json.dumps(case.to_dict()))
             if not answer.get("ok"):
-                raise _rebuild_error(answer.get("error") or {})
+                error = _rebuild_error(answer.get("error") or {})
+                if self.runtime:  # say which interpreter answered
+                    error.message = f"On runtime {self.runtime!r}: {error.message}"
+                    error.args = (error.message,)
+                raise error
             self._checked[key] = time.monotonic()
 
 

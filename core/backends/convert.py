@@ -370,6 +370,17 @@ def ensure_ir(source: ModelSource) -> ConvertedModel:
     return _ensure(ir_cache_path(source), source, export_ir)
 
 
+def ensure_format(source: ModelSource, fmt: str) -> ConvertedModel:
+    """The cached file of ``fmt``: ``"ir"`` (OpenVINO IR) or ``"onnx:OPSET"``, for a
+    reader on another interpreter (a worker runtime with an older OpenVINO)."""
+    kind, _, opset = fmt.partition(":")
+    if kind == "ir" and not opset:
+        return ensure_ir(source)
+    if kind == "onnx" and opset.isdigit():
+        return ensure_onnx(source, int(opset))
+    raise ModelFileError(f"Unknown conversion format {fmt!r}.", "Use 'ir' or 'onnx:OPSET'.")
+
+
 def framework_message(exc: BaseException, max_chars: int = 300) -> str:
     """The informative part of a framework exception, on one line.
 

@@ -107,12 +107,17 @@ class OvApi:
     def async_queue(self, compiled: Any, jobs: int) -> Any:
         return self.module.AsyncInferQueue(compiled, jobs)
 
-    def convert(self, source: ModelSource) -> ConvertedModel:
-        """The cached model file (IR, or ONNX on the 2022.3 route) of a torch model."""
+    def conversion_format(self) -> str:
+        """What this API reads for a torch model: ``"ir"``, or ``"onnx:OPSET"`` on the
+        2022.3 route (never an IR, which a newer OpenVINO would have made)."""
         if self.onnx_route:
             opset = convert.LEGACY_ONNX_OPSET if self.name == LEGACY else convert.DEFAULT_ONNX_OPSET
-            return convert.ensure_onnx(source, opset)
-        return convert.ensure_ir(source)
+            return f"onnx:{opset}"
+        return "ir"
+
+    def convert(self, source: ModelSource) -> ConvertedModel:
+        """The cached model file (IR, or ONNX on the 2022.3 route) of a torch model."""
+        return convert.ensure_format(source, self.conversion_format())
 
     def sync_infer(self, request: Any) -> None:
         if self.name == MODERN:
@@ -141,6 +146,64 @@ def load_api(choice: str | None = None) -> OvApi:
         log.info("openvino.runtime is absent in OpenVINO %s; legacy route uses openvino", version)
         module = importlib.import_module("openvino")
     return OvApi(LEGACY, version, module, onnx_route=True)
+
+
+# Which OpenVINO wrote an IR: its <rt_info> names the runtime (2023+: <info name="OpenVINO
+# Runtime" value=...>; before: <Runtime_version value=...>) or the Model Optimizer.
+_IR_PRODUCER = (
+    re.compile(r'<info\s+name="OpenVINO Runtime"\s+value="([^"]+)"'),
+    re.compile(r'<Runtime_version\s+value="([^"]+)"'),
+    re.compile(r'<MO_version\s+value="([^"]+)"'),
+    re.compile(r'<info\s+name="MO_version"\s+value="([^"]+)"'),
+)
+_IR_TAIL_BYTES = 1 << 20  # rt_info closes the file
+
+
+def ir_producer(path: Path) -> str | None:
+    """The OpenVINO version that wrote the IR ``path`` (from its rt_info), or None."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - _IR_TAIL_BYTES))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    for pattern in _IR_PRODUCER:
+        found = pattern.search(text)
+        if found:
+            return found.group(1)
+    return None
+
+
+def release_of(version: str) -> tuple[int, int] | None:
+    """(year, minor) of an OpenVINO version string, e.g. 2022.3.2-9279-... -> (2022, 3)."""
+    found = re.match(r"\s*(\d{4})\.(\d+)", version)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def short_version(version: str) -> str:
+    """``2026.4.1-22982-e213a...`` -> ``2026.4.1``."""
+    return version.split("-", 1)[0].strip()
+
+
+def newer_ir_error(path: Path, installed: str, text: str) -> ModelFileError | None:
+    """The error for an IR that a newer OpenVINO wrote than the one reading it, which
+    says what made it and how to convert the model for this host; None otherwise."""
+    if path.suffix.lower() != ".xml":
+        return None
+    producer = ir_producer(path)
+    made, here = release_of(producer or ""), release_of(installed)
+    if producer is None or made is None or here is None or made <= here:
+        return None
+    mine = short_version(installed)
+    return ModelFileError(
+        f"OpenVINO {mine} cannot read {path}: it was written by OpenVINO "
+        f"{short_version(producer)}, which is newer than this host's ({text})",
+        f"Give this host the model as ONNX instead (the original .onnx, or `backbench export "
+        f"-m MODEL --to onnx --opset 13` on a machine with torch): OpenVINO {mine} reads it "
+        f"and converts it itself. Or convert the model with OpenVINO {mine} (this host's own "
+        "mo / ovc) and give that IR.",
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -319,8 +382,9 @@ class OpenVinoBackend:
         hint = self._device_hint()
         if name.startswith("MYRIAD") and select_api(self.api.version) == MODERN:
             hint = (
-                "MYRIAD (Intel NCS2) is supported only up to OpenVINO 2022.3 LTS: point the "
-                f"openvino worker at a Python with openvino==2022.3. {hint}"
+                "MYRIAD (Intel NCS2) is supported only up to OpenVINO 2022.3 LTS: measure on a "
+                "worker runtime with openvino==2022.3 (--runtime NAME; `make edge-runtime` "
+                f"builds one, docs/AGENT.md). {hint}"
             )
         raise DeviceUnavailableError(f"OpenVINO device {asked!r} is not available here.", hint)
 
@@ -408,6 +472,11 @@ class OpenVinoBackend:
                 return precision.value
         return hint
 
+    def conversion_format(self) -> str:
+        """The file this OpenVINO reads for a torch model (``OvApi.conversion_format``),
+        so a converter on another interpreter makes that one."""
+        return self.api.conversion_format()
+
     def convert(self, source: ModelSource) -> ConvertedModel:
         """The cached model file this API reads for a torch model, converting it if
         needed (the sweep calls this in a process of its own, before the cases)."""
@@ -429,6 +498,9 @@ class OpenVinoBackend:
             model = self.core.read_model(str(path))
         except RuntimeError as exc:
             _raise_if_out_of_memory(exc, f"read {path.name}")
+            newer = newer_ir_error(path, self.api.version, _message(exc))
+            if newer is not None:
+                raise newer from exc
             raise ModelFileError(
                 f"OpenVINO cannot read {path}: {_message(exc)}",
                 "Check that the file is complete; for a cached conversion, delete it to convert again.",

@@ -171,6 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from core.measure.runner import run_sweep, time_summary, validate_spec
+    from core.measure.runtimes import user_runtime
     from core.measure.supervisor import CaseRunner
     from core.store import open_store
 
@@ -190,17 +191,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 0
             # Claimed before the progress bar: a run another process measures is refused
             # in one line (RunBusyError), and this one is not measured twice.
+            if spec.runtime:
+                runner.use_runtime(user_runtime(spec.runtime))
             lease = store.acquire_run_lease(resume.id)
             took_over = lease.takeover_line(resume.name)
             if took_over:
                 err_console.print(f"[yellow]{escape(took_over)}[/]", highlight=False)
         else:
             spec = spec_from_args(args)
+            if spec.runtime:
+                # Workers (and their fork server) on the runtime's interpreter.
+                runner.use_runtime(user_runtime(spec.runtime))
             if spec.isolate:
                 # The fork server imports the framework while this process validates.
                 runner.start = spec.worker_start
                 runner.prestart(spec.backend)
-            spec = validate_spec(spec)
+            spec = validate_spec(spec, runner.runtime)
             store = open_store(args.db)
         total = len(_unmeasured(store, resume)) if resume else len(spec.cases())
     except BaseException:
@@ -350,6 +356,60 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runtimes(args: argparse.Namespace) -> int:
+    """The configured worker runtimes; with --check, each interpreter is started and
+    says its Python and framework versions."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from core.errors import BackbenchError
+    from core.measure.runtimes import load_runtimes, user_config_path
+
+    path = args.config or str(user_config_path())
+    runtimes = load_runtimes(path, required=bool(args.config))
+    if not runtimes:
+        console.print(
+            f"No worker runtimes are configured in {path}. Add a table runtimes.'NAME' with "
+            "python = \"/abs/path/bin/python\" (`make edge-runtime` prints the entry of the "
+            "OpenVINO 2022.3 runtime).", markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        return 0
+    rows: list[dict[str, Any]] = []
+    failed = 0
+    for runtime in runtimes.values():
+        row: dict[str, Any] = runtime.to_dict()
+        if args.check:
+            try:
+                versions = runtime.versions()
+                row["python_version"] = versions.get("python")
+                row["packages"] = {k: v for k, v in (versions.get("packages") or {}).items() if v}
+                row["ok"] = True
+            except BackbenchError as exc:
+                row["ok"] = False
+                row["error"] = exc.message
+                failed += 1
+        rows.append(row)
+    if args.format == "json":
+        write_or_print(json.dumps(rows, indent=2), None)
+        return 1 if failed else 0
+    table = Table(title=f"Worker runtimes ({path})")
+    for col in ("name", "python", "description") + (("versions",) if args.check else ()):
+        table.add_column(col)
+    frameworks = ("openvino", "onnxruntime", "torch", "numpy")
+    for row in rows:
+        cells = [row["name"], row["python"], row.get("description", "")]
+        if args.check:
+            if row["ok"]:
+                pkgs = row.get("packages") or {}
+                found = [f"{name} {pkgs[name]}" for name in frameworks if pkgs.get(name)]
+                cells.append(", ".join([f"Python {row['python_version']}", *found]))
+            else:
+                cells.append(f"[red]{escape(row['error'])}[/]")
+        table.add_row(*(c if c.startswith("[red]") else escape(c) for c in cells))
+    console.print(table)
+    return 1 if failed else 0
+
+
 def cmd_zygote(args: argparse.Namespace) -> NoReturn:
     from core.measure.zygote import main as zygote_main
 
@@ -395,6 +455,12 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("devices", help="list the backends and devices usable on this host")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("runtimes", help="list the worker runtimes configured for --runtime")
+    p.add_argument("--check", action="store_true", help="start each interpreter and show its Python and framework versions")
+    p.add_argument("--config", metavar="PATH", help="read this file (default $XDG_CONFIG_HOME/backbench/config.toml; the agent's is /etc/backbench/agent.toml)")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_runtimes)
 
     p = sub.add_parser("worker")  # internal: the frozen build re-execs itself with it
     p.add_argument("worker_args", nargs=argparse.REMAINDER)

@@ -198,6 +198,15 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "(default %(default)s)",
         max_len=32,
     ),
+    # A name only: the measuring host maps it to an interpreter in its own configuration
+    # (the CLI's ~/.config/backbench/config.toml, the agent's --config file).
+    RunOption(
+        "runtime", ("--runtime",), Kind.TEXT, None,
+        help="measure on this named worker runtime (an interpreter configured on the "
+        "measuring host, e.g. openvino-2022.3 for an NCS2; `backbench runtimes` lists them)",
+        max_len=64, metavar="NAME",
+        remote_note="configured on the agent's host, in its --config file",
+    ),
     # Local only: measuring in the agent's own process would let a client crash or hang
     # the agent with one bad model, and load torch into it.
     RunOption(
@@ -467,6 +476,7 @@ def _build(values: Mapping[str, Any], *, remote: bool) -> RunSpec:
         max_mem_mb=get("max_mem_mb"),
         measure_timeout_s=get("measure_timeout_s"),
         worker_start=get("worker_start"),
+        runtime=get("runtime"),
     )
     spec.check_size()
     return spec

@@ -6,7 +6,9 @@
   kept importable on Python 3.10 for the OpenVINO 2022.3 (NCS2) runtime;
 - ``supervisor``: starts a worker per case, watches it, classifies how it ended;
 - ``runner``: a sweep of cases into the store, shared by the CLI and the agent;
-- ``environment``: the host manifest recorded with each run.
+- ``environment``: the host manifest recorded with each run;
+- ``runtimes``: named worker runtimes (another interpreter for the workers, such as
+  OpenVINO 2022.3 on Python 3.10), their configuration and what they report.
 
 Imports: backends, store, zoo and the data model below; never analysis, report or cli.
 """

@@ -30,6 +30,7 @@ from core.backends import needs_conversion
 from core.backends.base import PHASE_CONVERT, ModelSource
 from core.errors import BackbenchError, ModelFileError, UsageError
 from core.measure.environment import manifest as host_manifest
+from core.measure.runtimes import WorkerRuntime, with_runtime
 from core.measure.supervisor import CaseObserver, CaseRunner, run_inline
 from core.measure.worker import WorkerJob
 from core.results import Case, FailureKind, Measurement, Run, RunSpec, Status
@@ -90,11 +91,12 @@ def time_summary(measurements: list[Measurement], wall_s: float) -> TimeSummary:
     return TimeSummary(wall_s=wall_s, measuring_s=measuring, cases=len(measurements))
 
 
-def validate_spec(spec: RunSpec) -> RunSpec:
+def validate_spec(spec: RunSpec, runtime: WorkerRuntime | None = None) -> RunSpec:
     """Fail before anything runs: unknown models (with suggestions), model and weights
     files that are missing or of the wrong format, an unavailable backend or device, an
     unsupported precision. Returns the spec with model file paths made absolute (workers
-    may run in another directory)."""
+    may run in another directory). With a worker ``runtime`` the backend, device and
+    precision are checked on that runtime's interpreter, where the cases run."""
     from core.backends import check_case
     from core.zoo.files import check_weights_file
 
@@ -114,8 +116,30 @@ def validate_spec(spec: RunSpec) -> RunSpec:
         check_weights_file(path)
     spec = replace(spec, models=tuple(models))
     spec.check_size()
-    check_case(spec.cases()[0])
+    check_runtime(spec, runtime)
+    if runtime is not None:
+        runtime.check_case(spec.cases()[0])
+    else:
+        check_case(spec.cases()[0])
     return spec
+
+
+def check_runtime(spec: RunSpec, runtime: WorkerRuntime | None) -> None:
+    """The spec's runtime name and the runtime the workers will use must agree, and a
+    runtime needs worker processes (it is another interpreter)."""
+    if spec.runtime is None and runtime is None:
+        return
+    if spec.runtime is None or runtime is None or runtime.name != spec.runtime:
+        raise UsageError(
+            f"The run asks for worker runtime {spec.runtime!r}, but its workers would run on "
+            f"{runtime.name if runtime is not None else 'this interpreter'!r}."
+        )
+    if not spec.isolate:
+        raise UsageError(
+            f"--runtime {spec.runtime} runs workers on another interpreter; --no-isolate "
+            "measures in this process.",
+            "Leave out --no-isolate.",
+        )
 
 
 def _complexity_fields(model: str) -> dict[str, Any]:
@@ -166,6 +190,12 @@ def run_sweep(
         spec = resume.spec
     owned = case_runner is None
     runner = case_runner or CaseRunner()
+    try:
+        check_runtime(spec, runner.runtime)
+    except BaseException:
+        if owned:
+            runner.close()
+        raise
     runner.start = spec.worker_start
     runner.disturbed_threshold = spec.disturbed_threshold
     if spec.max_mem_mb:
@@ -187,9 +217,14 @@ def run_sweep(
             store.set_run_status(run.id, RUN_RUNNING)
         else:
             if validate:
-                spec = validate_spec(spec)
+                spec = validate_spec(spec, runner.runtime)
+            if manifest is None:
+                manifest = host_manifest()
+                if runner.runtime is not None:
+                    # The worker interpreter's own Python and packages, not this one's.
+                    manifest = with_runtime(manifest, runner.runtime)
             with store.transaction():  # nobody can claim the new run before this sweep
-                run = store.create_run(spec, manifest if manifest is not None else host_manifest(), name=spec.name)
+                run = store.create_run(spec, manifest, name=spec.name)
                 lease = store.acquire_run_lease(run.id)
             done = set()
     except BaseException:

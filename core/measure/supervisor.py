@@ -54,6 +54,7 @@ from core.measure.pipe import (
     FrameDecoder,
 )
 from core.measure.preload import preload_key
+from core.measure.runtimes import WorkerRuntime
 from core.measure.worker import TASK_CHECK_CONVERTED, TASK_CONVERT, TASK_MEASURE, WorkerJob
 from core.results import (
     DEFAULT_DISTURBED_THRESHOLD,
@@ -252,6 +253,11 @@ class CaseRunner:
     frameworks once (core.measure.zygote), falling back to fork+exec where that is
     unsafe or unavailable; ``"exec"`` always starts a fresh interpreter. Either way a
     case has a process of its own. ``close()`` (or ``with``) stops the fork servers.
+
+    With a ``runtime`` (core.measure.runtimes), workers and their fork server run on
+    that interpreter, with its PYTHONPATH, and each case records the runtime's name;
+    conversions (torch to ONNX, which that interpreter may lack) run on this one, in
+    the format the runtime's own check asked for.
     """
 
     def __init__(
@@ -262,11 +268,18 @@ class CaseRunner:
         env: dict[str, str] | None = None,
         start: str = WORKER_START_FORK,
         disturbed_threshold: float = DEFAULT_DISTURBED_THRESHOLD,
+        runtime: WorkerRuntime | None = None,
     ) -> None:
         self.worker_command = list(worker_command or default_worker_command())
         self.limits = limits or PhaseLimits()
         self.max_mem_mb = max_mem_mb
         self.env = env
+        # Conversions run here unless a runtime moves the workers elsewhere.
+        self.convert_command = list(self.worker_command)
+        self.convert_env = env
+        self.runtime: WorkerRuntime | None = None
+        if runtime is not None:
+            self.use_runtime(runtime)
         self.start = start
         self.disturbed_threshold = disturbed_threshold
         # --max-mem-mb by a memory cgroup per case where one can be made (else RLIMIT_AS).
@@ -275,6 +288,18 @@ class CaseRunner:
         self._servers_lock = threading.RLock()  # conversions start servers from threads
         # Why a case's worker was exec'd rather than forked, by preload set.
         self.fallbacks: dict[str, str] = {}
+
+    def use_runtime(self, runtime: WorkerRuntime) -> None:
+        """Run the workers (and their fork server) on ``runtime``; before any case."""
+        self.runtime = runtime
+        self.worker_command = runtime.worker_command()
+        self.env = runtime.env(self.convert_env)
+
+    def _command_for(self, key: str) -> tuple[list[str], dict[str, str] | None]:
+        """The worker command and environment of a preload set's processes."""
+        if key == preload_key(None, convert=True):
+            return self.convert_command, self.convert_env
+        return self.worker_command, self.env
 
     # -- fork servers --------------------------------------------------------------------
 
@@ -294,14 +319,15 @@ class CaseRunner:
 
     def _prestart(self, backend: Backend | str) -> None:
         key = preload_key(backend)
-        command = zygote_command(self.worker_command)
+        worker_command, env = self._command_for(key)
+        command = zygote_command(worker_command)
         if self.start != WORKER_START_FORK or key in self.fallbacks or command is None:
             return
         if not hasattr(os, "fork") or not hasattr(os, "mkfifo"):
             return
         server = self._servers.get(key)
         if server is None:
-            server = self._servers[key] = ForkServer(command, key, self.env)
+            server = self._servers[key] = ForkServer(command, key, env)
         try:
             server.launch()
         except ForkServerError as exc:
@@ -316,7 +342,8 @@ class CaseRunner:
             return None
         if key in self.fallbacks:
             return None
-        command = zygote_command(self.worker_command)
+        worker_command, env = self._command_for(key)
+        command = zygote_command(worker_command)
         if command is None:
             self.fallbacks[key] = "the worker command is not backbench's worker"
             return None
@@ -325,7 +352,7 @@ class CaseRunner:
             return None
         server = self._servers.get(key)
         if server is None:
-            server = self._servers[key] = ForkServer(command, key, self.env)
+            server = self._servers[key] = ForkServer(command, key, env)
         try:
             server.start()
         except ForkServerError as exc:
@@ -427,6 +454,8 @@ class CaseRunner:
             spawned.close()
         outcome.exit_status = status
         outcome.conditions["start"] = spawned.child.start
+        if self.runtime is not None:
+            outcome.conditions["runtime"] = self.runtime.name
         if spawned.child.start == WORKER_START_EXEC and self.start == WORKER_START_FORK:
             key = preload_key(job.case.backend, job.task == TASK_CONVERT)  # a check: the backend's own
             if key in self.fallbacks:
@@ -447,7 +476,11 @@ class CaseRunner:
             return check
         if check.get("cached"):
             return Conversion(seconds=time.monotonic() - t_start, converted=False, path=check.get("path"))
-        done = self._conversion_task(replace(job, task=TASK_CONVERT, fault=None), cancel)
+        # The format the measuring interpreter reads (ONNX at opset 13 for OpenVINO
+        # 2022.3), which the converter may not choose by itself on another interpreter.
+        fmt = check.get("format")
+        convert_job = replace(job, task=TASK_CONVERT, fault=None, convert_format=str(fmt) if fmt else None)
+        done = self._conversion_task(convert_job, cancel)
         if isinstance(done, Measurement):
             return done
         return Conversion(
@@ -504,24 +537,25 @@ class CaseRunner:
         return _Spawned(_ForkedChild(server, pid), read_fd, stderr, t_spawn, stderr_path)
 
     def _exec(self, job: WorkerJob) -> _Spawned | str:
+        worker_command, env = self._command_for(preload_key(job.case.backend, job.task == TASK_CONVERT))
         read_fd, write_fd = os.pipe()
         stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by run()
         t_spawn = time.perf_counter_ns()
         try:
             proc = subprocess.Popen(
-                [*self.worker_command, "--fd", str(write_fd), "--parent-pid", str(os.getpid())],
+                [*worker_command, "--fd", str(write_fd), "--parent-pid", str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr_file,
                 pass_fds=(write_fd,),
                 start_new_session=True,
-                env=self.env,
+                env=env,
                 cwd=os.getcwd(),
             )
         except OSError as exc:
             os.close(read_fd)
             stderr_file.close()
-            return f"could not start the worker {self.worker_command[0]!r}: {exc.strerror or exc}"
+            return f"could not start the worker {worker_command[0]!r}: {exc.strerror or exc}"
         finally:
             os.close(write_fd)
         try:

@@ -72,6 +72,9 @@ class WorkerJob:
     # "VERSION:PATH" of the memory cgroup the supervisor made for this case (max_mem_mb),
     # which the worker joins as the model starts to load; None: RLIMIT_AS bounds it.
     mem_cgroup: str | None = None
+    # A conversion's target when the measuring interpreter is another one (a worker
+    # runtime): "ir" or "onnx:OPSET", as that interpreter's check-converted answered.
+    convert_format: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +86,7 @@ class WorkerJob:
             "task": self.task,
             "threads": self.threads,
             "mem_cgroup": self.mem_cgroup,
+            "convert_format": self.convert_format,
         }
 
     @classmethod
@@ -97,6 +101,7 @@ class WorkerJob:
             task=str(data.get("task") or TASK_MEASURE),
             threads=int(data["threads"]) if data.get("threads") else None,
             mem_cgroup=str(data["mem_cgroup"]) if data.get("mem_cgroup") else None,
+            convert_format=str(data["convert_format"]) if data.get("convert_format") else None,
         )
 
 
@@ -418,23 +423,40 @@ def check_converted(job: WorkerJob) -> dict[str, Any]:
         with forbid_conversion():
             converted = ensure_converted(job.case, job.source)
     except ConversionMissing:
-        return {"task": TASK_CHECK_CONVERTED, "cached": False, "t_ns": time.perf_counter_ns()}
+        return {
+            "task": TASK_CHECK_CONVERTED, "cached": False, "format": _conversion_format(job),
+            "t_ns": time.perf_counter_ns(),
+        }  # fmt: skip
     return {
         "task": TASK_CHECK_CONVERTED, "cached": True,
         "path": str(converted.path) if converted else None, "t_ns": time.perf_counter_ns(),
     }  # fmt: skip
 
 
+def _conversion_format(job: WorkerJob) -> str | None:
+    """The file this interpreter's backend reads for the case's model ("ir",
+    "onnx:OPSET"), for a converter on another interpreter; None: its own default."""
+    from core.backends import get_backend
+
+    which = getattr(get_backend(job.case.backend), "conversion_format", None)
+    return which() if which is not None else None
+
+
 def convert_for(job: WorkerJob) -> dict[str, Any]:
-    """Convert the case's model for its backend (OpenVINO IR, ONNX), into the cache."""
-    from core.backends import ensure_converted
+    """Convert the case's model for its backend (OpenVINO IR, ONNX), into the cache, or
+    into ``job.convert_format`` (what a worker runtime's interpreter reads)."""
+    from core.backends import ensure_converted, needs_conversion
+    from core.backends.convert import ensure_format
 
     t0 = time.perf_counter_ns()
     if job.threads:
         import torch
 
         torch.set_num_threads(job.threads)
-    converted = ensure_converted(job.case, job.source)
+    if job.convert_format and needs_conversion(job.case):
+        converted = ensure_format(job.source, job.convert_format)
+    else:
+        converted = ensure_converted(job.case, job.source)
     return {
         "task": TASK_CONVERT,
         "converted": bool(converted and converted.converted),

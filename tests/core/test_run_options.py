@@ -54,6 +54,7 @@ EVERY_REMOTE_FIELD: dict[str, Any] = {
     "max_mem_mb": 4096,
     "measure_timeout_s": 900.0,
     "worker_start": "exec",
+    "runtime": "openvino-2022.3",
 }
 
 
@@ -110,7 +111,7 @@ def test_run_declares_exactly_its_flags() -> None:
         "-m", "--model", "--suite", "--backend", "--device", "--precision", "--batch",
         "--mode", "--target-ci", "--min-iters", "--max-time", "--name", "--weights",
         "--no-isolate", "--retry-disturbed", "--disturbed-threshold", "--max-mem-mb",
-        "--measure-timeout", "--worker-start",
+        "--measure-timeout", "--worker-start", "--runtime",
     }  # fmt: skip
     # The spec fields with no flag stay without one.
     assert not any(run_options.option(f).flags for f in
