@@ -76,7 +76,7 @@ py_abs=$(cd "$venv" && pwd)/bin/python
 cat <<EOF
 # Paste into ~/.config/backbench/config.toml (backbench run --runtime $name) or
 # /etc/backbench/agent.toml (backbench agent --config ...; clients: --runtime $name):
-[runtimes.$name]
+[runtimes."$name"]
 python = "$py_abs"
 pythonpath = ["$repo"]
 description = "OpenVINO 2022.3.2 on CPython 3.10 (NCS2 / MYRIAD)"

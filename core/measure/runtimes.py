@@ -6,7 +6,7 @@ only for Python 3.10 and cannot be installed beside a current OpenVINO, so an ed
 measures with workers on another interpreter (``packaging/edge-runtime.sh`` makes one).
 A runtime is configured by name, in TOML::
 
-    [runtimes.openvino-2022.3]
+    [runtimes."openvino-2022.3"]
     python = "/opt/backbench-edge/bin/python"     # required: absolute, executable
     pythonpath = ["/opt/backbench/src"]            # optional: the folder holding core/
     description = "OpenVINO 2022.3.2 on CPython 3.10 (NCS2)"   # optional
