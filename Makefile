@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: run test venv lint clean test-deps edge-runtime
+.PHONY: run test venv lint clean test-deps edge-runtime bundles test-bundles package package-full
 
 venv: $(STAMP)
 
@@ -46,6 +46,28 @@ test-deps:
 EDGE_VENV ?= .venv-edge
 edge-runtime: $(STAMP)
 	@bash packaging/edge-runtime.sh $(EDGE_VENV)
+
+# PyInstaller one-folder bundles, each built from its own clean venv under build/bundles:
+# the GUI (no torch, no openvino) and the edge agent (openvino + onnxruntime, no torch).
+BUNDLES ?= dist/bundles
+bundles: $(STAMP)
+	$(PY) packaging/bundles.py build gui agent-edge --out $(BUNDLES)
+
+# CI's second step (.ci/run): build both bundles, run their --version and --self-test,
+# and build and install the .debs from them into a scratch root.
+test-bundles: bundles
+	BACKBENCH_BUNDLES=$(BUNDLES) $(PY) -m pytest -q -p no:cacheprovider tests/bundles \
+	    tests/packaging/test_packages.py::test_real_bundles
+
+# The installers: backbench-agent and backbench-gui .debs and a tarball with install.sh.
+package: bundles
+	$(PY) packaging/build_packages.py --bundles $(BUNDLES) --out dist/packages
+
+# The full agent (torch, torchvision, openvino): built outside CI (about 5 GB).
+package-full: $(STAMP)
+	$(PY) packaging/bundles.py build agent-full --out $(BUNDLES)
+	$(PY) packaging/build_packages.py --bundles $(BUNDLES) --out dist/packages-full \
+	    --agent-flavour full --compression zstd agent
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core service gui tests bench

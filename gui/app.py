@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="open a results store, CSV or JSON file at start")  # fmt: skip
     parser.add_argument("--reset-layout", action="store_true", help="ignore the saved window layout")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="open the main window (offscreen where there is no display), analyse sample data, "
+        "close it; exit 0 only if all of it worked",
+    )
     return parser
 
 
@@ -48,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.self_test:
+        from gui.selftest import use_offscreen_without_display
+
+        use_offscreen_without_display()
     from gui.platform_check import missing_libraries_message, missing_xcb_libraries, wants_xcb
 
     if wants_xcb():
@@ -64,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Install them with `pip install 'backbench[gui]'`.\n"
         )
         return 1
+    if args.self_test:
+        from gui.selftest import run_self_test
+
+        return run_self_test(qt_args)
     window = MainWindow(restore=not args.reset_layout, local_socket=args.socket)
     window.show()
     if args.import_path and hasattr(window.results_view, "import_file"):

@@ -305,8 +305,13 @@ def run_agent(config: AgentConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--self-test" in args:  # before the agent's options: it starts an agent of its own
+        from service.selftest import main as self_test
+
+        return self_test([a for a in args if a != "--self-test"])
     try:
-        config = parse_config(argv)
+        config = parse_config(args)
     except BackbenchError as exc:
         sys.stderr.write(f"backbench-agent: error: {exc}\n")
         return EXIT_ERROR

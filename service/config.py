@@ -106,6 +106,12 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = PhaseLimits()
     parser.add_argument("--version", action="version", version=f"backbench-agent {__version__}")
     parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="start an agent of its own on a temporary socket, measure a tiny model through "
+        "it, and exit 0 only if everything worked",
+    )
+    parser.add_argument(
         "--socket", help=f"Unix socket to listen on (default {default_socket_path()})"
     )
     parser.add_argument("--db", help=f"results store and job queue (default {default_agent_db()})")

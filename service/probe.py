@@ -84,6 +84,8 @@ class Prober:
         self.command: list[str] | None = None
         if len(command) >= 3 and command[1] == "-m":  # `<python> -m <worker module>`
             self.command = [command[0], "-m", "service.probe"]
+        elif getattr(sys, "frozen", False) and command[1:] == ["worker"]:
+            self.command = [command[0], "probe"]  # the bundle's own probe (its entry script)
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._devices: tuple[float, dict[str, list[str]]] | None = None
