@@ -6,7 +6,8 @@ models. A remote agent's tunnel that drops after it had worked (ssh exited: netw
 gone, host rebooted, sshd restarted) is reopened with a growing delay (1 s, 2 s, 4 s, ...
 up to 30 s) at most RECONNECT_ATTEMPTS times, saying "reconnecting" meanwhile; then it
 gives up and says so until the user presses Reconnect (or F5). A tunnel that never came
-up is not retried: that is a set-up problem (host name, key, options) that ssh named.
+up is not retried: that is a set-up problem (host name, key, options) that ssh named;
+nor is a failure that no retry can mend (ssh missing, a refused option or config file).
 While the tunnel is up, the agent client reconnects by itself (an agent that restarts).
 ``AgentRegistry`` is the list of connections that every view watches; it saves the list
 to the settings. No widgets here: ``gui.agents_panel`` shows this model.
@@ -161,7 +162,13 @@ class AgentConnection(QObject):
             self._handshake_in_tunnel = False
             self._recovering = True
             self.reconnect_attempts = 0
-        if self._recovering:
+        if self._recovering and self.tunnel is not None and self.tunnel.permanent_error:
+            self._recovering = False  # ssh missing, a refused option...: trying again cannot help
+            self._tunnel_retry.stop()
+            self.reconnect_text = (f"Lost the SSH tunnel to {self.spec.ssh_host} and will not retry: "
+                                   f"{message} Fix that, then press Reconnect.")  # fmt: skip
+            logger.warning("%s", self.reconnect_text)
+        elif self._recovering:
             self._schedule_reopen(message)
         self.client.close()
         self.changed.emit()

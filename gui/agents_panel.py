@@ -28,7 +28,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.protocol.address import SYSTEM_SOCKET, check_ssh_options, ssh_config_problem
+from core.protocol.address import (
+    SYSTEM_SOCKET,
+    check_ssh_options,
+    ssh_config_problem,
+    ssh_host_problem,
+)
 from gui.agent_client import ClientState
 from gui.agents import AgentConnection, AgentRegistry
 from gui.settings import LOCAL_KIND, SSH_KIND, AgentSpec, default_local_socket
@@ -54,8 +59,9 @@ class AddAgentDialog(QDialog):
         self.name.setPlaceholderText("defaults to the host name")
         self.options = QLineEdit()
         self.options.setPlaceholderText("e.g. Port=2222 IdentityFile=~/.ssh/lab (optional)")
-        self.options.setToolTip("`ssh -o` options, separated by spaces (quote one that holds a space). "
-                                "Options that run commands (ProxyCommand...) belong in an ssh config file.")  # fmt: skip
+        self.options.setToolTip("`ssh -o` options, separated by spaces (quote one that holds a space): only "
+                                "those that say how to reach and log in (Port, User, IdentityFile, ProxyJump...). "
+                                "Others (ProxyCommand...) belong in an ssh config file you own.")  # fmt: skip
         self.config = QLineEdit()
         self.config.setPlaceholderText("read instead of ~/.ssh/config (optional)")
         form = QFormLayout(self)
@@ -76,6 +82,9 @@ class AddAgentDialog(QDialog):
             return None
         name = self.name.text().strip() or host or path
         if host:
+            problem = ssh_host_problem(host)
+            if problem is not None:
+                raise ValueError(problem)
             return AgentSpec(name=name, kind=SSH_KIND, ssh_host=host, remote_socket=path,
                              ssh_options=self.ssh_options(), ssh_config=self.config.text().strip())  # fmt: skip
         return AgentSpec(name=name, kind=LOCAL_KIND, socket_path=path)
@@ -133,9 +142,11 @@ class AgentsPanel(QWidget):
     def add_remote(self, host: str, remote_socket: str = SYSTEM_SOCKET, name: str | None = None,
                    ssh_options: tuple[str, ...] = (), ssh_config: str = "") -> AgentConnection:  # fmt: skip
         """Add an agent reached over SSH; ``ssh_options`` are extra ``-o`` options and
-        ``ssh_config`` an ssh config file (``-F``). ValueError for a refused option."""
-        if not host or host.startswith("-"):
-            raise ValueError(f"not an SSH host: {host!r}")
+        ``ssh_config`` an ssh config file (``-F``). ValueError for a refused option, host
+        or config file (``core.protocol.address``)."""
+        problem = ssh_host_problem(host)
+        if problem is not None:
+            raise ValueError(problem)
         check_ssh_options(ssh_options)
         problem = ssh_config_problem(ssh_config) if ssh_config else None
         if problem is not None:

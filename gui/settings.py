@@ -18,6 +18,7 @@ from PySide6.QtCore import QByteArray, QSettings
 from core.protocol.address import (
     SYSTEM_SOCKET,
     ssh_config_problem,
+    ssh_host_problem,
     ssh_option_problem,
     user_socket_path,
 )
@@ -75,10 +76,12 @@ class AgentSpec:
 
     @classmethod
     def from_dict(cls, data: Any) -> AgentSpec | None:
-        """None when ``data`` is not a usable agent entry. An entry whose ssh options
-        would run a command (ProxyCommand, LocalCommand...: ``ssh_option_problem``) is
-        not usable either: a settings file may have been copied or edited by someone
-        else, and such options belong in an ssh config file the user chose."""
+        """None when ``data`` is not a usable agent entry. An entry with an ssh option
+        outside the allowed list (``ssh_option_problem``), a host that is not a plain
+        ``[user@]host`` (``ssh_host_problem``) or an ssh config file that another user
+        could have written (``ssh_config_problem``) is not usable either: a settings file
+        may have been copied or edited by someone else, and options that run commands
+        belong in an ssh config file the user owns."""
         if not isinstance(data, dict):
             return None
         keys = ("name", "kind", "socket_path", "ssh_host", "remote_socket", "ssh_config")
@@ -91,6 +94,8 @@ class AgentSpec:
         problems = [ssh_option_problem(o) for o in options]
         if text["ssh_config"]:
             problems.append(ssh_config_problem(text["ssh_config"]))
+        if text["kind"] == SSH_KIND and text["ssh_host"]:
+            problems.append(ssh_host_problem(text["ssh_host"]))
         refused = next((p for p in problems if p is not None), None)
         if refused is not None:
             logger.warning("Ignoring the agent %r of the settings: %s", text["name"], refused)

@@ -56,6 +56,9 @@ class SshTunnel(QObject):
         self.folder: Path | None = None
         self.is_ready = False
         self.last_error = ""
+        # The last failure cannot go away by trying again (ssh missing or not runnable, a
+        # refused option, host or config file): the caller should not retry it.
+        self.permanent_error = False
         # ssh's last "channel N: open failed" line while the forward is up: a client that
         # connected to the local socket found no agent on the remote one.
         self.channel_error = ""
@@ -87,15 +90,17 @@ class SshTunnel(QObject):
 
     def start(self) -> None:
         self.stop()
+        self.permanent_error = False
         exe = shutil.which(self.ssh)
         if exe is None:
             self._fail(f"ssh is not installed here, so {self.host} cannot be reached. "
-                       "Install an OpenSSH client (e.g. `apt install openssh-client`).")  # fmt: skip
+                       "Install an OpenSSH client (e.g. `apt install openssh-client`).", permanent=True)  # fmt: skip
             return
-        try:  # a refused option (one that runs commands) never reaches ssh
+        try:  # a refused option, host or config file never reaches ssh (checked now: the
+            # config file is read now, and may have changed since the agent was added)
             ssh_forward_args(self.host, "", self.remote_socket, self.options, self.config)
         except ValueError as exc:
-            self._fail(f"Will not run ssh for {self.host}: {exc}.")
+            self._fail(f"Will not run ssh for {self.host}: {exc}.", permanent=True)
             return
         # A private 0700 folder: only this user can reach the forwarded socket.
         self.folder = Path(tempfile.mkdtemp(prefix="backbench-ssh-"))
@@ -173,7 +178,8 @@ class SshTunnel(QObject):
     def _on_process_error(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.ProcessError.FailedToStart:
             self._cleanup_after_exit()
-            self._fail(f"Could not start ssh to reach {self.host}: {self._process_error_text()}")
+            self._fail(f"Could not start ssh to reach {self.host}: {self._process_error_text()}",
+                       permanent=True)  # fmt: skip
 
     def _process_error_text(self) -> str:
         return self._process.errorString() if self._process is not None else "unknown error"
@@ -195,7 +201,8 @@ class SshTunnel(QObject):
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, *, permanent: bool = False) -> None:
         self.last_error = message
+        self.permanent_error = permanent
         logger.warning("%s", message)
         self.failed.emit(message)

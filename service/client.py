@@ -34,6 +34,7 @@ from core.protocol.address import (
     socket_dir_problem,
     ssh_config_problem,
     ssh_forward_args,
+    ssh_host_problem,
 )
 from core.protocol.codes import PROTOCOL_VERSION
 from core.protocol.framing import FrameError, LineDecoder, encode
@@ -183,7 +184,9 @@ class SshTunnel:
     """``ssh -N -L local.sock:remote.sock -- [user@]host`` for the life of the object.
 
     ``options`` are extra ``ssh -o`` options and ``config`` an ssh config file (``-F``);
-    a refused option (``core.protocol.address.ssh_option_problem``) is a UsageError.
+    a refused option (``core.protocol.address.ssh_option_problem``), a host that is not a
+    plain ``[user@]host`` (``ssh_host_problem``) or a config file that another user could
+    have written (``ssh_config_problem``) is a UsageError.
     ssh's stderr goes to a file in the tunnel's private folder (never a pipe that could
     fill up and stall it), so its messages can be read at any time: ``ssh_message()``.
     """
@@ -202,6 +205,9 @@ class SshTunnel:
         self.remote_socket = remote_socket
         self.ssh = ssh
         self.wait_s = wait_s
+        problem = ssh_host_problem(host)
+        if problem is not None:
+            raise UsageError(f"{problem}.", "Give --ssh [user@]host, or an alias of your ssh config.")
         try:
             self.options = check_ssh_options(options)
         except ValueError as exc:
@@ -237,20 +243,35 @@ class SshTunnel:
                 "ssh is not installed here.", "Install an OpenSSH client, or use --socket."
             )
         self.folder = Path(tempfile.mkdtemp(prefix="backbench-ssh-"))  # mode 0700
-        args = ssh_forward_args(
-            self.host, str(self.local_socket), self.remote_socket, self.options, self.config
-        )
+        try:  # interrupted (Ctrl-C) or failed: no ssh and no private folder left behind
+            return self._start_and_wait(exe)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_and_wait(self, exe: str) -> Path:
+        try:  # the config file is checked again: it is read now, not when we were made
+            args = ssh_forward_args(
+                self.host, str(self.local_socket), self.remote_socket, self.options, self.config
+            )
+        except ValueError as exc:
+            raise UsageError(f"{exc}.") from None
         command = [exe, *args]
         log.info("Opening the tunnel: %s", " ".join(command))
-        with open(self.folder / SSH_STDERR_NAME, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
-            )
+        try:
+            with open(self.local_socket.parent / SSH_STDERR_NAME, "wb") as stderr:
+                self.proc = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+                )
+        except OSError as exc:
+            raise AgentUnavailableError(
+                f"Could not run {exe} to reach {self.host}: {exc.strerror or exc}.",
+                "Check the OpenSSH client (`ssh -V`), or use --socket.",
+            ) from None
         deadline = time.monotonic() + self.wait_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 message = _last_line(self.ssh_message())
-                self.close()
                 raise AgentUnavailableError(
                     f"ssh to {self.host} failed (exit status {self.proc.returncode}): "
                     f"{message or 'no message'}",
@@ -261,7 +282,6 @@ class SshTunnel:
                 return self.local_socket
             time.sleep(0.05)
         message = _last_line(self.ssh_message())
-        self.close()
         raise AgentUnavailableError(
             f"The SSH tunnel to {self.host} did not come up within {self.wait_s:.0f} s"
             + (f": {message}" if message else "."),

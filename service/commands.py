@@ -112,13 +112,15 @@ def _add_remote(sub: Any) -> None:
         action="append",
         default=[],
         help="an `ssh -o` option for --ssh, e.g. Port=2222 or IdentityFile=~/.ssh/lab "
-        "(repeatable; options that run commands, such as ProxyCommand, are refused: "
-        "put those in an ssh config file)",
+        "(repeatable; only options that say how to reach and log in to the host are "
+        "allowed, e.g. Port, User, IdentityFile, ProxyJump, ConnectTimeout; others, such "
+        "as ProxyCommand, belong in an ssh config file you own: --ssh-config)",
     )
     p.add_argument(
         "--ssh-config",
         metavar="FILE",
-        help="the ssh config file for --ssh, read instead of ~/.ssh/config (`ssh -F`)",
+        help="the ssh config file for --ssh, read instead of ~/.ssh/config (`ssh -F`); "
+        "it must be yours (or root's) and writable by no one else",
     )
     p.set_defaults(func=cmd_remote)
     rsub = p.add_subparsers(dest="remote_command", metavar="COMMAND")

@@ -26,6 +26,7 @@ from typing import Any
 from core.cli.console import case_progress, console, err_console, print_results_table
 from core.cli.run_options import remote_spec_dict, spec_from_args
 from core.errors import AgentUnavailableError, UsageError
+from core.protocol.address import ssh_config_problem
 from core.protocol.codes import UPLOAD_CHUNK_BYTES
 from core.protocol.events import GAP, JOB_ENDING_EVENTS, TELEMETRY, JobEvent
 from core.results import MEASUREMENT_COLUMNS, Measurement
@@ -65,7 +66,8 @@ def _connected(args: argparse.Namespace) -> Iterator[AgentClient]:
 
 def _ssh_config(path: str | None) -> str | None:
     """``--ssh-config FILE`` as an absolute path; a missing file is a usage error here
-    rather than ssh's less direct message."""
+    rather than ssh's less direct message, and so is one that another user could have
+    written (``ssh -F`` does not check it, and it can run programs: ``ssh_config_problem``)."""
     if path is None:
         return None
     config = Path(path).expanduser()
@@ -73,7 +75,11 @@ def _ssh_config(path: str | None) -> str | None:
         raise UsageError(
             f"No ssh config file at {config}.", "Give an existing file to --ssh-config."
         )
-    return str(config.resolve())
+    resolved = str(config.resolve())
+    problem = ssh_config_problem(resolved)
+    if problem is not None:
+        raise UsageError(f"Will not use {config}: {problem}.")
+    return resolved
 
 
 def main(args: argparse.Namespace) -> int:

@@ -94,16 +94,18 @@ class SshServer:
             f"UserKnownHostsFile={self.known_hosts}",
             "GlobalKnownHostsFile=/dev/null",
             "StrictHostKeyChecking=yes",
-            "BatchMode=yes",
             "ConnectTimeout=5",
-        ]
+        ]  # BatchMode=yes too, but the tunnel sets it itself (a user's would be refused)
 
-    def client_config(self) -> Path:
-        """The same as an ssh config file, for ``ssh -F``."""
-        path = self.folder / "ssh_config"
-        lines = ["Host 127.0.0.1"]
+    def client_config(self, extra: tuple[str, ...] = (), name: str = "ssh_config") -> Path:
+        """The same as an ssh config file, for ``ssh -F`` (mode 0600, as a user's own),
+        with ``extra`` lines (``Key value``) after the others in its Host block."""
+        path = self.folder / name
+        lines = ["Host 127.0.0.1", "    BatchMode yes"]
         lines += [f"    {option.replace('=', ' ', 1)}" for option in self.client_options()]
+        lines += [f"    {line}" for line in extra]
         path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
         return path
 
     # -- the server -------------------------------------------------------------------------

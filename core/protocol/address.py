@@ -20,31 +20,55 @@ SYSTEM_SOCKET = "/run/backbench/agent.sock"
 # BatchMode: neither the GUI nor a scripted `remote` has a terminal for a password prompt,
 # so keys (or an ssh-agent) must do. ExitOnForwardFailure: a forward that cannot bind
 # fails loudly instead of leaving ssh running uselessly. StreamLocalBindUnlink: a socket
-# file left by an earlier tunnel is replaced rather than making the bind fail. ssh keeps
-# the first value it reads for an option, so these win over any given after them.
-SSH_FORWARD_OPTIONS = ("ExitOnForwardFailure=yes", "StreamLocalBindUnlink=yes", "BatchMode=yes")
+# file left by an earlier tunnel is replaced rather than making the bind fail.
+# ControlMaster=no, ControlPath=none: a user's ~/.ssh/config with `ControlMaster auto`
+# and ControlPersist would otherwise hand the forward to a background master that
+# outlives the tunnel (the ssh we own exits at once), or ride on a master already there.
+# ssh keeps the first value it reads for an option, and reads the command line before
+# any config file, so these win over any given after them and over the config's.
+SSH_FORWARD_OPTIONS = (
+    "ExitOnForwardFailure=yes", "StreamLocalBindUnlink=yes", "BatchMode=yes",
+    "ControlMaster=no", "ControlPath=none",
+)  # fmt: skip
 # Defaults that a user's own -o options replace (they come first): a link that died
 # silently (a laptop that slept, a NAT that forgot the connection) ends ssh within about
 # 45 s, so that the GUI notices and reconnects instead of waiting on a dead tunnel.
 SSH_DEFAULT_OPTIONS = ("ServerAliveInterval=15", "ServerAliveCountMax=3")
-# ssh options never accepted as -o options from our command line or the GUI's settings:
-# those that run a program or load code, and those that make the tunnel something other
-# than one forward of the agent's socket in a process we own. A settings file can be
-# copied or edited by others, and a command line is often pasted, so these belong only in
-# an ssh config file the user reads and chooses (~/.ssh/config, or -F FILE).
-REFUSED_SSH_OPTIONS = {
-    **dict.fromkeys(
-        ("proxycommand", "localcommand", "permitlocalcommand", "knownhostscommand",
-         "pkcs11provider", "securitykeyprovider", "xauthlocation", "match", "include"),
-        "runs a program or loads code",
-    ),
-    **dict.fromkeys(
-        ("localforward", "remoteforward", "dynamicforward", "clearallforwardings", "tunnel",
-         "tunneldevice", "forwardagent", "forwardx11", "forwardx11trusted", "remotecommand",
-         "sessiontype", "forkafterauthentication", "controlpersist"),
-        "changes what the tunnel forwards or who owns it",
-    ),
-}  # fmt: skip
+# The only ssh options accepted as -o options from our command line or the GUI's
+# settings (lower case; ssh's keywords are case-insensitive): how to reach and
+# authenticate the host, nothing that runs a program, loads code, or makes the tunnel
+# something other than one forward of the agent's socket in a process we own. A settings
+# file can be copied or edited by others, and a command line is often pasted, so every
+# other option (ProxyCommand, PKCS11Provider and its alias SmartcardDevice, LocalCommand,
+# Match exec...) belongs only in an ssh config file the user owns (~/.ssh/config, or
+# --ssh-config FILE). A deny-list would miss an alias or a keyword of a newer OpenSSH.
+ALLOWED_SSH_OPTIONS = frozenset(
+    k.lower()
+    for k in (
+        "Port", "User", "HostName", "HostKeyAlias", "ProxyJump",
+        "IdentityFile", "IdentitiesOnly", "CertificateFile", "IdentityAgent", "AddKeysToAgent",
+        "ServerAliveInterval", "ServerAliveCountMax", "ConnectTimeout", "ConnectionAttempts",
+        "TCPKeepAlive", "StrictHostKeyChecking", "UserKnownHostsFile", "GlobalKnownHostsFile",
+        "HostKeyAlgorithms", "UpdateHostKeys", "VerifyHostKeyDNS", "CheckHostIP",
+        "HashKnownHosts", "Ciphers", "MACs", "KexAlgorithms", "PubkeyAcceptedAlgorithms",
+        "AddressFamily", "BindAddress", "Compression", "LogLevel", "RekeyLimit", "IPQoS",
+        "PreferredAuthentications", "PubkeyAuthentication", "PasswordAuthentication",
+        "KbdInteractiveAuthentication", "HostbasedAuthentication", "GSSAPIAuthentication",
+    )
+)  # fmt: skip
+# The tunnel's own options (SSH_FORWARD_OPTIONS): never changed by the user's.
+_TUNNEL_OPTIONS = frozenset(o.split("=", 1)[0].lower() for o in SSH_FORWARD_OPTIONS)
+# A host name or address, a [user@]host[:port] ProxyJump hop or --ssh destination: only
+# characters that mean nothing to a shell (ssh runs ProxyJump as a shell command, and
+# before OpenSSH 10.3 does not check the names it puts there), never a leading '-'.
+_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|(?!-)[A-Za-z0-9._-]+)"
+_USER = r"(?!-)[A-Za-z0-9._-]+"
+_HOST_NAME = re.compile(rf"{_HOST}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")  # a bare IPv6 too
+_USER_NAME = re.compile(_USER)
+_DESTINATION = re.compile(rf"(?:ssh://)?(?:{_USER}@)?{_HOST}(?::[0-9]{{1,5}})?")
+# Characters of an ssh config file's name: ssh copies it unquoted into ProxyJump's
+# shell command (`ssh -F FILE -W ...`), so nothing a shell or ssh's %-tokens would read.
+_CONFIG_NAME = re.compile(r"[A-Za-z0-9._/+,:=@~-]+")
 _SSH_OPTION = re.compile(r"\s*([A-Za-z][A-Za-z0-9]*)\s*(?:=|\s)\s*(\S.*)$", re.DOTALL)
 
 
@@ -110,22 +134,58 @@ def socket_dir_hint(folder: str | os.PathLike[str]) -> str:
     )
 
 
+def ssh_host_problem(host: str) -> str | None:
+    """Why ``host`` (the ``[user@]host`` of ``--ssh`` or of a remote agent) cannot be
+    given to ssh, or None: it must be ``[ssh://][user@]host[:port]`` of letters, digits,
+    '.', '_' and '-' (or a bracketed IPv6 address), and not begin with '-'."""
+    if _DESTINATION.fullmatch(host) is None:
+        return (
+            f"{host!r} is not an SSH host: write [user@]host with letters, digits, '.', '_' "
+            "and '-' only (an alias of your ssh config file is fine)"
+        )
+    return None
+
+
+def _value_problem(key: str, value: str) -> str | None:
+    """Why the value of an allowed option that ssh may put in a shell command (through
+    ProxyJump, or a ProxyCommand's %h and %r) is refused, or None."""
+    lower = key.lower()
+    if lower == "proxyjump":
+        if value.lower() == "none":
+            return None
+        bad = [hop for hop in value.split(",") if _DESTINATION.fullmatch(hop) is None]
+        if bad:
+            return (
+                f"the ProxyJump hop {bad[0]!r} is not [user@]host[:port] of letters, digits, "
+                "'.', '_' and '-' (ssh runs ProxyJump through a shell)"
+            )
+    elif lower == "user" and _USER_NAME.fullmatch(value) is None:
+        return f"the ssh User {value!r} holds characters other than letters, digits, '.', '_' and '-'"
+    elif lower in ("hostname", "hostkeyalias") and _HOST_NAME.fullmatch(value) is None:
+        return f"the ssh option {key} {value!r} is not a plain host name or address"
+    return None
+
+
 def ssh_option_problem(option: str) -> str | None:
     """Why ``option`` (the text after ``ssh -o``, ``Key=value`` or ``Key value``) is
-    refused, or None. Only the form and the REFUSED_SSH_OPTIONS are checked; ssh itself
-    reports an option it does not know, or a bad value."""
+    refused, or None. The key must be one of ALLOWED_SSH_OPTIONS, and the values that
+    name hosts or users (ProxyJump, User, HostName, HostKeyAlias) plain names; ssh itself
+    reports a bad value of the others."""
     if any(ord(c) < 32 or ord(c) == 127 for c in option):
         return f"the ssh option {option!r} holds a control character"
     found = _SSH_OPTION.match(option)
     if found is None:
         return f"{option!r} is not an ssh option (write Key=value, e.g. Port=2222)"
-    why = REFUSED_SSH_OPTIONS.get(found.group(1).lower())
-    if why is not None:
+    key, value = found.group(1), found.group(2).strip()
+    if key.lower() in _TUNNEL_OPTIONS:
+        return f"the ssh option {key} is refused here: the tunnel sets it itself"
+    if key.lower() not in ALLOWED_SSH_OPTIONS:
         return (
-            f"the ssh option {found.group(1)} is refused here: it {why}. "
-            "If you need it, put it in an ssh config file (~/.ssh/config, or one given with -F)"
+            f"the ssh option {key} is refused here: it is not in the allowed list (Port, User, "
+            "IdentityFile, ProxyJump, ConnectTimeout... see docs/AGENT.md). Options such as this "
+            "belong in an ssh config file you own (~/.ssh/config, or --ssh-config FILE)"
         )
-    return None
+    return _value_problem(key, value)
 
 
 def check_ssh_options(options: Sequence[str]) -> tuple[str, ...]:
@@ -137,13 +197,44 @@ def check_ssh_options(options: Sequence[str]) -> tuple[str, ...]:
     return tuple(options)
 
 
-def ssh_config_problem(path: str) -> str | None:
-    """Why ``path`` cannot be given to ``ssh -F``, or None (a missing file is ssh's to
-    report, as it does in one line)."""
+def ssh_config_problem(path: str, uid: int | None = None) -> str | None:
+    """Why ``path`` cannot be given to ``ssh -F``, or None. ``ssh -F`` skips the check
+    ssh makes of ~/.ssh/config, and the file can run programs (ProxyCommand), so the same
+    rule applies here: it must belong to this user or root and be writable by no one
+    else, and its folder must not be writable by every user (unless sticky, as /tmp).
+    Its name may hold no character a shell reads (ssh copies it into ProxyJump's shell
+    command). A missing file is ssh's to report, as it does in one line; ``~`` is the
+    home folder."""
     if not path.strip():
         return "the ssh config file is empty text"
     if any(ord(c) < 32 or ord(c) == 127 for c in path):
         return f"the ssh config file name {path!r} holds a control character"
+    full = os.path.expanduser(path)
+    if _CONFIG_NAME.fullmatch(full) is None:
+        return (
+            f"the ssh config file name {full!r} holds characters other than letters, digits "
+            "and ._/+,:=@- (ssh passes it through a shell): move the file or link to it"
+        )
+    uid = os.getuid() if uid is None else uid
+    try:
+        info = os.stat(full)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot inspect the ssh config file {full}: {exc.strerror or exc}"
+    if info.st_uid not in (uid, 0):
+        return f"the ssh config file {full} belongs to another user (uid {info.st_uid})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (
+            f"the ssh config file {full} is writable by others (mode "
+            f"{stat.S_IMODE(info.st_mode):o}): `chmod go-w` it"
+        )
+    try:
+        folder = os.stat(os.path.dirname(os.path.abspath(full)))
+    except OSError:
+        return None
+    if folder.st_mode & stat.S_IWOTH and not folder.st_mode & stat.S_ISVTX:
+        return f"the ssh config file {full} is in a folder every user may write"
     return None
 
 
@@ -160,9 +251,13 @@ def ssh_forward_args(
     ``options`` are extra ``-o`` options: after the standard ones, which they cannot
     change, and before the default ones, which they replace. ``config`` is an ssh config
     file read instead of ~/.ssh/config (``-F``). Raises ValueError for a refused option
-    (``ssh_option_problem``). The ``--`` ends ssh's options, so a host that begins with
-    '-' can never be read as one.
+    (``ssh_option_problem``), a config file that is not trusted (``ssh_config_problem``)
+    or a host that is not a plain ``[user@]host`` (``ssh_host_problem``). The ``--`` ends
+    ssh's options as well, so a host could never be read as one.
     """
+    problem = ssh_host_problem(host)
+    if problem is not None:
+        raise ValueError(problem)
     args = ["-N"]
     if config:
         problem = ssh_config_problem(config)

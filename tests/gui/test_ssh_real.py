@@ -231,3 +231,97 @@ def test_no_agent_on_the_remote_socket_is_named(qtbot, tmp_path: Path, sshd: Ssh
     )
     window.registry.remove("empty")
     assert not connection.tunnel.running
+
+
+# -- the security review of the SSH code --------------------------------------------------
+
+
+def test_loaders_bad_hosts_and_others_config_files_are_refused_on_add_and_load(
+    qtbot, tmp_path: Path, caplog
+) -> None:
+    window = _window(qtbot, tmp_path)
+    panel = window.agents_panel
+    for options in (("SmartcardDevice=/tmp/evil.so",), ("ProxyJump=a;touch /tmp/x",), ("User=$(id)",),
+                    ("ControlMaster=auto",)):  # fmt: skip
+        with pytest.raises(ValueError, match="is refused here|ProxyJump hop|ssh User|tunnel sets it"):
+            panel.add_remote("me@gpu", ssh_options=options)
+    for host in ("-oProxyCommand=id", "me@gpu;id", "$(id)"):
+        with pytest.raises(ValueError, match="is not an SSH host"):
+            panel.add_remote(host)
+    shared = tmp_path / "shared.conf"
+    shared.write_text("Host *\n    ProxyCommand id\n")
+    shared.chmod(0o664)
+    with pytest.raises(ValueError, match="writable by others"):
+        panel.add_remote("me@gpu", ssh_config=str(shared))
+    assert window.registry.connections == [] or all(c.spec.is_remote is False for c in window.registry.connections)
+
+    # A settings file edited to carry any of them: those entries are skipped, with the reason.
+    mine = tmp_path / "mine.conf"
+    mine.write_text("Host gpu\n")
+    mine.chmod(0o600)
+    entries = [
+        {"name": "lib", "kind": "ssh", "ssh_host": "me@gpu", "ssh_options": ["SmartcardDevice=/x.so"]},
+        {"name": "jump", "kind": "ssh", "ssh_host": "me@gpu", "ssh_options": ["ProxyJump=x`id`"]},
+        {"name": "host", "kind": "ssh", "ssh_host": "gpu;id"},
+        {"name": "conf", "kind": "ssh", "ssh_host": "me@gpu", "ssh_config": str(shared)},
+        {"name": "ok", "kind": "ssh", "ssh_host": "me@gpu", "ssh_options": ["ProxyJump=me@bastion:2222"],
+         "ssh_config": str(mine)},
+    ]  # fmt: skip
+    settings = open_settings()
+    settings.setValue("agents/list", json.dumps(entries))
+    assert [a.name for a in load_agents(settings)] == ["ok"]
+    for words in ("SmartcardDevice is refused", "ProxyJump hop", "is not an SSH host", "writable by others"):
+        assert words in caplog.text
+
+
+def test_a_permanent_failure_is_not_retried(
+    qtbot, tmp_path: Path, shared_agent: AgentProcess, sshd: SshServer, fast_reconnect: None
+) -> None:
+    """A tunnel that dropped is reopened, but not when the reason cannot go away by
+    trying again: here its config file became writable by others meanwhile."""
+    window = _window(qtbot, tmp_path)
+    config = sshd.client_config(name="ssh_config_gui")
+    connection = window.agents_panel.add_remote(sshd.host, str(shared_agent.socket_path), name="perm",
+                                                ssh_config=str(config))  # fmt: skip
+    tunnel = connection.tunnel
+    assert tunnel is not None
+    qtbot.waitUntil(lambda: connection.is_connected, timeout=CONNECT_MS)
+    failures: list[str] = []
+    tunnel.failed.connect(failures.append)
+    config.chmod(0o666)
+    try:
+        assert sshd.drop_sessions() > 0
+        qtbot.waitUntil(lambda: "will not retry" in connection.status_text, timeout=CONNECT_MS)
+        assert "writable by others" in connection.status_text and "then press Reconnect" in connection.status_text
+        qtbot.wait(800)  # longer than every retry delay of fast_reconnect
+        assert len(failures) == 2  # the drop, then the one reopening that was refused
+        assert not connection.reconnecting and connection.needs_start and not tunnel.running
+        assert _ssh_children() == []
+    finally:
+        config.chmod(0o600)
+    window.refresh()  # fixed: Reconnect (F5) works again
+    qtbot.waitUntil(lambda: connection.is_connected, timeout=CONNECT_MS)
+    window.registry.remove("perm")
+    assert _ssh_children() == []
+
+
+def test_the_gui_tunnel_with_a_controlmaster_config_works_and_leaves_no_ssh(
+    qtbot, shared_agent: AgentProcess, sshd: SshServer
+) -> None:
+    control = sshd.folder / "cmg"
+    control.mkdir(mode=0o700, exist_ok=True)
+    config = sshd.client_config(("ControlMaster auto", f"ControlPath {control}/%C",
+                                 "ControlPersist 60"), name="ssh_config_cmg")  # fmt: skip
+    before = _tunnel_folders()
+    tunnel = SshTunnel(sshd.host, str(shared_agent.socket_path), config=str(config))
+    with qtbot.waitSignal(tunnel.ready, timeout=CONNECT_MS) as ready:
+        tunnel.start()
+    client = AgentClient(ready.args[0], topics=[], auto_reconnect=False)
+    with qtbot.waitSignal(client.connected, timeout=CONNECT_MS):
+        client.start()
+    client.close()
+    assert tunnel.running
+    with qtbot.waitSignal(tunnel.closed, timeout=5000):
+        tunnel.stop()
+    assert list(control.iterdir()) == [] and _ssh_children() == []
+    assert _tunnel_folders() <= before

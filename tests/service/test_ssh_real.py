@@ -4,6 +4,7 @@ read as one line (a key the server refuses, no agent on the remote socket)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from core.errors import AgentUnavailableError, UsageError
@@ -132,3 +134,132 @@ def test_the_tunnel_object_reaches_the_agent_and_cleans_up(agent: Agent, sshd: S
         explained = tunnel.explain(err.value)
     assert str(explained).startswith(f"ssh to {sshd.host} exited (status 255): ")
     assert "backbench-ssh-" not in str(explained)  # not the private socket's path
+
+
+# -- the security review of the SSH code --------------------------------------------------
+
+
+def _ssh_processes_reading(path: Path) -> list[psutil.Process]:
+    """Live ssh processes whose command line names ``path`` (a config file)."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["name"] == "ssh" and str(path) in " ".join(proc.info["cmdline"] or []):
+                found.append(proc)
+    return found
+
+
+def test_a_config_with_controlmaster_and_controlpersist_does_not_take_the_tunnel(
+    agent: Agent, sshd: SshServer
+) -> None:
+    """A user's config with `ControlMaster auto` + ControlPersist would make ssh fork a
+    master that keeps the forward and is never ended: the tunnel's ControlMaster=no and
+    ControlPath=none win (ssh reads -o first), so it works, closes, and leaves nothing."""
+    control = sshd.folder / "cm"
+    control.mkdir(mode=0o700, exist_ok=True)
+    config = sshd.client_config(("ControlMaster auto", f"ControlPath {control}/%C",
+                                 "ControlPersist 60"), name="ssh_config_cm")  # fmt: skip
+    before = _tunnel_folders()
+    try:
+        jobs = remote(sshd, "--ssh-config", str(config), "--remote-socket", str(agent.socket),
+                      "jobs", options=[])  # fmt: skip
+        assert jobs.returncode == 0, jobs.stderr + sshd.log_tail()
+        assert "Jobs on" in jobs.stdout
+        tunnel = SshTunnel(sshd.host, str(agent.socket), config=str(config))
+        with tunnel as local, AgentClient(local, timeout_s=30) as client:
+            assert "jobs" in client.call("status")
+            assert tunnel.proc is not None and tunnel.proc.poll() is None  # ssh stays ours
+        assert tunnel.proc.returncode is not None
+        assert list(control.iterdir()) == []  # no master socket was ever made
+        assert _sessions_end(sshd)
+        assert _ssh_processes_reading(config) == []  # no background master left
+        assert _tunnel_folders() <= before
+    finally:
+        for proc in _ssh_processes_reading(config):
+            proc.kill()
+
+
+def test_a_config_file_another_user_could_write_is_refused(sshd: SshServer, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    config = tmp_path / "shared.conf"
+    config.write_text(f"Host *\n    ProxyCommand touch {marker}\n")
+    config.chmod(0o666)
+    done = remote(sshd, "--ssh-config", str(config), "jobs", options=[])
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "is writable by others" in done.stderr and not marker.exists()
+    config.chmod(0o600)
+    if os.getuid() == 0:  # a file of another user (root may hand it over)
+        os.chown(config, 1234, 1234)
+        done = remote(sshd, "--ssh-config", str(config), "jobs", options=[])
+        assert done.returncode == 2 and "belongs to another user (uid 1234)" in done.stderr
+        assert not marker.exists()
+        os.chown(config, 0, 0)
+    config.chmod(0o620)
+    with pytest.raises(UsageError, match="writable by others"):
+        SshTunnel(sshd.host, config=str(config))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--ssh-option", "SmartcardDevice={lib}"], ["--ssh-option", "ProxyJump=x;touch {marker}"],
+     ["--ssh-option", "User=$(touch {marker})"], ["--ssh-option", "ControlMaster=auto"]],
+)  # fmt: skip
+def test_loaders_and_shell_words_are_refused_before_ssh_runs(
+    sshd: SshServer, tmp_path: Path, args: list[str]
+) -> None:
+    marker = tmp_path / "ran"
+    filled = [a.format(lib=tmp_path / "evil.so", marker=marker) for a in args]
+    before = _tunnel_folders()
+    done = subprocess.run(
+        [sys.executable, "-m", "core.cli", "remote", "--ssh", sshd.host, *filled, "jobs"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "is refused here" in done.stderr or "ProxyJump hop" in done.stderr or "ssh User" in done.stderr
+    assert not marker.exists() and _tunnel_folders() <= before
+
+
+@pytest.mark.parametrize("host", ["-oProxyCommand=touch{marker}", "me@h;touch {marker}", "$(touch {marker})"])
+def test_a_host_that_is_not_plain_is_refused(tmp_path: Path, host: str) -> None:
+    marker = tmp_path / "ran"
+    done = subprocess.run(
+        [sys.executable, "-m", "core.cli", "remote", "--ssh=" + host.format(marker=marker), "jobs"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "is not an SSH host" in done.stderr and not marker.exists()
+
+
+def test_an_ssh_that_cannot_run_is_one_line_and_leaves_no_folder(tmp_path: Path) -> None:
+    fake = tmp_path / "ssh"
+    fake.write_bytes(b"\x7fELF not really\n")  # executable bit, but not a program
+    fake.chmod(0o755)
+    before = _tunnel_folders()
+    with pytest.raises(AgentUnavailableError, match=r"Could not run .*ssh to reach gpu: Exec format error"):
+        SshTunnel("gpu", ssh=str(fake)).open()
+    assert _tunnel_folders() <= before
+
+
+def test_an_interrupted_open_ends_ssh_and_leaves_no_folder(tmp_path: Path) -> None:
+    import signal
+
+    fake = tmp_path / "ssh"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")  # an ssh that never brings the socket up
+    fake.chmod(0o755)
+    before = _tunnel_folders()
+    tunnel = SshTunnel("gpu", ssh=str(fake), wait_s=20)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while waiting for the tunnel
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(KeyboardInterrupt):
+            tunnel.open()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert tunnel.proc is not None and tunnel.proc.returncode is not None  # ssh was ended
+    assert tunnel.folder is None and _tunnel_folders() <= before
