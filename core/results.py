@@ -84,7 +84,7 @@ def parse_precision(value: Any) -> Precision:
 # would make a run of millions does not.
 MAX_CASES = 10_000
 # A worker runtime's name (core.measure.runtimes): chosen by name, never by path.
-RUNTIME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+RUNTIME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")  # fullmatch: no "\n" after it
 
 
 def canonical_device(backend: Backend, device: str) -> str:
@@ -588,7 +588,7 @@ class RunSpec:
                 f"Unknown worker start {self.worker_start!r}.",
                 f"Use one of: {', '.join(WORKER_STARTS)}.",
             )
-        if self.runtime is not None and not RUNTIME_NAME.match(self.runtime):
+        if self.runtime is not None and not RUNTIME_NAME.fullmatch(self.runtime):
             raise UsageError(
                 f"--runtime {self.runtime[:60]!r} is not a runtime name: it names a worker "
                 "runtime configured on the measuring host, never an interpreter or a path.",

@@ -9,6 +9,7 @@ Defaults follow DESIGN.md: the socket is ``$RUNTIME_DIRECTORY/agent.sock``
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
@@ -71,6 +72,9 @@ class AgentConfig:
     # clients choose by name; never an interpreter a client names.
     runtimes: dict[str, WorkerRuntime] = field(default_factory=dict)
     config_path: Path | None = None  # the file they came from (None: no file)
+    # (level, line) to log once logging is set up (the dispatcher does, as it starts):
+    # which configuration file was loaded, or why none was.
+    startup_notes: tuple[tuple[int, str], ...] = ()
 
     @property
     def allowed_dirs(self) -> tuple[Path, ...]:
@@ -81,7 +85,14 @@ class AgentConfig:
         """Where this agent's runtimes are configured, for messages."""
         if self.config_path is not None:
             return f"the agent's configuration {self.config_path}"
-        return f"the agent's configuration (--config; default {AGENT_CONFIG}, which does not exist)"
+        return (
+            f"the agent's configuration (--config; default {AGENT_CONFIG}, which does not exist "
+            "or cannot be read by the agent)"
+        )
+
+    def log_startup(self, log: logging.Logger) -> None:
+        for level, line in self.startup_notes:
+            log.log(level, "%s", line)
 
     def runtime(self, name: str) -> WorkerRuntime:
         """The runtime ``name``; UsageError listing the configured ones and where."""
@@ -210,9 +221,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     if getattr(args, "config", None):
         config_path: Path | None = Path(args.config).expanduser().absolute()
         runtimes = load_runtimes(config_path, required=True)
+        note = _loaded_note(config_path, runtimes)
     else:
-        config_path = AGENT_CONFIG if AGENT_CONFIG.exists() else None
-        runtimes = load_runtimes(AGENT_CONFIG, required=False)
+        config_path, runtimes, note = _default_config()
     worker = (
         tuple(shlex.split(args.worker_command))
         if args.worker_command
@@ -251,7 +262,44 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         verbose=args.verbose,
         runtimes=runtimes,
         config_path=config_path,
+        startup_notes=(note,),
     )
+
+
+def _loaded_note(path: Path, runtimes: dict[str, WorkerRuntime]) -> tuple[int, str]:
+    names = ", ".join(sorted(runtimes)) or "none"
+    return logging.INFO, f"Configuration {path}: worker runtimes: {names}"
+
+
+def _default_config() -> tuple[Path | None, dict[str, WorkerRuntime], tuple[int, str]]:
+    """The default configuration file, when there is one that this agent can read.
+
+    A per-user agent run by someone outside the backbench group may be unable to search
+    /etc/backbench (0750) or read the file: it then runs without worker runtimes, as
+    with no file, and says so in its log (a warning), rather than refusing to start. A
+    file it can read but that is bad still stops it, naming the file and the problem.
+    """
+    try:
+        exists = AGENT_CONFIG.exists()
+        readable = exists and os.access(AGENT_CONFIG, os.R_OK)
+    except OSError as exc:  # PermissionError: the folder cannot be searched
+        exists, readable, why = True, False, exc.strerror or str(exc)
+    else:
+        why = "Permission denied"
+    if not exists:
+        return None, {}, (
+            logging.INFO,
+            f"No configuration file ({AGENT_CONFIG} does not exist; --config FILE names one): "
+            "no worker runtimes",
+        )  # fmt: skip
+    if not readable:
+        return None, {}, (
+            logging.WARNING,
+            f"Cannot read the configuration file {AGENT_CONFIG} ({why}): running without "
+            "worker runtimes; --config FILE names one this agent can read",
+        )  # fmt: skip
+    runtimes = load_runtimes(AGENT_CONFIG, required=False)
+    return AGENT_CONFIG, runtimes, _loaded_note(AGENT_CONFIG, runtimes)
 
 
 def parse_config(argv: Sequence[str] | None = None) -> AgentConfig:

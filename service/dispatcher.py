@@ -20,9 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import BackbenchError, StoreError
+from core.errors import BackbenchError, StoreError, UsageError
 from core.measure.runner import RUN_CANCELLED, RUN_INTERRUPTED, SweepObserver, run_sweep
-from core.measure.runtimes import WorkerRuntime, with_runtime
+from core.measure.runtimes import (
+    VERSIONS_TIMEOUT_S,
+    ProbeCancelled,
+    RuntimeProbeError,
+    WorkerRuntime,
+    check_resume_runtime,
+    with_runtime,
+)
 from core.measure.supervisor import CaseObserver, CaseRunner
 from core.measure.worker import WorkerJob
 from core.protocol.events import JobEvent
@@ -190,6 +197,9 @@ class JobDispatcher(threading.Thread):
         }
 
     def run(self) -> None:
+        # Logging is set up after the configuration is read: its notes (which file was
+        # loaded, with which runtimes) are logged here, as the agent starts.
+        self.config.log_startup(log)
         while not self._stopping:
             try:
                 job = self.queue.next_queued()
@@ -239,17 +249,11 @@ class JobDispatcher(threading.Thread):
         observer = _JobObserver(self, job)
         runtime = None
         manifest = self.manifest
-        try:
-            # The job's worker runtime, from this agent's own configuration: the name was
-            # checked at submit, but the configuration may have changed since.
-            if job.spec.runtime is not None:
-                runtime = self.config.runtime(job.spec.runtime)
-                if job.run_id is None:
-                    # The worker interpreter's Python and packages, not the agent's.
-                    manifest = with_runtime(manifest, runtime)
-        except BackbenchError as exc:  # gone from the configuration, or its interpreter broken
-            self._finish(job, FAILED, str(exc))
-            return
+        if job.spec.runtime is not None:
+            prepared = self._prepare_runtime(job)
+            if prepared is None:
+                return
+            runtime, manifest = prepared
         try:
             if job.run_id is None:
                 run = self.store.create_run(
@@ -309,6 +313,41 @@ class JobDispatcher(threading.Thread):
             self._finish(job, CANCELLED, "cancelled by a client", summary)
         else:
             self._finish(job, FINISHED, None, summary)
+
+    def _prepare_runtime(self, job: Job) -> tuple[WorkerRuntime, dict[str, Any]] | None:
+        """The job's worker runtime, from this agent's own configuration (the name was
+        checked at submit, but the configuration may have changed since), and the run's
+        manifest: a new run's records the runtime's interpreter, a resumed run's must be
+        the same runtime as it recorded. Asking the interpreter takes at most
+        VERSIONS_TIMEOUT_S and gives way to a cancel or stop. None when the job ended."""
+        assert job.spec.runtime is not None
+        try:
+            runtime = self.config.runtime(job.spec.runtime)
+            versions = runtime.versions(VERSIONS_TIMEOUT_S, cancel=self._cancel)
+            if job.run_id is None:
+                # The worker interpreter's Python and packages, not the agent's.
+                return runtime, with_runtime(self.manifest, runtime, versions)
+            run = self.store.get_run(job.run_id)
+            check_resume_runtime(run.manifest, runtime, str(run.id), versions)
+            return runtime, self.manifest  # a resumed run keeps its own manifest
+        except ProbeCancelled:
+            if self._stopping:
+                self._finish(job, INTERRUPTED, "the agent was stopped; `resume` finishes the job")
+            else:
+                self._finish(job, CANCELLED, "cancelled by a client")
+        except RuntimeProbeError as exc:
+            # Its stderr is for the log only; clients get what failed and where to look.
+            log.error("Job %d: worker runtime %r: %s\n%s", job.id, job.spec.runtime, exc, exc.detail)
+            self._finish(
+                job, FAILED,
+                f"worker runtime {job.spec.runtime!r} did not answer; the agent's log has the details",
+            )  # fmt: skip
+        except (UsageError, StoreError) as exc:  # gone from the configuration; changed; no run
+            self._finish(job, FAILED, str(exc))
+        except BackbenchError as exc:
+            log.error("Job %d: worker runtime %r: %s", job.id, job.spec.runtime, exc)
+            self._finish(job, FAILED, f"worker runtime {job.spec.runtime!r} cannot be used; the agent's log has the details")
+        return None
 
     def _finish(
         self, job: Job, state: str, reason: str | None, summary: dict[str, Any] | None = None

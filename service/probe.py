@@ -4,8 +4,10 @@ The agent never imports torch, OpenVINO or ONNX Runtime itself. Importing one co
 hundreds of MB and seconds, and a broken driver can crash the importer; in a child that
 crash fails one request, never the agent. Answers are cached for a while.
 
-Run as ``python -m service.probe devices`` or ``... check`` (a case as JSON on stdin);
-the answer is the last line of stdout, a JSON object.
+The child runs ``core.measure.runtimes`` (``python -m core.measure.runtimes devices`` or
+``... check`` with a case as JSON on stdin; the answer is the last line of stdout, a JSON
+object): the one probe, which needs only ``core`` on the path, as a worker runtime's
+interpreter has it. ``main`` is that probe too, for the frozen bundle's ``probe`` command.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from core import errors
 from core.errors import BackbenchError
+from core.measure.runtimes import PROBE_MODULE, RUNTIME_CWD, answer, parse_answer, rebuild_error
+from core.measure.runtimes import main as _probe_main
 from core.results import Case
 
 log = logging.getLogger(__name__)
@@ -29,43 +32,9 @@ PROBE_TIMEOUT_S = 120.0  # a first OpenVINO/CUDA initialisation can be slow
 CACHE_S = 300.0
 
 
-def _error_dict(exc: BackbenchError) -> dict[str, Any]:
-    return {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
-
-
-def _answer(command: str, payload: str) -> dict[str, Any]:
-    from core.backends import available_backends, check_case
-
-    if command == "devices":
-        return {"ok": True, "backends": available_backends()}
-    if command == "check":
-        try:
-            check_case(Case.from_dict(json.loads(payload)))
-        except BackbenchError as exc:
-            return {"ok": False, "error": _error_dict(exc)}
-        return {"ok": True}
-    raise SystemExit(f"unknown probe command {command!r}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    command = args[0] if args else ""
-    payload = sys.stdin.read() if command == "check" else ""
-    logging.basicConfig(level=logging.WARNING, format="probe: %(levelname)s %(name)s: %(message)s")
-    sys.stdout.write("\n" + json.dumps(_answer(command, payload)) + "\n")
-    sys.stdout.flush()
-    return 0
-
-
-def _rebuild_error(data: dict[str, Any]) -> BackbenchError:
-    cls = getattr(errors, str(data.get("type")), None)
-    if not (isinstance(cls, type) and issubclass(cls, BackbenchError)) or cls in (
-        errors.UnknownModelError,
-        errors.CaseFailure,
-        errors.ProtocolError,
-    ):
-        cls = BackbenchError
-    return cls(str(data.get("message") or "The case cannot run here."), data.get("hint"))
+    """The probe (``backbench-agent probe COMMAND``): core.measure.runtimes' own."""
+    return _probe_main(None if argv is None else list(argv))
 
 
 class Prober:
@@ -83,7 +52,7 @@ class Prober:
         self.runtime = runtime  # its name, for messages
         self.command: list[str] | None = None
         if len(command) >= 3 and command[1] == "-m":  # `<python> -m <worker module>`
-            self.command = [command[0], "-m", "service.probe"]
+            self.command = [command[0], "-m", PROBE_MODULE]
         elif getattr(sys, "frozen", False) and command[1:] == ["worker"]:
             self.command = [command[0], "probe"]  # the bundle's own probe (its entry script)
         self.timeout_s = timeout_s
@@ -93,7 +62,7 @@ class Prober:
 
     def _ask(self, command: str, payload: str = "") -> dict[str, Any]:
         if self.command is None:
-            return _answer(command, payload)
+            return answer(command, payload)
         try:
             done = subprocess.run(
                 [*self.command, command],
@@ -103,6 +72,9 @@ class Prober:
                 timeout=self.timeout_s,
                 check=False,
                 env=self.env,
+                # A runtime's probe starts in a neutral folder: `python -m` puts the working
+                # folder ahead of its PYTHONPATH.
+                cwd=RUNTIME_CWD if self.runtime else None,
             )
         except subprocess.TimeoutExpired:
             raise BackbenchError(
@@ -116,12 +88,8 @@ class Prober:
                 if self.runtime
                 else "Check the agent's --worker-command.",
             ) from None
-        lines = [line for line in done.stdout.splitlines() if line.strip()]
-        try:
-            answer = json.loads(lines[-1]) if lines else None
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
+        reply = parse_answer(done.stdout)
+        if reply is None:
             last = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
             log.error("The framework probe failed: %s", done.stderr.strip()[-2000:])
             raise BackbenchError(
@@ -130,7 +98,7 @@ class Prober:
                 if self.runtime
                 else "Run `backbench devices` on the agent host to see why.",
             )
-        return answer
+        return reply
 
     def _on(self) -> str:
         return f" of worker runtime {self.runtime!r}" if self.runtime else ""
@@ -152,13 +120,11 @@ class Prober:
             checked_at = self._checked.get(key)
             if checked_at is not None and time.monotonic() - checked_at < CACHE_S:
                 return
-            answer = self._ask("check", json.dumps(case.to_dict()))
-            if not answer.get("ok"):
-                error = _rebuild_error(answer.get("error") or {})
-                if self.runtime:  # say which interpreter answered
-                    error.message = f"On runtime {self.runtime!r}: {error.message}"
-                    error.args = (error.message,)
-                raise error
+            reply = self._ask("check", json.dumps(case.to_dict()))
+            if not reply.get("ok"):
+                # Say which interpreter answered.
+                prefix = f"On runtime {self.runtime!r}: " if self.runtime else ""
+                raise rebuild_error(reply.get("error") or {}, prefix)
             self._checked[key] = time.monotonic()
 
 

@@ -171,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from core.measure.runner import run_sweep, time_summary, validate_spec
-    from core.measure.runtimes import user_runtime
+    from core.measure.runtimes import check_resume_runtime, user_runtime
     from core.measure.supervisor import CaseRunner
     from core.store import open_store
 
@@ -192,7 +192,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             # Claimed before the progress bar: a run another process measures is refused
             # in one line (RunBusyError), and this one is not measured twice.
             if spec.runtime:
-                runner.use_runtime(user_runtime(spec.runtime))
+                runtime = user_runtime(spec.runtime)
+                runner.use_runtime(runtime)
+                # Its cases must not mix two interpreters: the runtime must be the one the
+                # run recorded (its python, Python, backbench and package versions).
+                check_resume_runtime(resume.manifest, runtime, str(resume.id))
             lease = store.acquire_run_lease(resume.id)
             took_over = lease.takeover_line(resume.name)
             if took_over:
@@ -368,6 +372,9 @@ def cmd_runtimes(args: argparse.Namespace) -> int:
     path = args.config or str(user_config_path())
     runtimes = load_runtimes(path, required=bool(args.config))
     if not runtimes:
+        if args.format == "json":
+            write_or_print("[]", None)
+            return 0
         console.print(
             f"No worker runtimes are configured in {path}. Add a table runtimes.'NAME' with "
             "python = \"/abs/path/bin/python\" (`make edge-runtime` prints the entry of the "
@@ -382,6 +389,7 @@ def cmd_runtimes(args: argparse.Namespace) -> int:
             try:
                 versions = runtime.versions()
                 row["python_version"] = versions.get("python")
+                row["backbench"] = versions.get("backbench")
                 row["packages"] = {k: v for k, v in (versions.get("packages") or {}).items() if v}
                 row["ok"] = True
             except BackbenchError as exc:

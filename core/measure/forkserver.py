@@ -103,10 +103,13 @@ class ForkServerError(Exception):
 
 
 class ForkServer:
-    def __init__(self, command: list[str], key: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, command: list[str], key: str, env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> None:
         self.command = command
         self.key = key
         self.env = env
+        self.cwd = cwd  # the zygote's working folder (None: this process's, as it starts)
         self.info: dict[str, Any] = {}
         self.failure: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -146,7 +149,7 @@ class ForkServer:
                 stderr=self._stderr,
                 start_new_session=True,
                 env=self.env,
-                cwd=os.getcwd(),
+                cwd=self.cwd or os.getcwd(),
             )
         except OSError as exc:
             self._fail(f"could not start the fork server: {exc.strerror or exc}")

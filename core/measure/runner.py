@@ -114,7 +114,9 @@ def validate_spec(spec: RunSpec, runtime: WorkerRuntime | None = None) -> RunSpe
             )
         # Its format only (cheap); the state dict is read, safely, when the model is built.
         check_weights_file(path)
-    spec = replace(spec, models=tuple(models))
+    # Absolute, like the model paths: a runtime's workers start in another folder.
+    weights = {model: os.path.abspath(path) for model, path in spec.weights.items()}
+    spec = replace(spec, models=tuple(models), weights=weights)
     spec.check_size()
     check_runtime(spec, runtime)
     if runtime is not None:

@@ -54,7 +54,7 @@ from core.measure.pipe import (
     FrameDecoder,
 )
 from core.measure.preload import preload_key
-from core.measure.runtimes import WorkerRuntime
+from core.measure.runtimes import RUNTIME_CWD, WorkerRuntime
 from core.measure.worker import TASK_CHECK_CONVERTED, TASK_CONVERT, TASK_MEASURE, WorkerJob
 from core.results import (
     DEFAULT_DISTURBED_THRESHOLD,
@@ -301,6 +301,14 @@ class CaseRunner:
             return self.convert_command, self.convert_env
         return self.worker_command, self.env
 
+    def _cwd_for(self, key: str) -> str:
+        """The working folder of a preload set's processes: a runtime's start in a neutral
+        one (``python -m`` puts the working folder ahead of the runtime's PYTHONPATH, so a
+        core/ there would shadow its backbench; model paths are absolute by then)."""
+        if self.runtime is not None and key != preload_key(None, convert=True):
+            return RUNTIME_CWD
+        return os.getcwd()
+
     # -- fork servers --------------------------------------------------------------------
 
     def start_method(self, backend: Backend | str, convert: bool = False) -> tuple[str, str | None]:
@@ -327,7 +335,7 @@ class CaseRunner:
             return
         server = self._servers.get(key)
         if server is None:
-            server = self._servers[key] = ForkServer(command, key, env)
+            server = self._servers[key] = ForkServer(command, key, env, self._cwd_for(key))
         try:
             server.launch()
         except ForkServerError as exc:
@@ -352,7 +360,7 @@ class CaseRunner:
             return None
         server = self._servers.get(key)
         if server is None:
-            server = self._servers[key] = ForkServer(command, key, env)
+            server = self._servers[key] = ForkServer(command, key, env, self._cwd_for(key))
         try:
             server.start()
         except ForkServerError as exc:
@@ -537,7 +545,8 @@ class CaseRunner:
         return _Spawned(_ForkedChild(server, pid), read_fd, stderr, t_spawn, stderr_path)
 
     def _exec(self, job: WorkerJob) -> _Spawned | str:
-        worker_command, env = self._command_for(preload_key(job.case.backend, job.task == TASK_CONVERT))
+        key = preload_key(job.case.backend, job.task == TASK_CONVERT)
+        worker_command, env = self._command_for(key)
         read_fd, write_fd = os.pipe()
         stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by run()
         t_spawn = time.perf_counter_ns()
@@ -550,7 +559,7 @@ class CaseRunner:
                 pass_fds=(write_fd,),
                 start_new_session=True,
                 env=env,
-                cwd=os.getcwd(),
+                cwd=self._cwd_for(key),
             )
         except OSError as exc:
             os.close(read_fd)

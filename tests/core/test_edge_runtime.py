@@ -38,8 +38,12 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     python = edge_python()
     root = tmp_path_factory.mktemp("edge")
     (root / "config" / "backbench").mkdir(parents=True)
+    # Only core/ on its path, as the packages' /opt/backbench/worker holds it.
+    worker = root / "worker"
+    worker.mkdir()
+    (worker / "core").symlink_to(REPO / "core")
     (root / "config" / "backbench" / "config.toml").write_text(
-        f'[runtimes.{RUNTIME}]\npython = "{python}"\npythonpath = ["{REPO}"]\n'
+        f'[runtimes.{RUNTIME}]\npython = "{python}"\npythonpath = ["{worker}"]\n'
         'description = "OpenVINO 2022.3.2 on CPython 3.10"\n'
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BACKBENCH_CACHE_DIR")}
@@ -110,6 +114,28 @@ def test_an_ir_file_is_measured_on_the_2022_3_runtime(home: dict[str, Any]) -> N
     assert measurements[1].backend_config["input_shape"] == [2, 3, 16, 16]
 
 
+def test_the_callers_environment_and_folder_do_not_reach_the_runtime(home: dict[str, Any]) -> None:
+    """The host's OpenVINO libraries on LD_LIBRARY_PATH, an API override, and a bogus core/
+    in the working folder: the runtime's workers still load their own."""
+    import openvino
+
+    here = home["root"] / "bogus-cwd"
+    (here / "core").mkdir(parents=True)
+    (here / "core" / "__init__.py").write_text("raise ImportError('the bogus core')\n")
+    model = make_ir(home["root"] / "env.xml")
+    env = {**home["env"], "LD_LIBRARY_PATH": str(Path(openvino.__file__).parent / "libs"),
+           "BACKBENCH_OV_API": "modern", "PYTHONNOUSERSITE": "1"}  # fmt: skip
+    done = subprocess.run(
+        # -P: this (3.11) supervisor ignores the folder's core/ too.
+        [sys.executable, "-P", "-m", "core.cli", "run", "-m", str(model), "--backend", "openvino",
+         "--batch", "1", "--runtime", RUNTIME, "--db", str(home["db"]), *FAST],
+        env=env, cwd=here, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    run, measurements = last_run(home)
+    assert_on_edge(run, measurements)  # api "legacy": BACKBENCH_OV_API did not reach it
+
+
 def test_a_zoo_model_reaches_the_2022_3_runtime_as_onnx(home: dict[str, Any]) -> None:
     backbench(home, "run", "-m", "squeezenet1_1", "--backend", "openvino", "--runtime", RUNTIME,
               "--db", str(home["db"]), *FAST)  # fmt: skip
@@ -152,10 +178,10 @@ def test_the_worker_imports_on_python_3_10_without_torch(home: dict[str, Any]) -
     """Everything the worker, its fork server and the probes import, on the runtime."""
     code = (
         "import sys, core.measure.worker, core.measure.zygote, core.measure.runtimes, "
-        "core.backends.openvino_backend, service.probe\n"
+        "core.backends.openvino_backend\n"
         "assert sys.version_info[:2] == (3, 10), sys.version\n"
         "assert 'torch' not in sys.modules\n"
     )
-    env = {**home["env"], "PYTHONPATH": str(REPO)}
-    done = subprocess.run([str(home["python"]), "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    env = {**home["env"], "PYTHONPATH": str(home["root"] / "worker")}
+    done = subprocess.run([str(home["python"]), "-c", code], env=env, cwd="/", capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
