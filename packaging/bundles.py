@@ -126,7 +126,39 @@ def venv_python(bundle: Bundle) -> Path:
     return venv_dir(bundle) / "bin" / "python"
 
 
-def prepare_venv(bundle: Bundle) -> Path:
+# The distributions that torch==2.14.1 brings (top-level folders and dist-infos), which
+# --link-torch-from hard-links instead of installing 5.5 GB again.
+_TORCH_TREES = (
+    "torch",
+    "torchvision",
+    "torchvision.libs",
+    "nvidia",
+    "triton",
+    "functorch",
+    "torchgen",
+)
+_TORCH_DISTS = ("torch-", "torchvision-", "nvidia_", "triton-")
+
+
+def link_torch(venv: Path, source_venv: Path) -> None:
+    """Hard-link torch, torchvision and their CUDA libraries from ``source_venv`` (same
+    Python) into ``venv``: the same files pip would unpack, without the disk. pip then sees
+    the pins satisfied and installs the rest as usual."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    src = source_venv / "lib" / version / "site-packages"
+    dst = venv / "lib" / version / "site-packages"
+    if not (src / "torch").is_dir():
+        raise SystemExit(f"--link-torch-from {source_venv}: no torch in {src}")
+    if src.stat().st_dev != dst.stat().st_dev:
+        raise SystemExit(f"--link-torch-from {source_venv}: not on the same file system as {venv}")
+    names = [n.name for n in src.iterdir()
+             if n.name in _TORCH_TREES or (n.name.endswith(".dist-info") and n.name.startswith(_TORCH_DISTS))]  # fmt: skip
+    _say(f"hard-linking {len(names)} torch distributions from {src}")
+    for name in names:
+        _run(["cp", "-al", str(src / name), str(dst / name)])
+
+
+def prepare_venv(bundle: Bundle, link_torch_from: Path | None = None) -> Path:
     """The bundle's own venv: created and filled once, reused while its requirements and
     backbench's sources are unchanged."""
     venv = venv_dir(bundle)
@@ -141,6 +173,8 @@ def prepare_venv(bundle: Bundle) -> Path:
         venv.parent.mkdir(parents=True, exist_ok=True)
         _run([sys.executable, "-m", "venv", str(venv)])
         pip = [str(py), "-m", "pip", "install", "-q", "--no-input"]
+        if bundle.pinned and link_torch_from is not None:
+            link_torch(venv, link_torch_from)
         if bundle.pinned:  # first, so that nothing else picks another torch
             _run([*pip, *bundle.pinned])
         _run([*pip, *reqs])
@@ -212,9 +246,9 @@ def _update_manifest(out: Path, key: str, entry: dict[str, object]) -> None:
     tmp.replace(path)
 
 
-def build(bundle: Bundle, out: Path) -> dict[str, object]:
+def build(bundle: Bundle, out: Path, link_torch_from: Path | None = None) -> dict[str, object]:
     started = time.monotonic()
-    py = prepare_venv(bundle)
+    py = prepare_venv(bundle, link_torch_from)
     venv_s = time.monotonic() - started
     work = WORK / f"work-{bundle.key}"
     with tempfile.TemporaryDirectory(prefix="bb-dist-", dir=WORK) as tmp:
@@ -308,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep-venv", action="store_true",
                         help="keep agent-full's venv (several GB; removed after its build otherwise)")  # fmt: skip
+    parser.add_argument("--link-torch-from", metavar="VENV", type=Path,
+                        help="hard-link torch and its CUDA libraries from this venv (same Python, "
+                        "same file system) instead of installing 5.5 GB again")  # fmt: skip
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     chosen = _chosen(args.bundles)
@@ -318,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         for b in chosen:
             try:
-                build(b, out)
+                build(b, out, args.link_torch_from.resolve() if args.link_torch_from else None)
             finally:
                 if b.key == "agent-full" and not args.keep_venv:
                     _say(f"removing {venv_dir(b)} (torch: several GB)")
