@@ -18,7 +18,8 @@ import logging
 import uuid
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QRegularExpression, QSize, Qt, Signal
+from PySide6.QtGui import QRegularExpressionValidator
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -39,7 +40,7 @@ from PySide6.QtWidgets import (
 
 from core.cli.run_options import default_device, option, run_defaults
 from core.errors import ProtocolError
-from core.results import WORKER_STARTS, Mode, Precision
+from core.results import RUNTIME_NAME, WORKER_STARTS, Mode, Precision
 from gui.agent_client import CONNECTION_LOST
 from gui.agents import AgentConnection, AgentRegistry
 from gui.settings import load_choices, open_settings, save_choices
@@ -156,6 +157,12 @@ class LauncherPanel(QWidget):
         self.max_time.setToolTip("At most this long in the timed loop, per case")
         self.run_name = QLineEdit()
         self.run_name.setPlaceholderText("optional")
+        # A worker runtime configured on the agent's host (its agent.toml), by name only:
+        # the validator takes nothing that could be a path.
+        self.runtime = QLineEdit()
+        self.runtime.setPlaceholderText("the agent's own interpreter")
+        self.runtime.setValidator(QRegularExpressionValidator(QRegularExpression(RUNTIME_NAME.pattern)))
+        self.runtime.setToolTip(option("runtime").help.replace("%(default)s", "none"))
         self._build_condition_options()
 
         form = QFormLayout()
@@ -168,6 +175,7 @@ class LauncherPanel(QWidget):
         form.addRow("Max time, watchdog:", _row(self.max_time, self.measure_timeout))
         form.addRow("Disturbed above:", _row(self.disturbed_threshold, self.retry_disturbed))
         form.addRow("Worker, memory:", _row(self.worker_start, self.max_mem))
+        form.addRow("Worker runtime:", self.runtime)
         form.addRow("Run name:", self.run_name)
 
         models_box = QGroupBox("Models")
@@ -391,6 +399,9 @@ class LauncherPanel(QWidget):
         for field in OPTIONAL_FIELDS:
             if chosen[field] != DEFAULTS[field]:
                 spec[field] = chosen[field]
+        runtime = self.runtime.text().strip()
+        if runtime:
+            spec["runtime"] = runtime
         name = self.run_name.text().strip()
         if name:
             spec["name"] = name
@@ -481,3 +492,6 @@ class LauncherPanel(QWidget):
                 box.setValue(type(box.value())(value))
         if c.get("worker_start") in WORKER_STARTS:
             self.worker_start.setCurrentText(str(c["worker_start"]))
+        runtime = c.get("runtime")
+        if isinstance(runtime, str) and RUNTIME_NAME.fullmatch(runtime):
+            self.runtime.setText(runtime)

@@ -75,3 +75,17 @@ def test_disturbed_and_worker_options_are_offered_and_sent_only_when_changed(qtb
     again = _panel(qtbot)
     assert again.worker_start.currentText() == "exec"
     assert again.retry_disturbed.value() == panel.retry_disturbed.maximum()
+
+
+def test_a_worker_runtime_is_named_never_a_path(qtbot) -> None:
+    panel = _panel(qtbot)
+    assert "runtime" not in panel.spec_dict()  # the agent's own interpreter
+    qtbot.keyClicks(panel.runtime, "/usr/bin/python3")
+    assert "/" not in panel.runtime.text()  # the validator takes no path
+    panel.runtime.clear()
+    qtbot.keyClicks(panel.runtime, "openvino-2022.3")
+    spec = {**panel.spec_dict(), "models": ["resnet18"]}
+    assert spec["runtime"] == "openvino-2022.3"
+    assert spec_from_remote(spec).runtime == "openvino-2022.3"
+    panel.save_choices()
+    assert _panel(qtbot).runtime.text() == "openvino-2022.3"
