@@ -346,3 +346,21 @@ def connect(socket_path: str | None = None, *, timeout_s: float = DEFAULT_TIMEOU
     from service.config import default_socket_path
 
     return AgentClient(socket_path or default_socket_path(), timeout_s=timeout_s)
+
+
+def wait_until_listening(proc: subprocess.Popen[Any], path: str | Path, timeout_s: float) -> str | None:
+    """Wait until the agent ``proc`` accepts connections on ``path``. None once it does,
+    else why not (it exited, or the time ran out)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"the agent exited with {proc.returncode} at start"
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(str(path))
+            return None
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    return f"the agent did not listen within {timeout_s:.0f} s"

@@ -26,7 +26,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from typing import Any
 
 from core import __version__
 from core.protocol.events import JOB_ENDING_EVENTS
+from service.client import wait_until_listening
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -172,20 +172,9 @@ class SelfTest:
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=self.root)
-        deadline = started + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SelfTestFailed(f"the agent exited with {self.proc.returncode} at start")
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(str(self.socket))
-                break
-            except OSError:
-                time.sleep(0.05)
-            finally:
-                probe.close()
-        else:
-            raise SelfTestFailed(f"the agent did not listen within {START_TIMEOUT_S:.0f} s")
+        problem = wait_until_listening(self.proc, self.socket, START_TIMEOUT_S)
+        if problem is not None:
+            raise SelfTestFailed(problem)
         self.ok(
             f"agent started: pid {self.proc.pid}, listening on {self.socket} "
             f"after {time.monotonic() - started:.1f} s"

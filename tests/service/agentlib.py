@@ -10,7 +10,6 @@ import grp
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from typing import Any
 import psutil
 
 from core.protocol.events import JOB_ENDING_EVENTS
-from service.client import AgentClient
+from service.client import AgentClient, wait_until_listening
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"min_iters": 5, "max_time_s": 0.3, "target_ci": 0.5, "warmup_iters": 1, "warmup_time_s": 0}
@@ -136,19 +135,9 @@ class Agent:
 
     def wait_ready(self) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the agent exited with {self.proc.returncode}:\n{self.log()}")
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(str(self.socket))
-                return
-            except OSError:
-                time.sleep(0.05)
-            finally:
-                probe.close()
-        raise AssertionError(f"the agent did not listen within {START_TIMEOUT_S} s:\n{self.log()}")
+        problem = wait_until_listening(self.proc, self.socket, START_TIMEOUT_S)
+        if problem is not None:
+            raise AssertionError(f"{problem}:\n{self.log()}")
 
     @property
     def pid(self) -> int:
