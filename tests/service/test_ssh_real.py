@@ -241,25 +241,29 @@ def test_an_ssh_that_cannot_run_is_one_line_and_leaves_no_folder(tmp_path: Path)
     assert _tunnel_folders() <= before
 
 
-def test_an_interrupted_open_ends_ssh_and_leaves_no_folder(tmp_path: Path) -> None:
-    import signal
-
+def test_an_interrupted_open_ends_ssh_and_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = tmp_path / "ssh"
     fake.write_text("#!/bin/sh\nexec sleep 30\n")  # an ssh that never brings the socket up
     fake.chmod(0o755)
     before = _tunnel_folders()
     tunnel = SshTunnel("gpu", ssh=str(fake), wait_s=20)
+    real_sleep = time.sleep
+    waits: list[float] = []
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # Ctrl-C while waiting for the tunnel
+    def ctrl_c(seconds: float) -> None:
+        # Ctrl-C while waiting for the tunnel: raised where Python raises KeyboardInterrupt,
+        # between two polls. (A real SIGALRM here crashed the whole pytest process when a
+        # QApplication from the GUI tests was alive, so the test raises it directly.)
+        waits.append(seconds)
+        if len(waits) >= 3:
+            raise KeyboardInterrupt
+        real_sleep(seconds)
 
-    old = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.5)
-        with pytest.raises(KeyboardInterrupt):
-            tunnel.open()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    monkeypatch.setattr("service.client.time.sleep", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        tunnel.open()
+    monkeypatch.undo()
     assert tunnel.proc is not None and tunnel.proc.returncode is not None  # ssh was ended
     assert tunnel.folder is None and _tunnel_folders() <= before
