@@ -177,7 +177,7 @@ def test_reconnects_by_itself_after_the_agent_restarts(qtbot, fresh_agent, make_
     first_boot = client.hello["boot_id"]
     # A clean stop, then a crash: both times the client comes back without being asked.
     for how in (signal.SIGTERM, signal.SIGKILL):
-        before = client.connect_count
+        before, subscriptions = client.connect_count, len(subscribed)
         with qtbot.waitSignal(client.disconnected, timeout=30_000):
             fresh_agent.stop(how)
         assert client.state is ClientState.DISCONNECTED and client.retry_pending
@@ -186,7 +186,10 @@ def test_reconnects_by_itself_after_the_agent_restarts(qtbot, fresh_agent, make_
         assert refused and refused[0] is not None  # not connected: an error at once, never a hang
         fresh_agent.start()
         qtbot.waitUntil(lambda b=before: client.connect_count == b + 1 and client.is_connected, timeout=30_000)
-    qtbot.waitUntil(lambda: len(subscribed) == 3, timeout=15_000)  # re-subscribed each time
+        # Re-subscribed each time. Wait for it before the next stop, or that stop can lose the
+        # subscribe in flight.
+        qtbot.waitUntil(lambda n=subscriptions: len(subscribed) == n + 1, timeout=15_000)
+    assert len(subscribed) == 3
     assert client.hello["boot_id"] != first_boot
 
 
