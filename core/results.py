@@ -33,6 +33,7 @@ class Backend(str, Enum):
 class Mode(str, Enum):
     LATENCY = "latency"  # synchronous, one request in flight
     THROUGHPUT = "throughput"  # asynchronous, several streams/requests in flight
+    ACCURACY = "accuracy"  # top-1/top-5 over a dataset; no latency statistics
 
 
 class Precision(str, Enum):
@@ -280,6 +281,235 @@ class LatencyStats:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})  # type: ignore[attr-defined]
 
 
+ACCURACY_LAYOUTS: tuple[str, ...] = ("imagefolder", "imagenet-val", "cifar10")
+# The most skipped (unreadable) image names one accuracy result keeps, for the record.
+MAX_SKIPPED_NAMES = 50
+
+
+def _opt_positive(data: dict[str, Any], key: str, what: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool) or int(value) != float(value):
+            raise ValueError
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} {value!r} is not a whole number.") from None
+    if number < 1:
+        raise UsageError(f"{what} must be 1 or more, not {number}.")
+    return number
+
+
+def _opt_triple(data: dict[str, Any], key: str, what: str) -> tuple[float, float, float] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        numbers = ()
+    if len(numbers) != 3 or not all(math.isfinite(n) for n in numbers):
+        raise UsageError(
+            f"{what} {value!r} is not three numbers.",
+            f"Give one per channel, in RGB order, e.g. --{key} 0.485,0.456,0.406.",
+        )
+    return (numbers[0], numbers[1], numbers[2])
+
+
+@dataclass(frozen=True, slots=True)
+class AccuracySpec:
+    """What an accuracy run evaluates and how its images are prepared.
+
+    ``dataset`` is a folder (core.measure.datasets reads it, in ``layout`` or the one it
+    detects); ``limit`` evaluates a fixed subset drawn with ``seed``. Preprocessing
+    follows the weights' own transforms (the model card's) unless ``size``, ``resize``,
+    ``mean``, ``std``, ``scale`` or ``bgr`` say otherwise; what was used is recorded with
+    each result. ``num_classes`` builds a zoo model with that classifier head (a
+    fine-tuned state dict)."""
+
+    dataset: str
+    layout: str | None = None
+    limit: int | None = None
+    seed: int = 0
+    num_classes: int | None = None
+    size: int | None = None  # the square crop fed to the model
+    resize: int | None = None  # the shorter side before the crop
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    scale: float | None = None  # pixel values times this before mean/std (1/255 by default)
+    bgr: bool = False
+    split: str = "test"  # CIFAR-10: the test batch, or the five training batches
+
+    def __post_init__(self) -> None:
+        if not str(self.dataset).strip():
+            raise UsageError("No dataset given.", "Use --dataset PATH.")
+        if self.layout is not None and self.layout not in ACCURACY_LAYOUTS:
+            raise UsageError(
+                f"Unknown dataset layout {self.layout!r}.", f"Use one of: {', '.join(ACCURACY_LAYOUTS)}."
+            )
+        if self.split not in ("test", "train"):
+            raise UsageError(f"Unknown split {self.split!r}.", "Use test or train.")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None and key == "std" and not all(v > 0 for v in value):
+                raise UsageError("--std must be positive for every channel.")
+        if self.scale is not None and not (math.isfinite(self.scale) and self.scale > 0):
+            raise UsageError("--scale must be a positive number.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset, "layout": self.layout, "limit": self.limit,
+            "seed": self.seed, "num_classes": self.num_classes, "size": self.size,
+            "resize": self.resize, "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std), "scale": self.scale,
+            "bgr": self.bgr, "split": self.split,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AccuracySpec:
+        if not isinstance(data, dict):
+            raise UsageError("'accuracy' must be an object naming at least the dataset.")
+        unknown = set(data) - set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+        if unknown:
+            raise UsageError(f"Unknown accuracy option(s): {', '.join(sorted(map(str, unknown)))}.")
+        seed = data.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise UsageError(f"--seed {seed!r} is not a whole number of 0 or more.")
+        scale = data.get("scale")
+        try:
+            scale_value = None if scale is None else float(scale)
+        except (TypeError, ValueError):
+            raise UsageError(f"--scale {scale!r} is not a number.") from None
+        layout = data.get("layout")
+        return cls(
+            dataset=str(data.get("dataset") or ""),
+            layout=None if layout in (None, "", "auto") else str(layout),
+            limit=_opt_positive(data, "limit", "--limit"),
+            seed=seed,
+            num_classes=_opt_positive(data, "num_classes", "--num-classes"),
+            size=_opt_positive(data, "size", "--size"),
+            resize=_opt_positive(data, "resize", "--resize"),
+            mean=_opt_triple(data, "mean", "--mean"),
+            std=_opt_triple(data, "std", "--std"),
+            scale=scale_value,
+            bgr=bool(data.get("bgr", False)),
+            split=str(data.get("split") or "test"),
+        )
+
+
+def wilson_ci(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval (95 %) of a proportion, in percent. Plain arithmetic, so
+    a worker interpreter without scipy/statsmodels computes the same figure."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half) * 100.0, min(1.0, centre + half) * 100.0)
+
+
+@dataclass(frozen=True, slots=True)
+class AccuracyResult:
+    """Top-1/top-5 of one model on one platform over one dataset.
+
+    ``agreement_top1`` is the share (%) of images whose top-1 equals the reference
+    platform's (torch fp32 for a zoo model), ``max_logit_diff`` the largest absolute
+    difference of any logit against it; both None without a reference. ``dataset`` is the
+    dataset's identity (path, file-list hash, limit, seed, checksums verified) and
+    ``preprocessing`` what the images went through: figures compare only when both match.
+    """
+
+    top1_correct: int
+    top5_correct: int | None  # None: the model has fewer than 5 classes
+    n_images: int
+    skipped: int
+    num_classes: int
+    dataset_id: str
+    dataset: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    skipped_files: tuple[str, ...] = ()
+    reference: str | None = None  # "torch/cpu/fp32", the platform agreed with
+    agreement_top1: float | None = None
+    max_logit_diff: float | None = None
+    note: str = ""  # e.g. why there is no agreement figure
+
+    @property
+    def top1(self) -> float | None:
+        return 100.0 * self.top1_correct / self.n_images if self.n_images else None
+
+    @property
+    def top5(self) -> float | None:
+        if self.top5_correct is None or not self.n_images:
+            return None
+        return 100.0 * self.top5_correct / self.n_images
+
+    @property
+    def top1_ci(self) -> tuple[float, float] | None:
+        return wilson_ci(self.top1_correct, self.n_images) if self.n_images else None
+
+    @property
+    def top5_ci(self) -> tuple[float, float] | None:
+        if self.top5_correct is None or not self.n_images:
+            return None
+        return wilson_ci(self.top5_correct, self.n_images)
+
+    def row(self) -> dict[str, Any]:
+        """The long-schema accuracy columns."""
+        ci1, ci5 = self.top1_ci, self.top5_ci
+        return {
+            "top1": self.top1, "top5": self.top5, "n_eval_images": self.n_images,
+            "skipped_images": self.skipped,
+            "top1_ci_low": ci1[0] if ci1 else None, "top1_ci_high": ci1[1] if ci1 else None,
+            "top5_ci_low": ci5[0] if ci5 else None, "top5_ci_high": ci5[1] if ci5 else None,
+            "top1_agreement": self.agreement_top1, "max_logit_diff": self.max_logit_diff,
+            "accuracy_reference": self.reference, "dataset_id": self.dataset_id,
+        }  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "top1_correct": self.top1_correct, "top5_correct": self.top5_correct,
+            "n_images": self.n_images, "skipped": self.skipped, "num_classes": self.num_classes,
+            "dataset_id": self.dataset_id, "dataset": dict(self.dataset),
+            "preprocessing": dict(self.preprocessing), "skipped_files": list(self.skipped_files),
+            "reference": self.reference, "agreement_top1": self.agreement_top1,
+            "max_logit_diff": self.max_logit_diff, "note": self.note,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AccuracyResult:
+        def opt_float(key: str) -> float | None:
+            value = data.get(key)
+            return None if value is None else float(value)
+
+        top5 = data.get("top5_correct")
+        return cls(
+            top1_correct=int(data["top1_correct"]),
+            top5_correct=None if top5 is None else int(top5),
+            n_images=int(data["n_images"]),
+            skipped=int(data.get("skipped") or 0),
+            num_classes=int(data.get("num_classes") or 0),
+            dataset_id=str(data.get("dataset_id") or ""),
+            dataset=dict(data.get("dataset") or {}),
+            preprocessing=dict(data.get("preprocessing") or {}),
+            skipped_files=tuple(str(x) for x in data.get("skipped_files") or ())[:MAX_SKIPPED_NAMES],
+            reference=data.get("reference"),
+            agreement_top1=opt_float("agreement_top1"),
+            max_logit_diff=opt_float("max_logit_diff"),
+            note=str(data.get("note") or ""),
+        )
+
+
+ACCURACY_COLUMNS: tuple[str, ...] = (
+    "top1", "top5", "n_eval_images", "skipped_images", "top1_ci_low", "top1_ci_high",
+    "top5_ci_low", "top5_ci_high", "top1_agreement", "max_logit_diff", "accuracy_reference",
+    "dataset_id",
+)  # fmt: skip
+
+
 # The long schema, in order. The first block is the contract named in DESIGN.md / issue 2.
 MEASUREMENT_COLUMNS: tuple[str, ...] = (
     "model",
@@ -328,6 +558,8 @@ MEASUREMENT_COLUMNS: tuple[str, ...] = (
     "warmup_s",
     "measure_s",
     "wall_s",
+    # Issue 12: measured accuracy (accuracy-mode rows).
+    *ACCURACY_COLUMNS,
 )
 
 # The phases a case's wall time is split into (Measurement.phase_s keys), in order:
@@ -387,6 +619,7 @@ class Measurement:
     conditions: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1  # a retry, resume or re-queue of a case adds an attempt
     current: bool = True  # the attempt that counts; older attempts stay for the record
+    accuracy: AccuracyResult | None = None  # accuracy-mode cases only
 
     @property
     def model_rss_mb(self) -> float | None:
@@ -457,6 +690,7 @@ class Measurement:
             "attempt": self.attempt,
             **{f"{phase}_s": self.phase_s.get(phase) for phase in PHASES if phase != "start"},
             "wall_s": self.duration_s,
+            **(self.accuracy.row() if self.accuracy is not None else dict.fromkeys(ACCURACY_COLUMNS)),
         }
         return row
 
@@ -491,6 +725,7 @@ class Measurement:
             "conditions": dict(self.conditions),
             "attempt": self.attempt,
             "current": self.current,
+            "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
         }
         if include_samples:
             data["samples_ns"] = list(self.samples_ns)
@@ -528,6 +763,7 @@ class Measurement:
             conditions=dict(data.get("conditions") or {}),
             attempt=int(data.get("attempt") or 1),
             current=bool(data.get("current", True)),
+            accuracy=AccuracyResult.from_dict(data["accuracy"]) if data.get("accuracy") else None,
         )
 
     @classmethod
@@ -575,6 +811,8 @@ class RunSpec:
     # The named worker runtime (an interpreter configured on the measuring host, e.g.
     # OpenVINO 2022.3 on Python 3.10 for an NCS2); None: the supervisor's own interpreter.
     runtime: str | None = None
+    # Accuracy runs (mode accuracy): the dataset and its preprocessing.
+    accuracy: AccuracySpec | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -602,6 +840,15 @@ class RunSpec:
             raise UsageError("--max-mem-mb must be a positive number of MB.")
         if self.measure_timeout_s is not None and not self.measure_timeout_s > 0:
             raise UsageError("--measure-timeout must be a positive number of seconds.")
+        if (self.mode is Mode.ACCURACY) != (self.accuracy is not None):
+            raise UsageError(
+                "An accuracy run needs a dataset, and only an accuracy run takes one.",
+                "Use `backbench accuracy ... --dataset PATH` for accuracy.",
+            )
+        if self.mode is Mode.ACCURACY and len(self.batch_sizes) != 1:
+            raise UsageError(
+                "An accuracy run feeds its images in one batch size.", "Give one --batch N."
+            )
 
     def check_size(self) -> None:
         """Refuse a new sweep of more than MAX_CASES cases (a spec already stored, read
@@ -642,6 +889,7 @@ class RunSpec:
             # Only when set, so a spec without one reads as before (and older agents,
             # which refuse unknown fields, still take it).
             **({"runtime": self.runtime} if self.runtime else {}),
+            **({"accuracy": self.accuracy.to_dict()} if self.accuracy is not None else {}),
         }
 
     @classmethod
@@ -675,6 +923,7 @@ class RunSpec:
             ),
             worker_start=str(data.get("worker_start") or "fork-server"),
             runtime=str(data["runtime"]) if data.get("runtime") else None,
+            accuracy=AccuracySpec.from_dict(data["accuracy"]) if data.get("accuracy") is not None else None,
         )
 
 

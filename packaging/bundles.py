@@ -67,9 +67,9 @@ BUNDLES = {
         Bundle("gui", "backbench-gui", "backbench-gui", "gui.spec",
                extras=("PySide6-Essentials", "pyqtgraph"), max_mb=450),
         Bundle("agent-edge", "backbench-agent-edge", "backbench-agent", "agent.spec",
-               extras=("openvino", "onnxruntime", "onnx"), flavour="edge", max_mb=400),
+               extras=("openvino", "onnxruntime", "onnx", "pillow"), flavour="edge", max_mb=400),
         Bundle("agent-full", "backbench-agent-full", "backbench-agent", "agent.spec",
-               extras=("openvino", "onnxruntime", "onnx"), pinned=TORCH, flavour="full",
+               extras=("openvino", "onnxruntime", "onnx", "pillow"), pinned=TORCH, flavour="full",
                max_mb=12000),
     )
 }  # fmt: skip

@@ -21,9 +21,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 name=openvino-2022.3
 # What the worker imports on this runtime: OpenVINO 2022.3 and its numpy 1.x, psutil
-# (the worker's memory readings), tomli (3.10 has no tomllib).
-packages=("openvino==2022.3.2" "numpy>=1.23,<2" "psutil>=5.9" "tomli>=2")
-stamp_text="backbench edge runtime 1: ${packages[*]}"
+# (the worker's memory readings), tomli (3.10 has no tomllib), Pillow (accuracy jobs
+# decode their dataset's images in the worker).
+packages=("openvino==2022.3.2" "numpy>=1.23,<2" "psutil>=5.9" "tomli>=2" "pillow>=9")
+stamp_text="backbench edge runtime 2: ${packages[*]}"
 
 is_py310() {
     [ -n "$1" ] && "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1

@@ -60,6 +60,8 @@ class AgentConfig:
     uploads_dir: Path
     group: str | None = None
     model_dirs: tuple[Path, ...] = ()
+    # Folders accuracy jobs may read datasets from (--data-dir); none: no accuracy jobs.
+    data_dirs: tuple[Path, ...] = ()
     limits: PhaseLimits = field(default_factory=PhaseLimits)
     max_mem_mb: int | None = None
     worker_command: tuple[str, ...] = ()
@@ -136,6 +138,14 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="a folder whose model and weights files jobs may name (repeatable); "
         "uploaded files are always allowed",
+    )
+    parser.add_argument(
+        "--data-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose datasets accuracy jobs may read (repeatable); without one the "
+        "agent runs no accuracy jobs",
     )
     parser.add_argument("--uploads-dir", help="where uploads are kept (default: beside the store)")
     parser.add_argument(
@@ -218,6 +228,14 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
                 f"--model-dir {text} is not a folder.", "Give an existing folder of model files."
             )
         model_dirs.append(path.resolve())
+    data_dirs = []
+    for text in getattr(args, "data_dir", None) or []:
+        path = Path(text).expanduser()
+        if not path.is_dir():
+            raise UsageError(
+                f"--data-dir {text} is not a folder.", "Give an existing folder that holds datasets."
+            )
+        data_dirs.append(path.resolve())
     if getattr(args, "config", None):
         config_path: Path | None = Path(args.config).expanduser().absolute()
         runtimes = load_runtimes(config_path, required=True)
@@ -252,6 +270,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         uploads_dir=uploads.absolute(),
         group=args.group,
         model_dirs=tuple(model_dirs),
+        data_dirs=tuple(data_dirs),
         limits=limits,
         max_mem_mb=args.max_mem_mb,
         worker_command=worker,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -42,6 +43,8 @@ from service.jobs import CANCELLED, FAILED, FINISHED, INTERRUPTED, Job, JobQueue
 from service.telemetry import LoopBridge
 
 log = logging.getLogger(__name__)
+
+PROGRESS_EVENT_S = 0.5  # an accuracy case's progress events, at most twice a second
 
 WORKER_FAULTS = ("segfault", "hang", "alloc", "exit", "spin")
 TEST_FAULTS = (*WORKER_FAULTS, "diskfull")
@@ -85,6 +88,7 @@ class _JobObserver(SweepObserver):
         self.case_index: int | None = None
         self.ok = 0
         self.failed = 0
+        self._last_progress = 0.0
 
     def on_case_start(self, index: int, total: int, case: Case) -> None:
         self.case_index = self.cases.index(case)
@@ -137,6 +141,19 @@ class _JobObserver(SweepObserver):
     def on_memory(self, rss_mb: float | None, device_memory: dict[str, float]) -> None:
         if self.case_index is not None:
             self.bridge.memory(self.job.id, self.case_index, rss_mb, device_memory)
+
+    def on_progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.case_index is None or (done < total and now - self._last_progress < PROGRESS_EVENT_S):
+            return
+        self._last_progress = now
+        self.bridge.event(
+            make_job_event(
+                JobEvent.CASE_PROGRESS, self.job.id, case_index=self.case_index,
+                images_done=int(done), images_total=int(total),
+            ),
+            self.job.id,
+        )  # fmt: skip
 
 
 class JobDispatcher(threading.Thread):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from core import __version__, zoo
 from core.cli.run_options import spec_from_remote
 from core.errors import ProtocolError, UsageError
+from core.measure.accuracy_plan import validate_accuracy
 from core.protocol.codes import INVALID_PARAMS, NOT_FOUND
 from core.protocol.events import TOPIC_TELEMETRY, TOPICS, JobEvent
 from core.protocol.messages import make_job_event
@@ -197,6 +198,9 @@ class Api:
             weights[canonical[model]] = str(self.access.resolve_file(path, "weights file"))
         models = tuple(canonical[m] for m in spec.models)
         resolved = replace(spec, models=models, weights=weights)
+        if resolved.accuracy is not None:
+            dataset = str(self.access.resolve_dataset(resolved.accuracy.dataset, self.config.data_dirs))
+            resolved = validate_accuracy(replace(resolved, accuracy=replace(resolved.accuracy, dataset=dataset)))
         self._prober_for(resolved).check_case(resolved.cases()[0])
         return resolved
 

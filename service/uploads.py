@@ -90,6 +90,28 @@ class ModelAccess:
             return real
         raise self._refused(name, what)
 
+    @staticmethod
+    def resolve_dataset(name: str, data_dirs: Iterable[Path]) -> Path:
+        """The real path of a dataset folder inside one of the agent's --data-dir folders
+        (a relative name is looked up in each, in order)."""
+        roots = tuple(Path(os.path.realpath(d)) for d in data_dirs)
+        if not roots:
+            raise PathRefusedError(
+                "This agent runs no accuracy jobs: it was started without --data-dir.",
+                "Start the agent with --data-dir FOLDER (a folder holding the datasets).",
+            )
+        given = Path(name).expanduser()
+        candidates = [given] if given.is_absolute() else [root / given for root in roots]
+        for candidate in candidates:
+            real = Path(os.path.realpath(candidate))
+            if _within(real, roots) and real.is_dir():
+                return real
+        raise PathRefusedError(
+            f"The agent does not read the dataset {name!r}: it reads datasets only from "
+            f"folders inside its --data-dir ({', '.join(str(r) for r in roots)}).",
+            "Give a dataset folder inside one of those, relative to it or absolute.",
+        )
+
     def resolve_model(self, name: str) -> str:
         """A zoo name unchanged, or the absolute real path of an allowed model file."""
         if not is_model_file(name) and (

@@ -5,7 +5,9 @@
 ``n_eval_images``) into an ``AnalysisInput``: numeric columns, only ``status == ok`` rows
 (and, when asked, no disturbed ones), a ``platform`` column, a ``disturbed`` column of
 True/False/None, and params/FLOPs/accuracy filled from the zoo where the data lack them.
-Everything it drops or fills is said in ``notes``. Reading a store, CSV or JSON file into
+Model names join their zoo cards as people write them ("ResNet-18" -> resnet18, see
+``core.zoo.names``), or through a names mapping; the rows keep the names the data give.
+Everything it drops, fills or matches is said in ``notes``. Reading a store, CSV or JSON file into
 that DataFrame is ``core.analysis.load``; ``without_disturbed`` leaves disturbed rows out of
 a raw long-schema frame (what the predictor's commands train on).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,7 @@ import pandas as pd
 
 from core.errors import BackbenchError, DataError
 from core.zoo import get_card, model_complexity
+from core.zoo.names import NameMatches, match_names
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,8 @@ class AnalysisInput:
     throughput-mode rows), ``accuracy_source`` (``MEASURED``, ``REFERENCE`` or None) and
     ``disturbed`` (True, False, or None where the data do not say). ``n_disturbed``
     counts the disturbed rows kept in ``frame``; ``n_excluded_disturbed`` those left out.
+    ``name_matches`` says which zoo card each model name of ``frame`` joined (None only
+    for an input built by hand).
     """
 
     frame: pd.DataFrame
@@ -77,6 +83,7 @@ class AnalysisInput:
     n_dropped_missing: int
     n_disturbed: int = 0
     n_excluded_disturbed: int = 0
+    name_matches: NameMatches | None = None
 
     @property
     def models(self) -> list[str]:
@@ -228,7 +235,14 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _fill_from_zoo(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+def _fill_from_zoo(
+    frame: pd.DataFrame, notes: list[str], names: Mapping[str, str] | None = None
+) -> tuple[pd.DataFrame, NameMatches]:
+    """``frame`` with its missing params, flops, top1 and top5 taken from the zoo card
+    each model name matches (``core.zoo.names.match_names``, with the ``names`` mapping),
+    and the matches; the model column keeps the data's own names."""
+    matches = match_names(sorted(frame["model"].unique().tolist()), names)
+    notes.extend(matches.notes())
     needs = frame[["params", "flops", "top1", "top5"]].isna().any(axis=1)
     models = sorted(frame.loc[needs, "model"].unique().tolist())
     filled: dict[str, set[str]] = {}
@@ -237,7 +251,10 @@ def _fill_from_zoo(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     measured_models = set(frame.loc[frame["accuracy_source"] == MEASURED, "model"])
     unmeasured = ~frame["model"].isin(measured_models)
     for model in models:
-        facts = _zoo_facts(model)
+        source = matches.card_source(model)
+        if source is None:
+            continue
+        facts = _zoo_facts(source)
         rows = frame["model"] == model
         for column, value in facts.items():
             if value is None:
@@ -261,14 +278,43 @@ def _fill_from_zoo(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
             f"({', '.join(sorted(filled['top1']))}); their top-1/top-5 are the "
             f"{REFERENCE} figures from the model cards, not measured here."
         )
-    return frame
+    return frame, matches
 
 
-def prepare(df: pd.DataFrame, *, exclude_disturbed: bool = False) -> AnalysisInput:
+def with_zoo_names(
+    frame: pd.DataFrame, names: Mapping[str, str] | NameMatches | None = None
+) -> tuple[pd.DataFrame, NameMatches]:
+    """A raw long-schema ``frame`` whose model column names each matched model by its
+    zoo name (what the predictor looks features up by), and the matches; the caller's
+    frame is not changed. ``names`` is a names mapping, or matches already made."""
+    if isinstance(names, NameMatches):
+        matches = names
+    else:
+        column = frame["model"] if "model" in frame.columns else pd.Series(dtype=object)
+        models = column.dropna().astype(str).str.strip().unique().tolist()
+        matches = match_names(sorted(models), names)
+    renamed = matches.renamed()
+    if not renamed or "model" not in frame.columns:
+        return frame, matches
+    frame = frame.copy()
+    stripped = frame["model"].map(lambda m: m.strip() if isinstance(m, str) else m)
+    frame["model"] = stripped.map(lambda m: renamed.get(m, m) if isinstance(m, str) else m)
+    return frame, matches
+
+
+def prepare(
+    df: pd.DataFrame,
+    *,
+    exclude_disturbed: bool = False,
+    names: Mapping[str, str] | None = None,
+) -> AnalysisInput:
     """Validate and normalise a long-schema DataFrame for analysis.
 
     ``exclude_disturbed`` leaves out the rows whose ``disturbed`` is true (by default they
-    are kept, counted and noted). Raises DataError for missing required columns,
+    are kept, counted and noted). ``names`` maps model names of the data to zoo names
+    (``core.zoo.names.read_name_map``), for names the tolerant matching leaves unmatched
+    or ambiguous; it wins over that matching. Raises UsageError for a mapping target that
+    is not a zoo name. Raises DataError for missing required columns,
     non-numeric values or when no usable row is left; everything else that is dropped or
     filled is recorded in ``notes``.
     """
@@ -359,7 +405,7 @@ def prepare(df: pd.DataFrame, *, exclude_disturbed: bool = False) -> AnalysisInp
         np.where(frame["top1"].notna(), MEASURED, None), index=frame.index, dtype=object
     )
     frame = _accuracy_as_percent(frame, notes)
-    frame = _fill_from_zoo(frame, notes)
+    frame, matches = _fill_from_zoo(frame, notes, names)
     frame = frame.reset_index(drop=True)
     return AnalysisInput(
         frame=frame,
@@ -369,6 +415,7 @@ def prepare(df: pd.DataFrame, *, exclude_disturbed: bool = False) -> AnalysisInp
         n_dropped_missing=n_dropped,
         n_disturbed=int(frame["disturbed"].map(lambda flag: flag is True).sum()),
         n_excluded_disturbed=n_excluded_disturbed,
+        name_matches=matches,
     )
 
 
@@ -399,13 +446,16 @@ def _accuracy_as_percent(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
 
 
 def coerce_input(
-    data: pd.DataFrame | AnalysisInput, *, exclude_disturbed: bool = False
+    data: pd.DataFrame | AnalysisInput,
+    *,
+    exclude_disturbed: bool = False,
+    names: Mapping[str, str] | None = None,
 ) -> AnalysisInput:
     """``data`` prepared; an AnalysisInput is taken as it is (it was prepared with its own
-    ``exclude_disturbed``)."""
+    ``exclude_disturbed`` and ``names``)."""
     if isinstance(data, AnalysisInput):
         return data
-    return prepare(data, exclude_disturbed=exclude_disturbed)
+    return prepare(data, exclude_disturbed=exclude_disturbed, names=names)
 
 
 def cell_medians(inp: AnalysisInput, columns: tuple[str, ...]) -> pd.DataFrame:

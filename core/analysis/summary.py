@@ -75,6 +75,7 @@ def analyze(
     *,
     memory: str = "model",
     exclude_disturbed: bool = False,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run every analysis on long-schema data and return the JSON-ready result.
 
@@ -83,12 +84,14 @@ def analyze(
     slowest by default). ``memory`` is the RSS figure that memory_vs_params fits: "model"
     (peak − baseline RSS, falling back to the process figure where the data lack it) or
     "process" (peak RSS). ``exclude_disturbed`` leaves out disturbed measurements (when
-    ``data`` is a DataFrame; an AnalysisInput was already prepared). Raises UsageError for
-    an unknown ``memory`` and DataError only when the input itself is unusable; a part
+    ``data`` is a DataFrame; an AnalysisInput was already prepared). ``names`` maps the
+    data's model names to zoo names where matching them by spelling does not (see
+    ``core.analysis.data.prepare``). Raises UsageError for an unknown ``memory`` or a
+    mapping to no zoo model, and DataError only when the input itself is unusable; a part
     that cannot be computed is null and named under ``skipped``.
     """
     check_memory(memory)
-    inp = coerce_input(data, exclude_disturbed=exclude_disturbed)
+    inp = coerce_input(data, exclude_disturbed=exclude_disturbed, names=names)
     if baseline is not None and baseline not in inp.platforms:
         raise DataError(
             f"Baseline platform {baseline!r} is not in the data.",

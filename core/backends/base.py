@@ -60,6 +60,8 @@ class ModelSource:
 
     name: str
     weights_path: str | None = None
+    # Build a zoo model with this many classes (a fine-tuned head); None: its default.
+    num_classes: int | None = None
 
     @property
     def weights_label(self) -> str:

@@ -134,7 +134,8 @@ def cache_stem(source: ModelSource) -> str:
         raise ModelFileError(
             f"{source.name!r} is already a {kind.value} file; it needs no conversion."
         )
-    return f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', model)}-{weights}"
+    classes = f"-c{int(source.num_classes)}" if source.num_classes else ""
+    return f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', model)}-{weights}{classes}"
 
 
 def _weights_digest(weights_path: str) -> str:
@@ -190,7 +191,9 @@ def load_torch_module(source: ModelSource, device: str | None = None) -> tuple[A
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
-        module, label = build_torch_model(source.name, source.weights_path, device=device)
+        module, label = build_torch_model(
+            source.name, source.weights_path, device=device, num_classes=source.num_classes
+        )
     return module.eval(), label
 
 

@@ -112,6 +112,12 @@ class OrtPrepared(SynchronousRequests):
             first = self._session.run(self._output_names[:1], self._feed)[0]
         return np.asarray(first, dtype=np.float32)
 
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits of ``batch`` (float32 NCHW, the prepared batch size), as float32 numpy."""
+        dtype = self._feed[self._input_name].dtype if self._feed else np.dtype(np.float32)
+        first = self._session.run(self._output_names[:1], {self._input_name: batch.astype(dtype, copy=False)})[0]
+        return np.asarray(first, dtype=np.float32)
+
     def reset_peak_device_memory(self) -> None:
         return None
 

@@ -276,6 +276,14 @@ class OpenVinoPrepared:
         self._request.infer()
         return np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
 
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits of ``batch`` (float32 NCHW, the compiled batch size), as float32 numpy.
+        The request's own input tensor is kept; the batch is copied into it."""
+        data = self._tensor.data
+        data[...] = batch.astype(data.dtype, copy=False)
+        self._request.infer()
+        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
+
     def max_in_flight(self) -> int:
         return len(self._queue) if self._queue is not None else 1
 

@@ -17,6 +17,7 @@ import platform
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from core.backends.base import (
@@ -114,6 +115,14 @@ class TorchPrepared(SynchronousRequests):
         """One untimed forward; the first output as float32 numpy (to check conversions)."""
         with torch.inference_mode():
             out = self._module(self._input)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return out.float().cpu().numpy()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits of ``batch`` (float32 NCHW, any batch size), as float32 numpy."""
+        dtype = self._input.dtype
+        with torch.inference_mode():
+            out = self._module(torch.from_numpy(batch).to(device=self._device, dtype=dtype))
         out = out[0] if isinstance(out, (tuple, list)) else out
         return out.float().cpu().numpy()
 

@@ -9,6 +9,9 @@ libraries are imported inside the commands, so ``backbench --help`` stays fast.
 model's share, peak − baseline RSS (the default), or the whole process's peak.
 ``--exclude-disturbed`` (analyze, predict, report) leaves out the measurements other
 processes disturbed, and each command says how many that was.
+``--names FILE`` (analyze, predict, report) maps the data's model names to zoo names where
+matching them by spelling (core.zoo.names) leaves one unmatched or ambiguous; every match
+made and every name left without a card is listed with the notes.
 """
 
 from __future__ import annotations
@@ -33,6 +36,16 @@ log = logging.getLogger(__name__)
 SHOWN_MEMBERS = 8  # cluster members listed in the terminal before "... and N more"
 # core.analysis.memory.MEMORY_CHOICES, spelt out: importing it would load SciPy for --help.
 MEMORY_CHOICES = ("model", "process")
+
+
+def name_map(path: str | None) -> dict[str, str] | None:
+    """The names mapping of ``--names FILE``, or None without one. Raises UsageError or
+    DataError for a file that cannot be read or maps to no zoo model."""
+    if path is None:
+        return None
+    from core.zoo.names import read_name_map
+
+    return read_name_map(path)
 
 
 def load_data(db: str | None, csv: str | None, run: str | None) -> LoadedData:
@@ -77,13 +90,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from core.analysis import analyze
     from core.cli.console import console, err_console, write_or_print
 
+    names = name_map(args.names)
     data = load_data(args.db, args.csv, args.run)
     # analyze() records one run; with several, stderr says which were included so that
     # stdout stays exactly analyze()'s object.
     run_info = data.runs[0] if len(data.runs) == 1 else None
     result = analyze(
         data.frame, run=run_info, baseline=args.baseline, memory=args.memory,
-        exclude_disturbed=args.exclude_disturbed,
+        exclude_disturbed=args.exclude_disturbed, names=names,
     )  # fmt: skip
     if args.json:
         if data.runs:
@@ -237,14 +251,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     if args.batch < 1:
         raise UsageError(f"--batch {args.batch} is not a positive integer.")
-    from core.cli.console import console, write_or_print
+    from core.cli.console import console, err_console, write_or_print
     from core.predict.predictor import LatencyPredictor
 
+    names = name_map(args.names)
     data = load_data(args.db, args.csv, args.run)
     frame, _ = _training_frame(data.frame, args.exclude_disturbed)
+    frame, notes = _zoo_named(frame, names)
+    for note in notes:
+        err_console.print(f"Note: {note}", highlight=False, markup=False)
+    model = _zoo_model(args.model, names)
     platform, rows = _platform_rows(frame, args.platform)
     # Training on the one platform asked for saves fitting the others.
-    prediction = LatencyPredictor().fit(rows).predict(args.model, args.batch, platform)
+    prediction = LatencyPredictor().fit(rows).predict(model, args.batch, platform)
     if args.json:
         write_or_print(_dump_json(prediction.to_dict()), None)
         return 0
@@ -268,6 +287,24 @@ def _training_frame(frame: pd.DataFrame, exclude_disturbed: bool) -> tuple[pd.Da
             "Leave out --exclude-disturbed, or measure again on a quieter machine.",
         )
     return kept, excluded
+
+
+def _zoo_named(
+    frame: pd.DataFrame, names: Mapping[str, str] | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """``frame`` with each model named by the zoo card its name matches (the predictor
+    looks features up by zoo name), and the notes on the matching."""
+    from core.analysis.data import with_zoo_names
+
+    renamed, matches = with_zoo_names(frame, names)
+    return renamed, matches.notes()
+
+
+def _zoo_model(model: str, names: Mapping[str, str] | None) -> str:
+    """``-m MODEL`` as the zoo name it matches (as the data's names are), else as given."""
+    from core.zoo.names import match_names
+
+    return match_names([model], names).zoo_name(model) or model
 
 
 def _platform_rows(frame: pd.DataFrame, wanted: str | None) -> tuple[str, pd.DataFrame]:
@@ -336,8 +373,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from core.cli.console import console, write_or_print
     from core.predict.evaluate import evaluate
 
+    names = name_map(args.names)
     data = load_data(args.db, args.csv, args.run)
     frame, excluded = _training_frame(data.frame, args.exclude_disturbed)
+    frame, name_notes = _zoo_named(frame, names)
     result = evaluate(frame)
     if args.exclude_disturbed:
         result["rows_excluded_disturbed"] = excluded
@@ -345,6 +384,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             *(result.get("notes") or []),
             f"{excluded} disturbed measurement(s) left out (--exclude-disturbed).",
         ]
+    if name_notes:
+        result["notes"] = [*(result.get("notes") or []), *name_notes]
     if args.json:
         write_or_print(_dump_json(result), None)
         return 0
@@ -395,6 +436,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from core.cli.console import console, err_console
     from core.report.html import write_report
 
+    names = name_map(args.names)
     data = load_data(args.db, args.csv, args.run)
     with err_console.status("Writing the report (analysis, figures, cross-validation)..."):
         index = write_report(
@@ -406,6 +448,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             manifests=list(data.manifests),
             memory=args.memory,
             exclude_disturbed=args.exclude_disturbed,
+            names=names,
         )
     console.print(f"Wrote {index}", highlight=False)
     return 0
@@ -419,6 +462,12 @@ def _add_input_options(p: argparse.ArgumentParser, run: bool = True) -> None:
     p.add_argument("--csv", metavar="FILE", help="a long-schema CSV (columns model, batch_size, per_image_ms, ...) instead of a store")
     if run:
         p.add_argument("--run", metavar="NAME|ID", help="run id or name (default: every run in the store)")
+    p.add_argument(
+        "--names", metavar="FILE",
+        help="map the data's model names to zoo names: a CSV of name,zoo pairs (header optional) or a JSON "
+        "object {name: zoo}. Names written otherwise (ResNet-18, SqueezeNet-v1.0) already match by spelling; "
+        "this settles the ones the notes list as unmatched or ambiguous, and wins over that matching",
+    )  # fmt: skip
 
 
 def _add_memory_option(p: argparse.ArgumentParser) -> None:

@@ -448,6 +448,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--resume", metavar="RUN", help="finish an interrupted run (id or name) from its first unfinished case")
     p.set_defaults(func=cmd_run)
 
+    from core.cli.accuracy import add_accuracy_command
+
+    add_accuracy_command(sub)
+
     p = sub.add_parser("results", help="show or export stored measurements")
     p.add_argument("--db", help="results store (default $XDG_DATA_HOME/backbench/results.db)")
     p.add_argument("--run", help="run id or name (default: all runs)")

@@ -45,6 +45,7 @@ class Kind(str, Enum):
     TEXT_LIST = "text list"
     INT_LIST = "int list"
     TEXT_MAP = "text map"  # model name -> file path
+    OBJECT = "object"  # a nested object its own data class checks (accuracy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,9 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         max_len=64, metavar="NAME",
         remote_note="configured on the agent's host, in its --config file",
     ),
+    # An accuracy run's dataset and preprocessing (core.results.AccuracySpec checks the
+    # fields); `backbench accuracy` has its own flags for it.
+    RunOption("accuracy", (), Kind.OBJECT, None, max_items=16),
     # Local only: measuring in the agent's own process would let a client crash or hang
     # the agent with one bad model, and load torch into it.
     RunOption(
@@ -393,6 +397,15 @@ def _checked(opt: RunOption, value: Any, *, remote: bool) -> Any:
             raise UsageError(f"{label} must be an array of strings, got {json_type(value)}.")
         _count(opt, label, value)
         return tuple(_text(opt, label, item) for item in value)
+    if opt.kind is Kind.OBJECT:
+        if not isinstance(value, Mapping):
+            raise UsageError(f"{label} must be an object, got {json_type(value)}.")
+        _count(opt, label, value)
+        from core.results import AccuracySpec
+
+        checked = AccuracySpec.from_dict(dict(value))
+        _text(opt, f"{label}: 'dataset'", checked.dataset)
+        return checked.to_dict()
     if not isinstance(value, Mapping):  # Kind.TEXT_MAP
         raise UsageError(f"{label} must be an object mapping model names to paths, got {json_type(value)}.")
     _count(opt, label, value)
@@ -438,6 +451,7 @@ def _number_in_bounds(opt: RunOption, label: str, value: Any) -> int | float:
 def _build(values: Mapping[str, Any], *, remote: bool) -> RunSpec:
     """The RunSpec of checked values; a field not in ``values`` takes its default."""
     from core.results import (
+        AccuracySpec,
         RunSpec,
         StoppingRule,
         parse_backend,
@@ -477,6 +491,7 @@ def _build(values: Mapping[str, Any], *, remote: bool) -> RunSpec:
         measure_timeout_s=get("measure_timeout_s"),
         worker_start=get("worker_start"),
         runtime=get("runtime"),
+        accuracy=AccuracySpec.from_dict(get("accuracy")) if get("accuracy") is not None else None,
     )
     spec.check_size()
     return spec

@@ -29,6 +29,7 @@ from core import zoo
 from core.backends import needs_conversion
 from core.backends.base import PHASE_CONVERT, ModelSource
 from core.errors import BackbenchError, ModelFileError, UsageError
+from core.measure.accuracy_plan import accuracy_job, validate_accuracy
 from core.measure.environment import manifest as host_manifest
 from core.measure.runtimes import WorkerRuntime, with_runtime
 from core.measure.supervisor import CaseObserver, CaseRunner, run_inline
@@ -118,12 +119,20 @@ def validate_spec(spec: RunSpec, runtime: WorkerRuntime | None = None) -> RunSpe
     weights = {model: os.path.abspath(path) for model, path in spec.weights.items()}
     spec = replace(spec, models=tuple(models), weights=weights)
     spec.check_size()
+    if spec.accuracy is not None:
+        spec = validate_accuracy(spec)
     check_runtime(spec, runtime)
     if runtime is not None:
         runtime.check_case(spec.cases()[0])
     else:
         check_case(spec.cases()[0])
     return spec
+
+
+def source_of(spec: RunSpec, model: str) -> ModelSource:
+    """What a case of ``spec`` loads: the model, its weights file and class count."""
+    num_classes = spec.accuracy.num_classes if spec.accuracy is not None else None
+    return ModelSource(model, spec.weights.get(model), num_classes)
 
 
 def check_runtime(spec: RunSpec, runtime: WorkerRuntime | None) -> None:
@@ -254,7 +263,9 @@ def run_sweep(
                 break
             keeper.check()
             observer.on_case_start(index, total, case)
-            job = WorkerJob(case, ModelSource(case.model, spec.weights.get(case.model)), spec.stopping)
+            job = WorkerJob(case, source_of(spec, case.model), spec.stopping)
+            if spec.accuracy is not None:
+                job = replace(job, accuracy=accuracy_job(spec, case, job.source).to_dict())
             attempt = 0
             while True:
                 started_at = time.time()
@@ -439,7 +450,7 @@ def _convert_up_front(
     def convert(case: Case) -> tuple[Case, Any]:
         if cancel is not None and cancel.is_set():
             return case, None
-        source = ModelSource(case.model, spec.weights.get(case.model))
+        source = source_of(spec, case.model)
         job = WorkerJob(case, source, spec.stopping, threads=threads if workers > 1 else None)
         return case, runner.convert(job, cancel)
 

@@ -60,11 +60,13 @@ from core.results import (
     DEFAULT_DISTURBED_THRESHOLD,
     WORKER_START_EXEC,
     WORKER_START_FORK,
+    AccuracyResult,
     Backend,
     Case,
     FailureKind,
     LatencyStats,
     Measurement,
+    Mode,
     Status,
 )
 
@@ -93,16 +95,30 @@ class PhaseLimits:
         if phase in (PHASE_WARMUP, PHASE_MEASURE):
             if self.measure_s is not None:
                 return self.measure_s
+            if job.case.mode is Mode.ACCURACY:
+                # Until its first batch; then each batch moves the deadline (accuracy_allowance).
+                return ACCURACY_FIRST_BATCH_S
             # Warm-up (capped at a quarter of max_time), the timed loop, and slack for a
             # slow model that needs longer than max_time to reach min_iters; the timed
             # loop gets more once its first samples show the pace (progress_allowance).
             return 3.0 * job.rule.max_time_s + self.measure_slack_s
         return self.load_s
 
+    @staticmethod
+    def accuracy_allowance(slowest_ns: int) -> float:
+        """Seconds an accuracy case may go without finishing a batch: a dataset takes as
+        long as it takes, but a batch twenty times slower than the slowest so far is hung."""
+        return max(ACCURACY_FIRST_BATCH_S, 20 * slowest_ns / 1e9)
+
     def progress_allowance(self, job: WorkerJob, slowest_ns: int) -> float:
         """Seconds the timed loop may take at the pace of its slowest iteration so far:
         the minimum iterations half as slow again, the time limit, and half the slack."""
         return job.rule.min_iters * slowest_ns / 1e9 * 1.5 + job.rule.max_time_s + self.measure_slack_s / 2
+
+
+# How long an accuracy case may take to finish its first batch (a slow device compiles
+# lazily, and a big batch of a big model on an NCS2 takes a while).
+ACCURACY_FIRST_BATCH_S = 300.0
 
 
 class CaseObserver:
@@ -116,6 +132,10 @@ class CaseObserver:
         return None
 
     def on_memory(self, rss_mb: float | None, device_memory: dict[str, float]) -> None:
+        return None
+
+    def on_progress(self, done: int, total: int) -> None:
+        """An accuracy case: ``done`` of ``total`` images evaluated (or skipped)."""
         return None
 
 
@@ -617,7 +637,10 @@ class CaseRunner:
                     if kind == KIND_SAMPLES:
                         outcome.samples.append(payload)
                         observer.on_samples(payload)
-                        if len(payload) and self.limits.measure_s is None:
+                        if len(payload) and self.limits.measure_s is None and job.case.mode is Mode.ACCURACY:
+                            slowest_ns = max(slowest_ns, int(payload[:, 1].max()))
+                            phase_deadline = time.monotonic() + self.limits.accuracy_allowance(slowest_ns)
+                        elif len(payload) and self.limits.measure_s is None:
                             # A slow model is making progress: give it time for its
                             # minimum iterations at the pace it shows.
                             slowest_ns = max(slowest_ns, int(payload[:, 1].max()))
@@ -638,6 +661,9 @@ class CaseRunner:
                     elif kind == KIND_HEARTBEAT:
                         if payload.get("device_memory"):
                             outcome.device_memory = dict(payload["device_memory"])
+                        progress = payload.get("progress")
+                        if isinstance(progress, list) and len(progress) == 2:
+                            observer.on_progress(int(progress[0]), int(progress[1]))
                     elif kind == KIND_RESULT:
                         if window is not None and window.is_open:
                             outcome.conditions.update(window.close(self._own_pids(child)))
@@ -817,6 +843,8 @@ class CaseRunner:
                 text += f": {last_line[:300]}"
             return Measurement.failed(case, FailureKind.CRASHED, text, **common)
 
+        if case.mode is Mode.ACCURACY:
+            return accuracy_measurement(case, result, **common)
         pairs = np.concatenate(outcome.samples) if outcome.samples else np.empty((0, 2), dtype=np.int64)
         samples_ns = pairs[:, 1]
         if samples_ns.size != int(result.get("n", -1)) or samples_ns.size == 0:
@@ -884,6 +912,19 @@ def ok_measurement(
     )
 
 
+def accuracy_measurement(case: Case, result: dict[str, Any], **common: Any) -> Measurement:
+    """An accuracy case's result. Its batches were timed for the live view only: an
+    accuracy row carries no latency statistics, so no latency analysis mixes it in."""
+    try:
+        accuracy = AccuracyResult.from_dict(dict(result["accuracy"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        return Measurement.failed(case, FailureKind.ERROR, f"the worker sent a bad accuracy result ({exc})", **common)
+    return Measurement(
+        case=case, status=Status.OK, accuracy=accuracy,
+        backend_config=dict(result.get("config") or {}), **common,
+    )  # fmt: skip
+
+
 def run_inline(job: WorkerJob, observer: CaseObserver | None = None) -> Measurement:
     """Measure in this process (``--no-isolate``): for debugging and quick tests. A crash
     here takes the caller down, and peak RSS is this process's lifetime peak."""
@@ -907,6 +948,8 @@ def run_inline(job: WorkerJob, observer: CaseObserver | None = None) -> Measurem
         observer.on_samples(np.array([[t_ns, latency_ns]], dtype=np.int64))
 
     clock = PhaseClock(None, job)
+    if job.case.mode is Mode.ACCURACY:
+        return _accuracy_inline(job, observer, clock, common, t_start, t_spawn)
     try:
         t_convert = time.monotonic()
         ensure_converted(job.case, job.source)
@@ -944,3 +987,34 @@ def peak_device_memory_mb(device_memory: dict[str, float]) -> float | None:
         if key in device_memory:
             return device_memory[key]
     return max(device_memory.values()) if device_memory else None
+
+
+def _accuracy_inline(
+    job: WorkerJob, observer: CaseObserver, clock: Any, common: dict[str, Any], t_start: float, t_spawn: int
+) -> Measurement:
+    import resource
+
+    from core.backends import ensure_converted
+    from core.measure.worker import classify_exception, measure_accuracy
+
+    def on_batch(t_ns: int, latency_ns: int) -> None:
+        observer.on_samples(np.array([[t_ns, latency_ns]], dtype=np.int64))
+
+    try:
+        ensure_converted(job.case, job.source)
+        accuracy, config = measure_accuracy(
+            job, None, clock=clock, on_batch=on_batch, on_progress=observer.on_progress
+        )
+    except Exception as exc:
+        kind, message, hint = classify_exception(exc)
+        return Measurement.failed(
+            job.case, kind, f"{message} {hint}" if hint else message,
+            duration_s=time.monotonic() - t_start, **common,
+        )  # fmt: skip
+    return Measurement(
+        case=job.case, status=Status.OK, accuracy=accuracy, backend_config=config,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        baseline_rss_mb=clock.baseline_rss_mb, duration_s=time.monotonic() - t_start,
+        phase_s=phase_seconds(clock.timeline, t_spawn, {"t_ns": time.perf_counter_ns()}),
+        **common,
+    )  # fmt: skip

@@ -47,7 +47,7 @@ from core.measure.pipe import (
     SAMPLES_PER_FRAME,
     encode_json,
 )
-from core.results import Case, FailureKind, StoppingRule
+from core.results import Case, FailureKind, Mode, StoppingRule
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,16 @@ class WorkerJob:
     # A conversion's target when the measuring interpreter is another one (a worker
     # runtime): "ir" or "onnx:OPSET", as that interpreter's check-converted answered.
     convert_format: str | None = None
+    # An accuracy case's dataset, preprocessing and reference (core.measure.accuracy.AccuracyJob).
+    accuracy: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "case": self.case.to_dict(),
-            "source": {"name": self.source.name, "weights_path": self.source.weights_path},
+            "source": {
+                "name": self.source.name, "weights_path": self.source.weights_path,
+                "num_classes": self.source.num_classes,
+            },
             "rule": self.rule.to_dict(),
             "max_mem_mb": self.max_mem_mb,
             "fault": self.fault,
@@ -87,6 +92,7 @@ class WorkerJob:
             "threads": self.threads,
             "mem_cgroup": self.mem_cgroup,
             "convert_format": self.convert_format,
+            "accuracy": self.accuracy,
         }
 
     @classmethod
@@ -94,7 +100,10 @@ class WorkerJob:
         src = data["source"]
         return cls(
             case=Case.from_dict(data["case"]),
-            source=ModelSource(src["name"], src.get("weights_path")),
+            source=ModelSource(
+                src["name"], src.get("weights_path"),
+                int(src["num_classes"]) if src.get("num_classes") else None,
+            ),
             rule=StoppingRule.from_dict(data["rule"]),
             max_mem_mb=data.get("max_mem_mb"),
             fault=data.get("fault"),
@@ -102,6 +111,7 @@ class WorkerJob:
             threads=int(data["threads"]) if data.get("threads") else None,
             mem_cgroup=str(data["mem_cgroup"]) if data.get("mem_cgroup") else None,
             convert_format=str(data["convert_format"]) if data.get("convert_format") else None,
+            accuracy=dict(data["accuracy"]) if isinstance(data.get("accuracy"), dict) else None,
         )
 
 
@@ -179,6 +189,8 @@ class Heartbeat(threading.Thread):
         self._stop_event = threading.Event()
         self.cpu_s = 0.0  # this thread's CPU time, set as it ends
         self.wakeups = 0
+        self.progress: tuple[int, int] | None = None  # (done, total) of an accuracy case
+        self._sent_progress: tuple[int, int] | None = None
 
     def run(self) -> None:
         interval_ns = int(HEARTBEAT_INTERVAL_S * 1e9)
@@ -196,7 +208,15 @@ class Heartbeat(threading.Thread):
                         memory = {}
                     if memory:
                         payload["device_memory"] = memory
-                if "device_memory" not in payload and now - self.channel.last_write_ns < interval_ns:
+                progress = self.progress
+                if progress is not None and progress != self._sent_progress:
+                    payload["progress"] = list(progress)
+                    self._sent_progress = progress
+                if (
+                    "device_memory" not in payload
+                    and "progress" not in payload
+                    and now - self.channel.last_write_ns < interval_ns
+                ):
                     continue
                 self.channel.send(KIND_HEARTBEAT, payload)
         finally:
@@ -412,6 +432,59 @@ def measure(
         prepared.close()
 
 
+def measure_accuracy(
+    job: WorkerJob,
+    channel: Channel | None,
+    heartbeat: Heartbeat | None = None,
+    clock: PhaseClock | None = None,
+    on_batch: Any = None,
+    on_progress: Any = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Evaluate an accuracy case in this process: (AccuracyResult, backend config). The
+    dataset is opened (and its layout checked) before the model is loaded."""
+    from core.backends import get_backend
+    from core.backends.convert import forbid_conversion
+    from core.measure.accuracy import AccuracyJob, evaluate
+    from core.measure.datasets import open_dataset
+
+    if job.accuracy is None:
+        raise ValueError("an accuracy case needs its accuracy job")
+    accuracy = AccuracyJob.from_dict(job.accuracy)
+    spec = accuracy.spec
+    dataset = open_dataset(spec.dataset, spec.layout, limit=spec.limit, seed=spec.seed, split=spec.split)
+    on_phase = clock or PhaseClock(channel, job)
+    backend = get_backend(job.case.backend)
+    with forbid_conversion():
+        prepared = backend.prepare(job.case, job.source, on_phase=on_phase)
+    try:
+        if heartbeat is not None:
+            heartbeat.prepared = prepared
+
+        def batch_done(t_ns: int, latency_ns: int) -> None:
+            if channel is not None:
+                channel.sample(t_ns, latency_ns)
+            if on_batch is not None:
+                on_batch(t_ns, latency_ns)
+
+        def progress(done: int, total: int) -> None:
+            if heartbeat is not None:
+                heartbeat.progress = (done, total)
+            if on_progress is not None:
+                on_progress(done, total)
+
+        result = evaluate(
+            prepared, accuracy, dataset, job.case.batch_size, prepared.config.get("input_shape"),
+            on_phase=on_phase, on_batch=batch_done, on_progress=progress,
+        )  # fmt: skip
+        if channel is not None:
+            channel.flush()
+        return result, dict(prepared.config)
+    finally:
+        if heartbeat is not None:
+            heartbeat.prepared = None
+        prepared.close()
+
+
 def check_converted(job: WorkerJob) -> dict[str, Any]:
     """Whether the case's model is converted already: the light question a backend's own
     fork server answers, so the converter (torch and OpenVINO, ~700 MB) starts only
@@ -501,6 +574,15 @@ def serve(job_data: Any, fd: int, parent_pid: int = 0, start: str = "exec") -> i
             channel.send(KIND_PHASE, {"phase": PHASE_CONVERT, "t_ns": time.perf_counter_ns()})
             check = job.task == TASK_CHECK_CONVERTED
             channel.send(KIND_RESULT, check_converted(job) if check else convert_for(job))
+            return EXIT_OK
+        if job.case.mode is Mode.ACCURACY:
+            accuracy, config = measure_accuracy(job, channel, heartbeat, clock=clock)
+            heartbeat.stop()
+            heartbeat.join(timeout=1.0)
+            channel.send(KIND_RESULT, {
+                "accuracy": accuracy.to_dict(), "config": config, "t_ns": time.perf_counter_ns(),
+                "start": start, "peak_rss_mb": peak_rss_mb(),
+            })  # fmt: skip
             return EXIT_OK
         result, config, device_memory = measure(job, channel, heartbeat, clock=clock)
     except BaseException as exc:  # every failure is reported to the parent, then we exit

@@ -19,6 +19,8 @@ class JobEvent(str, Enum):
     CASE_STARTED = "job.case_started"
     CASE_FINISHED = "job.case_finished"  # carries the Measurement dict
     CASE_FAILED = "job.case_failed"  # carries the reason
+    # An accuracy case's images: images_done of images_total (at most twice a second).
+    CASE_PROGRESS = "job.case_progress"
     FINISHED = "job.finished"  # also a failed job: its params say state="failed"
     CANCELLED = "job.cancelled"
     INTERRUPTED = "job.interrupted"

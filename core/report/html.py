@@ -563,7 +563,7 @@ def _build(folder: Path, data: pd.DataFrame, inp: AnalysisInput, title: str, run
     import pandas as pd
 
     from core.analysis import analyze, to_jsonable
-    from core.analysis.data import without_disturbed
+    from core.analysis.data import with_zoo_names, without_disturbed
     from core.report.figures import build_all
 
     started = time.perf_counter_ns()
@@ -582,6 +582,8 @@ def _build(folder: Path, data: pd.DataFrame, inp: AnalysisInput, title: str, run
         log.info("Cross-validating the latency predictor (leave one model out)")
         # The predictor learns from what the analysis used: no disturbed rows if left out.
         trained = without_disturbed(data)[0] if inp.n_excluded_disturbed else data
+        # The predictor finds a model's features by its zoo name, not the data's spelling.
+        trained = with_zoo_names(trained, inp.name_matches)[0] if inp.name_matches else trained
         try:
             evaluation = evaluate(trained)
         except DataError as exc:
@@ -641,14 +643,16 @@ def write_report(
     manifests: Sequence[Mapping[str, Any]] | None = None,
     memory: str = "model",
     exclude_disturbed: bool = False,
+    names: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the report folder ``out_dir`` and return the path of its index.html.
 
     ``data`` is long-schema rows (or an AnalysisInput); ``manifests`` are the environment
-    manifests of the runs, shown in the data summary. ``memory`` ("model" or "process")
-    and ``exclude_disturbed`` are analyze()'s. An existing ``out_dir`` is replaced only
-    when it holds an earlier report (or nothing). Raises DataError for unusable data and
-    UsageError for a target that cannot be written or an unknown ``memory``.
+    manifests of the runs, shown in the data summary. ``memory`` ("model" or "process"),
+    ``exclude_disturbed`` and ``names`` are analyze()'s. An existing ``out_dir`` is
+    replaced only when it holds an earlier report (or nothing). Raises DataError for
+    unusable data and UsageError for a target that cannot be written, an unknown
+    ``memory`` or a ``names`` mapping to no zoo model.
     """
     from core.analysis.data import AnalysisInput, coerce_input
     from core.analysis.memory import check_memory
@@ -656,7 +660,7 @@ def write_report(
     check_memory(memory)
     out = Path(out_dir).expanduser().absolute()
     _check_target(out)
-    inp = coerce_input(data, exclude_disturbed=exclude_disturbed)
+    inp = coerce_input(data, exclude_disturbed=exclude_disturbed, names=names)
     frame = inp.frame if isinstance(data, AnalysisInput) else data
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

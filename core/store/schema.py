@@ -29,6 +29,7 @@ import numpy as np
 
 from core.errors import StoreCorruptError, StoreError, StoreFullError
 from core.results import (
+    AccuracyResult,
     Case,
     FailureKind,
     LatencyStats,
@@ -186,6 +187,21 @@ UPDATE measurements SET device = 'cuda:0' WHERE backend != 'openvino' AND device
 """
 
 
+# Issue 12: measured accuracy. The figures a query filters or sorts on are columns; the
+# dataset's identity, the preprocessing and the skipped files stay in accuracy_json.
+_V6_ACCURACY = """
+ALTER TABLE measurements ADD COLUMN top1_correct INTEGER;
+ALTER TABLE measurements ADD COLUMN top5_correct INTEGER;
+ALTER TABLE measurements ADD COLUMN n_eval_images INTEGER;
+ALTER TABLE measurements ADD COLUMN skipped_images INTEGER;
+ALTER TABLE measurements ADD COLUMN top1_agreement REAL;
+ALTER TABLE measurements ADD COLUMN max_logit_diff REAL;
+ALTER TABLE measurements ADD COLUMN dataset_id TEXT;
+ALTER TABLE measurements ADD COLUMN accuracy_json TEXT;
+CREATE INDEX measurements_by_dataset ON measurements(dataset_id, model) WHERE dataset_id IS NOT NULL;
+"""
+
+
 def _number_attempts(conn: sqlite3.Connection) -> None:
     """Files from before attempts may hold a case twice in one run (a resume measured a
     failed case again): number those rows in the order they were written, and let the
@@ -214,6 +230,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration("run leases: who is measuring a run", sql=_V4_RUN_LEASES),
     Migration("one spelling per device (cpu, Cpu and CPU are one OpenVINO device)", sql=_V5_DEVICES),
+    Migration("measured accuracy: top-1/top-5 counts, images, agreement, dataset", sql=_V6_ACCURACY),
 ]
 
 # The tables version 1 creates; a version-0 file holding other tables is not ours.
@@ -437,7 +454,8 @@ MEASUREMENT_INSERT_COLUMNS = (
     "target_met", "peak_rss_mb", "peak_device_mem_mb", "device_memory_json", "params",
     "flops", "weights", "backend_config_json", "environment_id", "started_at", "duration_s",
     "baseline_rss_mb", "phase_s_json", "interference", "disturbed", "conditions_json",
-    "attempt", "current",
+    "attempt", "current", "top1_correct", "top5_correct", "n_eval_images", "skipped_images",
+    "top1_agreement", "max_logit_diff", "dataset_id", "accuracy_json",
 )  # fmt: skip
 MEASUREMENT_INSERT = (
     f"INSERT INTO measurements ({', '.join(MEASUREMENT_INSERT_COLUMNS)}) "
@@ -529,6 +547,25 @@ def measurement_params(m: Measurement, run_id: int, env_id: str) -> dict[str, An
         "conditions_json": dumps(m.conditions),
         "attempt": int(m.attempt),
         "current": int(bool(m.current)),
+        **_accuracy_params(m.accuracy),
+    }
+
+
+def _accuracy_params(acc: AccuracyResult | None) -> dict[str, Any]:
+    if acc is None:
+        return dict.fromkeys((
+            "top1_correct", "top5_correct", "n_eval_images", "skipped_images", "top1_agreement",
+            "max_logit_diff", "dataset_id", "accuracy_json",
+        ))  # fmt: skip
+    return {
+        "top1_correct": int(acc.top1_correct),
+        "top5_correct": _opt_int(acc.top5_correct),
+        "n_eval_images": int(acc.n_images),
+        "skipped_images": int(acc.skipped),
+        "top1_agreement": _opt_float(acc.agreement_top1),
+        "max_logit_diff": _opt_float(acc.max_logit_diff),
+        "dataset_id": acc.dataset_id,
+        "accuracy_json": dumps(acc.to_dict()),
     }
 
 
@@ -580,6 +617,7 @@ def measurement_from_row(row: sqlite3.Row, samples_ns: tuple[int, ...]) -> Measu
         conditions=json.loads(row["conditions_json"] or "{}"),
         attempt=int(row["attempt"]),
         current=bool(row["current"]),
+        accuracy=AccuracyResult.from_dict(json.loads(row["accuracy_json"])) if row["accuracy_json"] else None,
     )
 
 

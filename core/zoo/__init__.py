@@ -14,6 +14,7 @@ from core.zoo.card import ModelCard
 from core.zoo.complexity import Complexity
 from core.zoo.files import MODEL_FILE_SOURCES, is_model_file, load_torchscript
 from core.zoo.lookup import get_card
+from core.zoo.names import MatchKind, NameMatches, match_names, name_key, read_name_map
 from core.zoo.registry import (
     list_models,
     model_complexity,
@@ -28,25 +29,34 @@ if TYPE_CHECKING:
 
 
 def build_torch_model(
-    name: str, weights_path: str | None = None, device: str | None = None
+    name: str,
+    weights_path: str | None = None,
+    device: str | None = None,
+    num_classes: int | None = None,
 ) -> tuple[torch.nn.Module, str]:
-    """Build zoo model ``name`` in eval() mode; returns (module, weights_label), the label
-    being "random" (weights=None) or "file:<absolute path>"."""
+    """Build zoo model ``name`` in eval() mode, with ``num_classes`` outputs (None: its
+    default); returns (module, weights_label), the label being "random" (weights=None)
+    or "file:<absolute path>"."""
     from core.zoo.torchvision_models import build_torch_model as build
 
-    return build(name, weights_path, device)
+    return build(name, weights_path, device, num_classes)
 
 
 __all__ = [
     "MODEL_FILE_SOURCES",
     "Complexity",
+    "MatchKind",
     "ModelCard",
+    "NameMatches",
     "build_torch_model",
     "get_card",
     "is_model_file",
     "list_models",
     "load_torchscript",
+    "match_names",
     "model_complexity",
+    "name_key",
+    "read_name_map",
     "suite_description",
     "suite_models",
     "suite_names",

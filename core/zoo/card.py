@@ -7,7 +7,7 @@ format for a model file, whose published figures are unknown (None).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SOURCES = ("torchvision", "onnx", "openvino-ir", "torchscript")
@@ -26,6 +26,9 @@ class ModelCard:
     source: str  # "torchvision" | "onnx" | "openvino-ir" | "torchscript"
     path: str | None = None  # absolute path, for file models
     notes: str = ""
+    # The eval transform of the weights the published accuracy belongs to: resize (shorter
+    # side), crop, interpolation, mean, std. None: not known (model files).
+    preprocessing: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def flops_published(self) -> int | None:
@@ -58,6 +61,7 @@ class ModelCard:
             source=str(d["source"]),
             path=_opt(str, d.get("path")),
             notes=str(d.get("notes", "")),
+            preprocessing=dict(d["preprocessing"]) if isinstance(d.get("preprocessing"), Mapping) else None,
         )
 
 

@@ -119,7 +119,22 @@ def card_from_torchvision(name: str) -> ModelCard:
         file_size_mb=meta.get("_file_size"),
         source="torchvision",
         notes=notes,
+        preprocessing=eval_preprocessing(weights),
     )
+
+
+def eval_preprocessing(weights: Any) -> dict[str, Any]:
+    """The weights' own eval transform (torchvision's ImageClassification preset), as plain
+    data a worker without torchvision can apply (core.measure.preprocess)."""
+    transform = weights.transforms()
+    interpolation = getattr(transform, "interpolation", None)
+    return {
+        "resize": int(transform.resize_size[0]),
+        "crop": int(transform.crop_size[0]),
+        "interpolation": str(getattr(interpolation, "value", interpolation or "bilinear")),
+        "mean": [float(v) for v in transform.mean],
+        "std": [float(v) for v in transform.std],
+    }
 
 
 def builder_kwargs(name: str, *, random_init: bool = True) -> dict[str, Any]:
@@ -334,8 +349,27 @@ def _listing(keys: list[str], what: str) -> str:
     return f"{len(keys)} {what} ({shown})"
 
 
+def _head_classes(
+    expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], mismatched: list[str]
+) -> tuple[int, int] | None:
+    """(classes in the file, classes built) when the only mismatch is the classifier's
+    output size: the model's last weight and bias, differing in their first dimension."""
+    last = list(expected)[-2:]
+    if not mismatched or not set(mismatched) <= set(last):
+        return None
+    for key in mismatched:
+        if tuple(state[key].shape[1:]) != tuple(expected[key].shape[1:]):
+            return None
+    key = mismatched[0]
+    return int(state[key].shape[0]), int(expected[key].shape[0])
+
+
 def _apply_state_dict(
-    model: nn.Module, state: dict[str, torch.Tensor], name: str, path: Path
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    name: str,
+    path: Path,
+    num_classes: int | None = None,
 ) -> None:
     aux = AUX_HEAD_PREFIXES.get(name)
     if aux:
@@ -352,6 +386,15 @@ def _apply_state_dict(
         for k in expected
         if k in state and state[k].shape != expected[k].shape
     ]
+    head_keys = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    classes = None if missing or unexpected else _head_classes(expected, state, head_keys)
+    if classes is not None:
+        in_file, built = classes
+        raise ModelFileError(
+            f"{path} has a classifier head of {in_file} classes, but {name} was built for "
+            f"{built}{'' if num_classes else ' (its default)'}.",
+            f"Give --num-classes {in_file} to build {name} with the weights' head.",
+        )
     problems = [
         _listing(keys, what)
         for keys, what in (
@@ -376,7 +419,10 @@ def _apply_state_dict(
 
 
 def build_torch_model(
-    name: str, weights_path: str | None = None, device: str | None = None
+    name: str,
+    weights_path: str | None = None,
+    device: str | None = None,
+    num_classes: int | None = None,
 ) -> tuple[nn.Module, str]:
     """Build zoo model ``name`` for inference (eval mode) on ``device`` (default cpu).
 
@@ -392,11 +438,12 @@ def build_torch_model(
         # Read the file before building, so a bad file fails before a slow random init.
         path, state = load_state_dict_file(weights_path)
         label = f"file:{path}"
-    model = tvm.get_model(
-        canonical, weights=None, **builder_kwargs(canonical, random_init=state is None)
-    )
+    kwargs = builder_kwargs(canonical, random_init=state is None)
+    if num_classes:
+        kwargs["num_classes"] = int(num_classes)
+    model = tvm.get_model(canonical, weights=None, **kwargs)
     if state is not None and path is not None:
-        _apply_state_dict(model, state, canonical, path)
+        _apply_state_dict(model, state, canonical, path, num_classes)
     model.eval()
     try:
         model = model.to(target)

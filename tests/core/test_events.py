@@ -13,7 +13,7 @@ from core.protocol.messages import make_job_event
 def test_job_events_are_their_wire_names() -> None:
     assert [e.value for e in JobEvent] == [
         "job.queued", "job.started", "job.case_started", "job.case_finished",
-        "job.case_failed", "job.finished", "job.cancelled", "job.interrupted",
+        "job.case_failed", "job.case_progress", "job.finished", "job.cancelled", "job.interrupted",
     ]  # fmt: skip
     note = make_job_event(JobEvent.FINISHED, 3, state="finished")
     assert type(note["method"]) is str and note["method"] == "job.finished"

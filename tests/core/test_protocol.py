@@ -179,7 +179,7 @@ def test_notification_builders() -> None:
     assert make_gap(5)["params"] == {"topic": "telemetry", "dropped": 5}
     with pytest.raises(ValueError):
         make_job_event("job.exploded", 1)
-    assert len(set(JobEvent)) == 8 and all(e.value.startswith("job.") for e in JobEvent)
+    assert len(set(JobEvent)) == 9 and all(e.value.startswith("job.") for e in JobEvent)
 
 
 def test_error_replies_carry_user_facing_text_only() -> None:

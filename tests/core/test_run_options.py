@@ -184,10 +184,49 @@ def test_every_remote_option_is_accepted() -> None:
     }
     remote_fields = {o.field for o in RUN_OPTIONS if o.remote and o.field}
     sent = set(EVERY_REMOTE_FIELD) - {"stopping"}
-    assert sent | {f"stopping.{k}" for k in EVERY_REMOTE_FIELD["stopping"]} == remote_fields
+    # Accuracy takes an accuracy run (one batch size): the next test sends it.
+    assert sent | {f"stopping.{k}" for k in EVERY_REMOTE_FIELD["stopping"]} == remote_fields - {"accuracy"}
     # What a client sends comes back as the same spec, without the local-only field.
     assert "isolate" not in remote_spec_dict(spec)
     assert spec_from_remote(json.loads(json.dumps(remote_spec_dict(spec)))) == spec
+
+
+ACCURACY_SPEC: dict[str, Any] = {
+    "models": ["resnet18"], "backend": "openvino", "device": "CPU", "precision": "bf16",
+    "batch_sizes": [8], "mode": "accuracy", "weights": {"resnet18": "weights/r18.pth"},
+    "accuracy": {
+        "dataset": "imagenet/val", "layout": "imagenet-val", "limit": 5000, "seed": 1,
+        "num_classes": None, "size": 224, "resize": 256, "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25], "scale": 1.0, "bgr": True, "split": "test",
+    },
+}  # fmt: skip
+
+
+def test_an_accuracy_spec_round_trips() -> None:
+    spec = spec_from_remote(ACCURACY_SPEC)
+    assert spec.accuracy is not None and spec.accuracy.limit == 5000 and spec.accuracy.bgr is True
+    assert spec.to_dict()["accuracy"] == ACCURACY_SPEC["accuracy"]
+    assert spec_from_remote(json.loads(json.dumps(remote_spec_dict(spec)))) == spec
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"accuracy": "imagenet/val"}, "must be an object"),
+        ({"accuracy": {"dataset": "d", "colour": "red"}}, "Unknown accuracy option(s): colour"),
+        ({"accuracy": {"dataset": "d", "limit": 0}}, "--limit must be 1 or more"),
+        ({"accuracy": {"dataset": "d", "limit": 2.5}}, "is not a whole number"),
+        ({"accuracy": {"dataset": "d", "mean": [1, 2]}}, "is not three numbers"),
+        ({"accuracy": {"dataset": "d", "layout": "voc"}}, "Unknown dataset layout"),
+        ({"accuracy": {"layout": "cifar10"}}, "No dataset given"),
+        ({"accuracy": {"dataset": "x" * 5000}}, "1 to 4096 characters"),
+        ({"mode": "latency"}, "only an accuracy run takes one"),
+        ({"batch_sizes": [1, 8]}, "one batch size"),
+    ],
+)
+def test_a_bad_accuracy_spec_is_refused_with_a_reason(change: dict[str, Any], says: str) -> None:
+    err = _raises({**ACCURACY_SPEC, **change})
+    assert says in err.message, err.message
 
 
 def test_nulls_where_a_field_has_no_value_and_a_bare_batch_size() -> None:

@@ -59,6 +59,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_the_resources_inside_the_packages(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "core/resources/zoo_catalog.json" in names
+    assert "core/resources/imagenet_wnids.txt" in names  # imagenet-val labels (accuracy)
     assert {"core/resources/suites/paper.json", "core/resources/suites/quick.json"} <= names
     assert not any(name.startswith(("resources/", "tests/", "bench/")) for name in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
