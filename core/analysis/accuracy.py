@@ -50,6 +50,9 @@ class ModelAccuracy:
     density_high: float | None
     top1_low: float | None
     top1_high: float | None
+    # The published ImageNet figures (torchvision's), beside a measured top-1/top-5.
+    reference_top1: float | None = None
+    reference_top5: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +68,8 @@ class ModelAccuracy:
             if self.density_low is None
             else [self.density_low, self.density_high],
             "top1_ci95": None if self.top1_low is None else [self.top1_low, self.top1_high],
+            "reference_top1": self.reference_top1,
+            "reference_top5": self.reference_top5,
         }
 
 
@@ -107,6 +112,8 @@ def model_accuracies(inp: AnalysisInput) -> list[ModelAccuracy]:
                 density_high=d_high,
                 top1_low=low,
                 top1_high=high,
+                reference_top1=_finite(getattr(row, "reference_top1", None)),
+                reference_top5=_finite(getattr(row, "reference_top5", None)),
             )
         )
     result.sort(key=lambda m: (-(m.density if m.density is not None else -math.inf), m.model))

@@ -266,6 +266,16 @@ def _fill_from_zoo(
                 frame.loc[gap, column] = value
                 filled.setdefault(column, set()).add(model)
     frame.loc[unmeasured & frame["top1"].notna(), "accuracy_source"] = REFERENCE
+    # The published figures stay beside the measured ones, so views can show both.
+    frame["reference_top1"] = np.nan
+    frame["reference_top5"] = np.nan
+    for model in frame["model"].unique().tolist():
+        source = matches.card_source(model)
+        facts = _zoo_facts(source) if source is not None else {}
+        rows = frame["model"] == model
+        for column in ("top1", "top5"):
+            if facts.get(column) is not None:
+                frame.loc[rows, f"reference_{column}"] = facts[column]
     for column in ("params", "flops"):
         if column in filled:
             notes.append(
@@ -384,6 +394,7 @@ def prepare(
     derived = (frame["peak_rss_mb"] - frame["baseline_rss_mb"]).clip(lower=0.0)
     frame["model_rss_mb"] = frame["model_rss_mb"].fillna(derived)
 
+    frame = join_measured_accuracy(frame, notes)
     required_na = frame["model"].isna() | (frame["model"] == "")
     for column in ("batch_size", "per_image_ms"):
         required_na |= frame[column].isna()
@@ -458,6 +469,63 @@ def coerce_input(
     return prepare(data, exclude_disturbed=exclude_disturbed, names=names)
 
 
+def join_measured_accuracy(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Accuracy rows (``mode == accuracy``: top-1/top-5 over a dataset, no latency) give
+    their figures to the timing rows of their model: the accuracy measured on the same
+    backend, device and precision where there is one, else the model's median over its
+    measured platforms. A model measured on several datasets uses the one with the most
+    images. The accuracy rows themselves then leave the table (they have no timing).
+    Raises DataError when the table holds accuracy rows only."""
+    if "mode" not in frame.columns:
+        return frame
+    is_accuracy = (frame["mode"].astype("string").str.strip().str.lower() == "accuracy").fillna(False)
+    if not is_accuracy.any():
+        return frame
+    accuracy = frame.loc[is_accuracy & frame["top1"].notna()]
+    timing = frame.loc[~is_accuracy].copy()
+    if timing.empty:
+        raise DataError(
+            f"The table holds {int(is_accuracy.sum())} accuracy measurement(s) and no timing: the "
+            "analyses set accuracy against time, FLOPs and memory.",
+            "Measure latency too (backbench run -m MODEL ...) into the same store, or see the "
+            "accuracy alone with `backbench results` or `backbench accuracy`.",
+        )
+    if "dataset_id" in accuracy.columns and accuracy["dataset_id"].notna().any():
+        sizes = accuracy.groupby(["model", "dataset_id"])["n_eval_images"].max().reset_index()
+        best = sizes.sort_values(["model", "n_eval_images"], ascending=[True, False]).drop_duplicates("model")
+        chosen = set(zip(best["model"], best["dataset_id"], strict=False))
+        keep = [(m, d) in chosen for m, d in zip(accuracy["model"], accuracy["dataset_id"], strict=False)]
+        if not all(keep):
+            notes.append(
+                "Some models were evaluated on several datasets; each uses the one with the most images."
+            )
+        accuracy = accuracy.loc[keep]
+    parts = [c for c in PLATFORM_PARTS if c in frame.columns]
+    columns = ("top1", "top5", "n_eval_images")
+    by_platform = accuracy.groupby(["model", *parts])[list(columns)].median() if parts else None
+    by_model = accuracy.groupby("model")[list(columns)].median()
+    joined = 0
+    for index, row in timing.iterrows():
+        if pd.notna(row.get("top1")):
+            continue  # a table that carries its own accuracy column keeps it
+        key = (row["model"], *(row[c] for c in parts))
+        if by_platform is not None and key in by_platform.index:
+            figures = by_platform.loc[key]
+        elif row["model"] in by_model.index:
+            figures = by_model.loc[row["model"]]
+        else:
+            continue
+        for column in columns:
+            timing.at[index, column] = figures[column]
+        joined += 1
+    if joined:
+        notes.append(
+            f"Measured accuracy ({int(len(accuracy))} accuracy measurement(s)) joined to {joined} "
+            "timing row(s): the same platform's where measured, else the model's median."
+        )
+    return timing
+
+
 def cell_medians(inp: AnalysisInput, columns: tuple[str, ...]) -> pd.DataFrame:
     """One row per (platform, model, batch_size): the median of repeated measurements."""
     frame = inp.frame
@@ -486,6 +554,8 @@ def model_table(inp: AnalysisInput) -> pd.DataFrame:
                 "top5": source_rows["top5"].median(),
                 "accuracy_source": source,
                 "n_eval_images": float(n_eval.min()) if not n_eval.empty else np.nan,
+                "reference_top1": group["reference_top1"].median() if "reference_top1" in group else np.nan,
+                "reference_top5": group["reference_top5"].median() if "reference_top5" in group else np.nan,
             }
         )
     return pd.DataFrame(rows)

@@ -145,14 +145,18 @@ def accuracy_specs(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
             runnable = [m for m in runnable if reference_platform(m) == (backend, device, precision)]
         if not runnable:
             continue
+        # A reference added here runs on this host's own interpreter: with --runtime, the
+        # platforms asked for run on the runtime and agree against the host's reference.
+        runtime = args.runtime if (backend, device, precision) in asked else None
         spec = RunSpec(
             models=tuple(runnable), backend=backend, device=device, precision=precision,
             batch_sizes=batch, mode=Mode.ACCURACY, accuracy=acc,
             name=f"{name} {platform_label(backend, device, precision)}",
-            weights={m: w for m, w in weights.items() if m in runnable}, runtime=args.runtime,
+            weights={m: w for m, w in weights.items() if m in runnable}, runtime=runtime,
         )  # fmt: skip
         try:
-            check_case(spec.cases()[0]) if not args.runtime else None
+            if runtime is None:
+                check_case(spec.cases()[0])
         except BackbenchError as exc:
             notes.append(f"{platform_label(backend, device, precision)} left out: {exc.message}")
             continue
@@ -244,12 +248,17 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     for note in notes:
         err_console.print(f"[yellow]{note}[/]", highlight=False)
     runtime = user_runtime(args.runtime) if args.runtime else None
+
+    def case_runner(spec: RunSpec) -> CaseRunner:
+        runner = CaseRunner()
+        if spec.runtime is not None and runtime is not None:
+            runner.use_runtime(runtime)
+        return runner
+
     checked = []
     for spec in specs:
-        runner = CaseRunner()
+        runner = case_runner(spec)
         try:
-            if runtime is not None:
-                runner.use_runtime(runtime)
             checked.append(validate_spec(spec, runner.runtime))
         finally:
             runner.close()
@@ -267,10 +276,11 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
             task = progress.add_task("cases", total=total, live="")
             observer = Observer(progress, task)
             for spec in checked:
-                runner = CaseRunner()
-                if runtime is not None:
-                    runner.use_runtime(runtime)
-                run = run_sweep(spec, store, observer=observer, case_runner=runner, validate=False)
+                runner = case_runner(spec)
+                try:
+                    run = run_sweep(spec, store, observer=observer, case_runner=runner, validate=False)
+                finally:
+                    runner.close()
                 runs.append(run)
     except KeyboardInterrupt:
         err_console.print(

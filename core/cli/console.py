@@ -105,6 +105,17 @@ def _other_cpu(r: dict[str, Any]) -> str:
     return f"[bold yellow]{value} {DISTURBED_FLAG}[/]" if r["disturbed"] else value
 
 
+_ACCURACY_CAPTION = (
+    "Accuracy over the dataset, 95% Wilson intervals; agree = share of identical top-1 with "
+    "the reference platform (`backbench accuracy` prints the whole comparison)."
+)
+_ACCURACY_ROWS_CAPTION = "Accuracy rows (platform …/accuracy) have no latency: see `backbench results --run RUN` for one."
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"{low:.2f}-{high:.2f}"
+
+
 def print_results_table(
     measurements: Sequence[Any], title: str, *, timings: bool = False, attempts: bool = False
 ) -> None:
@@ -142,7 +153,21 @@ def print_results_table(
             if any(m.phase_s.get(phase) is not None for m, _ in rows):
                 columns.append((header, "right", lambda m, r, p=phase: fixed(m.phase_s.get(p), 2)))
         columns.append(("wall", "right", lambda m, r: fixed(r["wall_s"], 2)))
+    elif all(r["mode"] == "accuracy" for _, r in rows):
+        # Accuracy rows have no latency: their own figures instead.
+        captions = [_ACCURACY_CAPTION]
+        columns += [
+            ("images", "right", lambda m, r: fixed(r["n_eval_images"], 0)),
+            ("skipped", "right", lambda m, r: fixed(r["skipped_images"], 0)),
+            ("top-1 %", "right", lambda m, r: fixed(r["top1"], 2)),
+            ("95% CI", "right", lambda m, r: _interval(r["top1_ci_low"], r["top1_ci_high"])),
+            ("top-5 %", "right", lambda m, r: fixed(r["top5"], 2)),
+            ("agree %", "right", lambda m, r: fixed(r["top1_agreement"], 2)),
+            ("RSS MB", "right", lambda m, r: fixed(r["peak_rss_mb"], 0)),
+        ]
     else:
+        if some("top1"):
+            captions.append(_ACCURACY_ROWS_CAPTION)
         columns += [
             ("median ms", "right", lambda m, r: fixed(r["latency_ms_median"], 3)),
             ("±CI", "right", lambda m, r: percent(r["ci95_rel"])),

@@ -189,8 +189,6 @@ class Heartbeat(threading.Thread):
         self._stop_event = threading.Event()
         self.cpu_s = 0.0  # this thread's CPU time, set as it ends
         self.wakeups = 0
-        self.progress: tuple[int, int] | None = None  # (done, total) of an accuracy case
-        self._sent_progress: tuple[int, int] | None = None
 
     def run(self) -> None:
         interval_ns = int(HEARTBEAT_INTERVAL_S * 1e9)
@@ -208,15 +206,7 @@ class Heartbeat(threading.Thread):
                         memory = {}
                     if memory:
                         payload["device_memory"] = memory
-                progress = self.progress
-                if progress is not None and progress != self._sent_progress:
-                    payload["progress"] = list(progress)
-                    self._sent_progress = progress
-                if (
-                    "device_memory" not in payload
-                    and "progress" not in payload
-                    and now - self.channel.last_write_ns < interval_ns
-                ):
+                if "device_memory" not in payload and now - self.channel.last_write_ns < interval_ns:
                     continue
                 self.channel.send(KIND_HEARTBEAT, payload)
         finally:
@@ -467,8 +457,9 @@ def measure_accuracy(
                 on_batch(t_ns, latency_ns)
 
         def progress(done: int, total: int) -> None:
-            if heartbeat is not None:
-                heartbeat.progress = (done, total)
+            # Rate-limited by evaluate (four a second, and always the first and last).
+            if channel is not None:
+                channel.send(KIND_HEARTBEAT, {"t_ns": time.perf_counter_ns(), "progress": [done, total]})
             if on_progress is not None:
                 on_progress(done, total)
 

@@ -110,6 +110,7 @@ def _tables(analysis: Mapping[str, Any], evaluation: Mapping[str, Any] | None) -
                 "density_ci95_low": (m["density_ci95"] or [None, None])[0],
                 "density_ci95_high": (m["density_ci95"] or [None, None])[1],
                 "accuracy_source": m["accuracy_source"], "n_eval_images": m["n_eval_images"],
+                "reference_top1": m.get("reference_top1"), "reference_top5": m.get("reference_top5"),
             }
             for m in accuracy["models"]
         ]  # fmt: skip
@@ -184,6 +185,8 @@ def _e(value: Any) -> str:
 
 LABELS: dict[str, str] = {
     "params_m": "params (M)", "gflops": "GFLOPs", "top1": "top-1 %", "top5": "top-5 %",
+    "reference_top1": "published top-1 % (reference: ImageNet, torchvision)",
+    "reference_top5": "published top-5 % (reference)",
     "density": "top-1 % per M params", "density_ci95_low": "95% CI low",
     "density_ci95_high": "95% CI high", "accuracy_source": "accuracy source",
     "n_eval_images": "eval images", "n_models": "models (n)", "formula": "fit",
@@ -197,8 +200,8 @@ LABELS: dict[str, str] = {
 }  # fmt: skip
 # The keys each section shows in HTML (the CSV has every column).
 HTML_KEYS: dict[str, tuple[str, ...]] = {
-    "accuracy": ("model", "params_m", "gflops", "top1", "top5", "density", "density_ci95_low",
-                 "density_ci95_high", "n_eval_images", "accuracy_source"),
+    "accuracy": ("model", "params_m", "gflops", "top1", "top5", "accuracy_source", "n_eval_images",
+                 "reference_top1", "reference_top5", "density", "density_ci95_low", "density_ci95_high"),
     "latency_fits": ("platform", "group", "n_models", "models", "formula", "params", "r2_log", "r2_centroids"),
     "pareto": ("platform", "model", "fps", "per_image_ms", "top1", "on_front", "accuracy_source"),
     "memory_fits": ("platform", "line", "slope", "slope_mb_per_mparam", "intercept", "r2", "n",

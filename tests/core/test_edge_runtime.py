@@ -185,3 +185,24 @@ def test_the_worker_imports_on_python_3_10_without_torch(home: dict[str, Any]) -
     env = {**home["env"], "PYTHONPATH": str(home["root"] / "worker")}
     done = subprocess.run([str(home["python"]), "-c", code], env=env, cwd="/", capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_accuracy_on_the_2022_3_runtime_agrees_with_the_hosts_reference(home: dict[str, Any]) -> None:
+    """An NCS2 user's accuracy: OpenVINO 2022.3 on Python 3.10 decodes the images (Pillow)
+    and evaluates; the reference (ONNX Runtime fp32) runs on the host's interpreter."""
+    import json
+
+    from tests.core.accuracylib import colour_imagefolder, colour_model_onnx
+
+    expected = colour_imagefolder(home["root"] / "colours")
+    model = colour_model_onnx(home["root"] / "colour3.onnx", 3)
+    done = backbench(home, "accuracy", "-m", str(model), "--dataset", str(home["root"] / "colours"),
+                     "--backend", "openvino", "--runtime", RUNTIME, "--batch", "4", "--db", str(home["db"]),
+                     "--format", "json")  # fmt: skip
+    rows = json.loads(done.stdout[done.stdout.index("[") : done.stdout.rindex("]") + 1])
+    assert [r["platform"] for r in rows] == ["onnxruntime/cpu/fp32", "openvino/CPU/fp32"]
+    for r in rows:
+        assert (r["n_images"], r["top1_correct"], r["skipped"]) == (expected["images"], expected["top1"], expected["skipped"])
+    assert rows[1]["top1_agreement"] == 100.0 and rows[1]["max_logit_diff"] < 1e-4
+    run, measurements = last_run(home)
+    assert_on_edge(run, measurements)
