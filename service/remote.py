@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.cli.console import case_progress, console, err_console, print_results_table
+from core.cli.console import case_progress, console, err_console, ok_case_line, print_results_table
 from core.cli.run_options import remote_spec_dict, spec_from_args
 from core.errors import AgentUnavailableError, UsageError
 from core.protocol.address import ssh_config_problem
@@ -256,6 +256,7 @@ class _LiveView:
         self.rss_mb: float | None = None
         self.device_mb: float | None = None
         self.dropped = 0
+        self.images = ""  # an accuracy case's progress
 
     def telemetry(self, params: dict[str, Any]) -> None:
         samples = params.get("samples") or []
@@ -268,7 +269,7 @@ class _LiveView:
         self.refresh()
 
     def refresh(self) -> None:
-        text = self.label
+        text = self.label + self.images
         if self.recent:
             ordered = sorted(self.recent)
             median = ordered[len(ordered) // 2] / 1e6
@@ -285,11 +286,8 @@ class _LiveView:
 
 def _case_line(event: str, params: dict[str, Any]) -> str:
     m = Measurement.from_dict(params["measurement"]) if params.get("measurement") else None
-    if event == JobEvent.CASE_FINISHED and m is not None and m.stats is not None:
-        return (
-            f"[green]ok[/] {m.case.label()}: median {m.stats.median_ns / 1e6:.3f} ms, "
-            f"{m.stats.n} iters, ±{m.stats.ci95_rel * 100:.1f}%"
-        )
+    if event == JobEvent.CASE_FINISHED and m is not None:
+        return ok_case_line(m)
     label = m.case.label() if m is not None else f"case {params.get('case_index')}"
     return f"[red]{params.get('status', 'failed')}[/] {label}: {params.get('reason')}"
 
@@ -340,7 +338,11 @@ def _watch(client: AgentClient, job_id: int | None) -> int:
             elif method == JobEvent.CASE_STARTED:
                 view.recent.clear()
                 view.count = 0
+                view.images = ""
                 view.label = params.get("label", "")
+                view.refresh()
+            elif method == JobEvent.CASE_PROGRESS:
+                view.images = f"  {params.get('images_done')}/{params.get('images_total')} images"
                 view.refresh()
             elif method in (JobEvent.CASE_FINISHED, JobEvent.CASE_FAILED):
                 progress.console.print(_case_line(method, params))

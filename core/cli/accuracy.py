@@ -12,7 +12,14 @@ import json
 import time
 from typing import Any
 
-from core.cli.console import EXIT_INTERRUPTED, case_progress, console, err_console, write_or_print
+from core.cli.console import (
+    EXIT_INTERRUPTED,
+    case_progress,
+    console,
+    err_console,
+    ok_case_line,
+    write_or_print,
+)
 from core.cli.run_options import default_device
 from core.errors import BackbenchError, UsageError
 from core.results import (
@@ -208,14 +215,8 @@ class _AccuracyProgress:
         self._refresh(f"converting models: {done}/{total}")
 
     def on_case_end(self, index: int, total: int, m: Measurement) -> None:
-        acc = m.accuracy
-        if m.status.value == "ok" and acc is not None:
-            line = (
-                f"[green]ok[/] {m.case.label()}: top-1 {fixed(acc.top1, 2)} %, top-5 {fixed(acc.top5, 2)} % "
-                f"over {acc.n_images} images"
-            )
-            if acc.skipped:
-                line += f" [yellow]({acc.skipped} unreadable images skipped)[/]"
+        if m.status.value == "ok":
+            line = ok_case_line(m)
         else:
             line = f"[red]{m.status.value}[/] {m.case.label()}: {m.error}"
         self.progress.console.print(line)

@@ -105,6 +105,28 @@ def _other_cpu(r: dict[str, Any]) -> str:
     return f"[bold yellow]{value} {DISTURBED_FLAG}[/]" if r["disturbed"] else value
 
 
+def ok_case_line(m: Any) -> str:
+    """One line of rich markup for a case that completed: its accuracy, or its latency."""
+    label = escape(m.case.label())
+    acc = m.accuracy
+    if acc is not None:
+        line = (
+            f"[green]ok[/] {label}: top-1 {fixed(acc.top1, 2)} %, top-5 {fixed(acc.top5, 2)} % "
+            f"over {acc.n_images} images"
+        )
+        if acc.agreement_top1 is not None:
+            line += f", {acc.agreement_top1:.2f} % agree with {escape(acc.reference or 'the reference')}"
+        if acc.skipped:
+            line += f" [yellow]({acc.skipped} unreadable images skipped)[/]"
+        return line
+    if m.stats is None:
+        return f"[green]ok[/] {label}"
+    return (
+        f"[green]ok[/] {label}: median {m.stats.median_ns / 1e6:.3f} ms, "
+        f"{m.stats.n} iters, ±{m.stats.ci95_rel * 100:.1f}%"
+    )
+
+
 _ACCURACY_CAPTION = (
     "Accuracy over the dataset, 95% Wilson intervals; agree = share of identical top-1 with "
     "the reference platform (`backbench accuracy` prints the whole comparison)."

@@ -16,6 +16,7 @@ from core.cli.console import (
     case_progress,
     console,
     err_console,
+    ok_case_line,
     print_results_table,
     write_or_print,
 )
@@ -123,11 +124,7 @@ class _ProgressObserver:
 
     def on_case_end(self, index: int, total: int, m: Any) -> None:
         if m.status.value == "ok":
-            line = (
-                f"[green]ok[/] {m.case.label()}: median {m.latency_ms_median:.3f} ms, "
-                f"{m.stats.n} iters, ±{m.stats.ci95_rel * 100:.1f}%"
-                + ("" if m.target_met else " (CI target not met in time)")
-            )
+            line = ok_case_line(m) + ("" if m.target_met or m.stats is None else " (CI target not met in time)")
             if m.model_rss_mb is not None:
                 line += f", model {m.model_rss_mb:.0f} MB"
             if m.disturbed:
