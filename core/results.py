@@ -400,6 +400,17 @@ class AccuracySpec:
         )
 
 
+def accuracy_reference(card_source: str) -> tuple[Backend, str, Precision]:
+    """The platform a model's accuracy elsewhere is compared with, by its card's source:
+    the model's own framework at fp32 on the CPU (ONNX Runtime for an .onnx file,
+    OpenVINO for an IR, torch for a zoo model or TorchScript)."""
+    if card_source == "onnx":
+        return (Backend.ONNXRUNTIME, "cpu", Precision.FP32)
+    if card_source == "openvino-ir":
+        return (Backend.OPENVINO, "CPU", Precision.FP32)
+    return (Backend.TORCH, "cpu", Precision.FP32)
+
+
 def wilson_ci(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """The Wilson score interval (95 %) of a proportion, in percent. Plain arithmetic, so
     a worker interpreter without scipy/statsmodels computes the same figure."""

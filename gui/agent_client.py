@@ -33,6 +33,7 @@ from core.protocol.events import GAP, TELEMETRY, TOPICS, job_event
 from core.protocol.framing import FrameError, LineDecoder, encode
 from core.protocol.messages import MessageError, Notification, Response, make_request, parse_message
 from core.protocol.methods import check_version
+from core.text import significant
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,25 @@ def memory_array(raw: Any) -> np.ndarray:
              sum(values) if values else math.nan)
         )  # fmt: skip
     return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def images_progress(params: Any) -> tuple[int, int] | None:
+    """(images done, images in all) of an accuracy case's ``job.case_progress`` params;
+    None when they are missing or malformed (never an exception: a newer or broken agent
+    must not take a view down). Done is clipped to the total."""
+    if not isinstance(params, dict):
+        return None
+    done, total = params.get("images_done"), params.get("images_total")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (done, total)):
+        return None
+    if total <= 0 or done < 0:
+        return None
+    return min(done, total), total
+
+
+def images_text(done: int, total: int) -> str:
+    """How an accuracy case's progress reads: "1,234 / 5,000 images"."""
+    return f"{significant(done)} / {significant(total)} images"
 
 
 class AgentClient(QObject):

@@ -7,6 +7,10 @@ is dropped. "Exclude disturbed" leaves out the measurements that other processes
 disturbed (``disturbed`` true) from every analysis and from the predictor. Clicking a
 point highlights its model in every plot and emits ``model_selected``;
 ``highlight_model`` does the same from outside without emitting.
+
+The measured-accuracy tab reads the rows themselves (analyze() keeps one accuracy per
+model, and refuses accuracy runs without timings): it is drawn at once, and stays when the
+analysis fails.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import html
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from PySide6.QtCore import Signal
@@ -32,18 +36,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.analysis.data import MEASURED
 from core.errors import BackbenchError
 from gui.fit_worker import AnalysisResult, BackgroundCall, FitRunner, PredictionResult
 from gui.memory_choice import MemoryChoices
 from gui.plot_base import AnalysisPlot
 from gui.plots import AccuracyPlot, DensityPlot, ParetoPlot, SpeedupPlot
+from gui.plots_accuracy import MeasuredAccuracyView
 from gui.plots_fits import LatencyBatchPlot, MemoryPlot
 from gui.prediction_panel import PredictionPanel
 
 log = logging.getLogger(__name__)
 
 PLOT_CLASSES: tuple[type[AnalysisPlot], ...] = (
-    AccuracyPlot, DensityPlot, LatencyBatchPlot, ParetoPlot, MemoryPlot, SpeedupPlot, PredictionPanel,
+    AccuracyPlot, MeasuredAccuracyView, DensityPlot, LatencyBatchPlot, ParetoPlot, MemoryPlot,
+    SpeedupPlot, PredictionPanel,
 )  # fmt: skip
 NOTES_KEY = "notes"
 
@@ -69,6 +76,7 @@ class AnalysisView(QWidget):
         self.runner.busy_changed.connect(self._on_busy)
 
         self.summary_label = QLabel("No data: import results or run a benchmark.")
+        self.summary_label.setWordWrap(True)  # it may name the accuracy runs too
         self.busy_bar = QProgressBar()
         self.busy_bar.setRange(0, 0)  # indeterminate: fits do not report progress
         self.busy_bar.setFixedWidth(140)
@@ -161,6 +169,7 @@ class AnalysisView(QWidget):
             self.report_button.setEnabled(False)
             return
         self.error_label.setVisible(False)
+        self.measured_accuracy.set_rows(self._frame)
         self.summary_label.setText(f"Analysing {len(self._frame)} measurements…")
         self.plots[PredictionPanel.key].show_pending(
             "Fitting the latency predictor (after the analysis)…"
@@ -169,6 +178,10 @@ class AnalysisView(QWidget):
 
     def dataframe(self) -> pd.DataFrame:
         return self._frame
+
+    @property
+    def measured_accuracy(self) -> MeasuredAccuracyView:
+        return cast(MeasuredAccuracyView, self.plots[MeasuredAccuracyView.key])
 
     def analysis(self) -> dict[str, Any] | None:
         return self._analysis
@@ -278,9 +291,12 @@ class AnalysisView(QWidget):
         if result.analysis is None:
             message = result.error or "the analysis failed"
             self._show_error(f"No analysis: {message}")
-            self.summary_label.setText(f"{len(self._frame)} measurements: nothing to analyse.")
+            text = f"{len(self._frame)} measurements: nothing to analyse."
+            if self.measured_accuracy.skipped_reason is None:
+                text += " Their measured accuracy is in the Measured accuracy tab."
+            self.summary_label.setText(text)
             for plot in self.plots.values():
-                if not isinstance(plot, PredictionPanel):
+                if not isinstance(plot, (PredictionPanel, MeasuredAccuracyView)):
                     plot.show_skipped(message)
             self.notes.setHtml(f"<p>{html.escape(message)}</p>")
             self.analysis_finished.emit(None)
@@ -304,6 +320,7 @@ class AnalysisView(QWidget):
             f"{info.get('rows_used', 0)} of {info.get('rows_read', 0)} measurements: "
             f"{len(info.get('models') or [])} models, {len(info.get('platforms') or [])} platform(s), "
             f"batch sizes {', '.join(str(b) for b in info.get('batch_sizes') or [])}.{disturbed}"
+            + self._accuracy_note()
         )
         memory_plot = self.plots[MemoryPlot.key]
         if isinstance(memory_plot, MemoryPlot):
@@ -318,6 +335,15 @@ class AnalysisView(QWidget):
         self._fill_notes(analysis)
         self.report_button.setEnabled(not self._frame.empty)
         self.analysis_finished.emit(analysis)
+
+    def _accuracy_note(self) -> str:
+        """Where each platform's accuracy is: analyze() counts accuracy rows out of its
+        measurements once their figures are joined to the timing rows."""
+        table = self.measured_accuracy.table
+        if self.measured_accuracy.skipped_reason is not None or table.empty:
+            return ""
+        measured = int((table["accuracy_source"] == MEASURED).sum())
+        return f" Accuracy runs: {measured} model-platform result(s), in the Measured accuracy tab."
 
     def _on_prediction(self, result: PredictionResult) -> None:
         self.last_prediction_thread = result.thread_id

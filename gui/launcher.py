@@ -8,14 +8,17 @@ again with the same spec reuses that id, so the agent never queues the job twice
 
 Options left at their defaults are not sent (an agent fills them in), so an older agent
 that lacks a newer option still takes a run that does not use it.
+
+Mode accuracy swaps the timed loop's options for the accuracy section
+(gui.launcher_accuracy): the dataset on the agent's host, one batch size, trained weights,
+and the fp32 reference job, queued first unless unticked (gui.submission sends the jobs in
+order). A field that blocks a submission is outlined and named in the status line.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
-import uuid
 from typing import Any
 
 from PySide6.QtCore import QRegularExpression, QSize, Qt, Signal
@@ -41,9 +44,10 @@ from PySide6.QtWidgets import (
 from core.cli.run_options import default_device, option, run_defaults
 from core.errors import ProtocolError
 from core.results import RUNTIME_NAME, WORKER_STARTS, Mode, Precision
-from gui.agent_client import CONNECTION_LOST
 from gui.agents import AgentConnection, AgentRegistry
+from gui.launcher_accuracy import AccuracyOptions, planned_specs
 from gui.settings import load_choices, open_settings, save_choices
+from gui.submission import SubmitSequence
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +97,10 @@ class LauncherPanel(QWidget):
     def __init__(self, registry: AgentRegistry, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.registry = registry
-        self._unanswered: tuple[str, str, str] | None = None  # (agent, spec json, request id)
+        self._sequence = SubmitSequence()  # keeps request ids until the agent answers
         self._choices = load_choices(open_settings())
         self._devices: dict[str, list[str]] = dict(FALLBACK_DEVICES)
+        self._sources: dict[str, str] = {}  # model name -> its card's source (torchvision, onnx...)
 
         self.agent_combo = QComboBox()
         self.agent_combo.currentIndexChanged.connect(lambda _i: self._agent_changed())
@@ -121,13 +126,19 @@ class LauncherPanel(QWidget):
         self.backend_combo = QComboBox()
         self.backend_combo.currentIndexChanged.connect(lambda _i: self._fill_devices())
         self.device_combo = QComboBox()
+        self.device_combo.currentIndexChanged.connect(lambda _i: self._platform_changed())
         self.precision_combo = QComboBox()
         self.precision_combo.addItems([p.value for p in Precision])
         self.precision_combo.setCurrentText(DEFAULTS["precision"])
+        self.precision_combo.currentIndexChanged.connect(lambda _i: self._platform_changed())
         self.mode_combo = QComboBox()
         self.mode_combo.addItems([m.value for m in Mode])
         self.mode_combo.setCurrentText(DEFAULTS["mode"])
-        self.mode_combo.setToolTip("latency: one synchronous request; throughput: async streams")
+        self.mode_combo.setToolTip(
+            "latency: one synchronous request; throughput: async streams; accuracy: top-1/top-5 "
+            "over a dataset on the agent's host"
+        )
+        self.mode_combo.currentIndexChanged.connect(lambda _i: self._mode_changed())
         self.batch_boxes: dict[int, QCheckBox] = {}
         batch_grid = QGridLayout()
         batch_grid.setContentsMargins(0, 0, 0, 0)
@@ -164,6 +175,8 @@ class LauncherPanel(QWidget):
         self.runtime.setValidator(QRegularExpressionValidator(QRegularExpression(RUNTIME_NAME.pattern)))
         self.runtime.setToolTip(option("runtime").help.replace("%(default)s", "none"))
         self._build_condition_options()
+        self.accuracy = AccuracyOptions()
+        self.accuracy.changed.connect(self._update_summary)
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -173,8 +186,12 @@ class LauncherPanel(QWidget):
         form.addRow("Target CI:", self.target_ci)
         form.addRow("Min iterations:", self.min_iters)
         form.addRow("Max time, watchdog:", _row(self.max_time, self.measure_timeout))
-        form.addRow("Disturbed above:", _row(self.disturbed_threshold, self.retry_disturbed))
+        disturbed_row = _row(self.disturbed_threshold, self.retry_disturbed)
+        form.addRow("Disturbed above:", disturbed_row)
         form.addRow("Worker, memory:", _row(self.worker_start, self.max_mem))
+        # The timed loop's options, which an accuracy run does not use.
+        self._timing_rows = (batch_widget, self.target_ci, self.min_iters, disturbed_row)
+        self._form = form
         form.addRow("Worker runtime:", self.runtime)
         form.addRow("Run name:", self.run_name)
 
@@ -185,6 +202,7 @@ class LauncherPanel(QWidget):
         models_layout.addWidget(self.model_list, 1)
 
         self.summary = QLabel()
+        self.summary.setWordWrap(True)  # an accuracy run's summary names its reference cases too
         self.submit_button = QPushButton("Submit run")
         self.submit_button.setToolTip("Queue this run on the chosen agent (Ctrl+R)")
         self.submit_button.clicked.connect(self.submit)
@@ -200,6 +218,7 @@ class LauncherPanel(QWidget):
         layout.addLayout(agent_row)
         layout.addWidget(models_box, 1)
         layout.addLayout(form)
+        layout.addWidget(self.accuracy)
         layout.addWidget(self.summary)
         layout.addWidget(self.submit_button)
         layout.addWidget(self.status)
@@ -209,7 +228,7 @@ class LauncherPanel(QWidget):
         registry.removed.connect(self._on_agent_removed)
         for connection in registry.connections:
             self._on_agent_added(connection)
-        self._update_summary()
+        self._mode_changed()
 
     def _build_condition_options(self) -> None:
         """Disturbed threshold and retries, worker start and memory bound, within the
@@ -286,6 +305,7 @@ class LauncherPanel(QWidget):
 
     def _fill_models(self, cards: list[dict[str, Any]]) -> None:
         names = [c["name"] for c in cards]
+        self._sources = {c["name"]: str(c["source"]) for c in cards if isinstance(c.get("source"), str)}
         shown = [self.model_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.model_list.count())]
         if names == shown:
             return
@@ -373,14 +393,38 @@ class LauncherPanel(QWidget):
     def batch_sizes(self) -> list[int]:
         return [size for size, box in self.batch_boxes.items() if box.isChecked()]
 
-    def spec_dict(self) -> dict[str, Any]:
-        """The run spec as the protocol's submit takes it."""
+    def is_accuracy(self) -> bool:
+        return self.mode_combo.currentText() == Mode.ACCURACY.value
+
+    def _platform(self) -> tuple[str, str, str]:
         backend = self.backend_combo.currentText() or DEFAULTS["backend"]
+        return backend, self.device_combo.currentText() or default_device(backend), self.precision_combo.currentText()
+
+    def _platform_changed(self) -> None:
+        self.accuracy.set_platform(*self._platform())
+        self._update_summary()
+
+    def _mode_changed(self) -> None:
+        accuracy = self.is_accuracy()
+        for widget in self._timing_rows:
+            self._form.setRowVisible(widget, not accuracy)
+        self.max_time.setEnabled(not accuracy)  # the watchdog beside it still applies
+        self.accuracy.setVisible(accuracy)
+        self.submit_button.setText("Submit accuracy run" if accuracy else "Submit run")
+        self._update_summary()
+
+    def spec_dict(self) -> dict[str, Any]:
+        """The run spec as the protocol's submit takes it (the asked job; an accuracy run
+        may queue its reference first: ``planned_specs``)."""
+        return self._spec(accuracy=self.is_accuracy())
+
+    def _spec(self, *, accuracy: bool) -> dict[str, Any]:
+        backend, device, precision = self._platform()
         spec: dict[str, Any] = {
             "models": self.checked_models(),
             "backend": backend,
-            "device": self.device_combo.currentText() or default_device(backend),
-            "precision": self.precision_combo.currentText(),
+            "device": device,
+            "precision": precision,
             "batch_sizes": self.batch_sizes(),
             "mode": self.mode_combo.currentText(),
             "stopping": {
@@ -396,8 +440,18 @@ class LauncherPanel(QWidget):
             "measure_timeout_s": self.measure_timeout.value() or None,
             "worker_start": self.worker_start.currentText(),
         }
+        if accuracy:
+            # No timed loop: its stopping rule and the disturbed checks are the agent's defaults.
+            del spec["stopping"]
+            chosen.pop("retry_disturbed")
+            chosen.pop("disturbed_threshold")
+            spec["batch_sizes"] = [self.accuracy.batch.value()]
+            weights = self.accuracy.weights(spec["models"])
+            if weights:
+                spec["weights"] = weights
+            spec["accuracy"] = self.accuracy.accuracy_dict()
         for field in OPTIONAL_FIELDS:
-            if chosen[field] != DEFAULTS[field]:
+            if field in chosen and chosen[field] != DEFAULTS[field]:
                 spec[field] = chosen[field]
         runtime = self.runtime.text().strip()
         if runtime:
@@ -407,49 +461,63 @@ class LauncherPanel(QWidget):
             spec["name"] = name
         return spec
 
+    def planned_specs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(label, spec) of each job a Submit queues, in order."""
+        spec = self.spec_dict()
+        if not self.is_accuracy():
+            return [("run", spec)]
+        return planned_specs(spec, self._sources, self.accuracy.reference_first.isChecked())
+
     def _update_summary(self) -> None:
-        models, sizes = len(self.checked_models()), len(self.batch_sizes())
+        models = len(self.checked_models())
+        if self.is_accuracy():
+            self.accuracy.set_models(self.checked_models(), self._sources)
+            plan = self.planned_specs()
+            first = sum(len(s["models"]) for _label, s in plan[:-1])
+            extra = f", after {first} reference case(s)" if first else ""
+            self.summary.setText(f"{models} model(s) at batch {self.accuracy.batch.value()} = {models} "
+                                 f"accuracy case(s){extra}")
+            return
+        sizes = len(self.batch_sizes())
         self.summary.setText(f"{models} model(s) x {sizes} batch size(s) = {models * sizes} case(s)")
+
+    def _problem(self, spec: dict[str, Any]) -> tuple[str, QWidget | None] | None:
+        """Why ``spec`` cannot be submitted, and the field to mark; None when it can."""
+        if not spec["models"]:
+            return "Choose at least one model (or a suite).", self.model_list
+        if not spec["batch_sizes"]:
+            return "Choose at least one batch size.", None
+        if not self.is_accuracy():
+            return None
+        connection = self.current_agent()
+        return self.accuracy.problem(
+            spec, self.planned_specs(), connection.name if connection else "The agent",
+            connection.devices if connection is not None else {},
+        )  # fmt: skip
 
     def submit(self) -> None:
         connection = self.current_agent()
         if connection is None or not connection.is_connected:
             self._say("No connected agent to run on. " + (connection.status_text if connection else ""), error=True)
             return
-        spec = self.spec_dict()
-        if not spec["models"]:
-            self._say("Choose at least one model (or a suite).", error=True)
+        plan = self.planned_specs()
+        problem = self._problem(plan[-1][1])
+        if problem is not None:
+            text, widget = problem
+            if widget is not None:
+                self.accuracy.mark(widget)
+            self._say(text, error=True)
             return
-        if not spec["batch_sizes"]:
-            self._say("Choose at least one batch size.", error=True)
-            return
-        key = json.dumps(spec, sort_keys=True)
-        if self._unanswered and self._unanswered[:2] == (connection.name, key):
-            request_id = self._unanswered[2]  # the agent may have queued it: same id, no twin
-        else:
-            request_id = uuid.uuid4().hex
-        self._unanswered = (connection.name, key, request_id)
-        self._save_choices(connection, spec)
+        self._save_choices(connection)
         self.submit_button.setEnabled(False)
-        self._say(f"Submitting {len(spec['models']) * len(spec['batch_sizes'])} case(s) to {connection.name}...")
+        cases = sum(len(spec["models"]) * len(spec["batch_sizes"]) for _label, spec in plan)
+        self._say(f"Submitting {cases} case(s) to {connection.name}...")
 
-        def done(result: Any, error: ProtocolError | None) -> None:
+        def done(text: str, error: bool) -> None:
             self.submit_button.setEnabled(True)
-            if error is not None:
-                if error.code != CONNECTION_LOST:
-                    self._unanswered = None
-                    text = error.message + (f" {error.hint}" if error.hint else "")
-                else:
-                    text = f"{error.message} Submit again once reconnected; it will not be queued twice."
-                self._say(f"Not submitted: {text}", error=True)
-                return
-            self._unanswered = None
-            job = dict((result or {}).get("job") or {})
-            again = " (already queued earlier)" if (result or {}).get("duplicate") else ""
-            self._say(f"Job {job.get('job_id', '?')} queued on {connection.name}{again}.")
-            self.submitted.emit(connection, job)
+            self._say(text, error=error)
 
-        connection.client.request("submit", {"spec": spec, "client_request_id": request_id}, done)
+        self._sequence.start(connection, plan, lambda job: self.submitted.emit(connection, job), done)
 
     def _say(self, text: str, error: bool = False) -> None:
         self.status.setStyleSheet("color: #b00020;" if error else "")
@@ -457,17 +525,18 @@ class LauncherPanel(QWidget):
 
     # -- remembered choices ------------------------------------------------------------------
 
-    def _save_choices(self, connection: AgentConnection | None, spec: dict[str, Any]) -> None:
+    def _save_choices(self, connection: AgentConnection | None) -> None:
+        # The timed options as the widgets hold them, whatever the mode, and the accuracy ones.
+        spec = {**self._spec(accuracy=False), **self.accuracy.choices()}
+        if not self.model_list.count():  # no agent listed models: keep the last choice
+            spec["models"] = list(self._choices.get("models") or [])
         self._choices = {**spec, "agent": connection.name if connection else self._choices.get("agent")}
         self._choices.pop("name", None)  # a run name is for one run
         save_choices(open_settings(), self._choices)
 
     def save_choices(self) -> None:
         """Remember the current choices (the window calls this when it closes)."""
-        spec = self.spec_dict()
-        if not self.model_list.count():  # no agent listed models: keep the last choice
-            spec["models"] = list(self._choices.get("models") or [])
-        self._save_choices(self.current_agent(), spec)
+        self._save_choices(self.current_agent())
 
     def _restore_choices(self) -> None:
         c = self._choices
@@ -495,3 +564,4 @@ class LauncherPanel(QWidget):
         runtime = c.get("runtime")
         if isinstance(runtime, str) and RUNTIME_NAME.fullmatch(runtime):
             self.runtime.setText(runtime)
+        self.accuracy.restore(c)

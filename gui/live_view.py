@@ -9,6 +9,10 @@ the last ``ROLLING_WINDOW`` samples, on at most ``ROLLING_POINTS`` positions.
 One ``LivePanel`` per agent, side by side, so an edge device and a cloud GPU can be
 watched at once.
 
+An accuracy case reports how many of its images are done (``job.case_progress``, at most
+twice a second); a second bar shows "1,234 / 5,000 images" while one runs. Its telemetry
+is one latency per batch, drawn like a latency case's.
+
 A case that ends disturbed (other processes used more CPU than the run's threshold while
 it warmed up and was timed) is flagged: counted in the progress bar, named with its
 interference in a warning line, and shaded on the memory plot's job timeline.
@@ -29,6 +33,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBo
 
 from core.protocol.events import ENDING_STATE, JOB_ENDING_EVENTS, JobEvent
 from core.text import as_real, significant
+from gui.agent_client import images_progress, images_text
 from gui.agents import AgentConnection, AgentRegistry
 from gui.ring_buffer import RingBuffer
 
@@ -151,6 +156,8 @@ class LivePanel(QWidget):
         self.cases_total = 0
         self.cases_done = 0
         self.job_state = ""
+        self.images: tuple[int, int] | None = None  # an accuracy case's (done, total)
+        self._images_first: tuple[float, int] | None = None  # (monotonic s, done) of its first report
         # Disturbed cases of this job by case index (a retried case keeps its last attempt).
         self.disturbed: dict[int, DisturbedCase] = {}
         self._disturbed_marks: list[pg.LinearRegionItem] = []
@@ -193,8 +200,12 @@ class LivePanel(QWidget):
         self.disturbed_label.setWordWrap(True)
         self.disturbed_label.setStyleSheet(f"color: {DISTURBED_COLOR}; font-weight: bold;")
         self.disturbed_label.setVisible(False)
+        self.images_bar = QProgressBar()
+        self.images_bar.setVisible(False)
+        self.images_bar.setToolTip("The running accuracy case's images")
         progress_row = QHBoxLayout()
         progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.images_bar, 1)
         progress_row.addWidget(self.eta)
 
         self.graphics = pg.GraphicsLayoutWidget()
@@ -290,6 +301,7 @@ class LivePanel(QWidget):
             self.cases_done = int(self.case_index or 0)
             self.case_label = self.case_name = str(running.get("case") or "")
             self.job_state = "running"
+            self._set_images(images_progress(running))
             self._update_header()
 
     def on_job_event(self, name: str, params: dict[str, Any]) -> None:
@@ -312,6 +324,9 @@ class LivePanel(QWidget):
             self.latency.clear()
             self._iterations = 0
             self._case_started_t = None
+            self._set_images(None)
+        elif name == JobEvent.CASE_PROGRESS:
+            self._set_images(images_progress(params))
         elif name in (JobEvent.CASE_FINISHED, JobEvent.CASE_FAILED):
             self.cases_done += 1
             if name == JobEvent.CASE_FAILED:
@@ -383,6 +398,28 @@ class LivePanel(QWidget):
         )
         self.disturbed_label.setToolTip("\n".join(c.text() for c in cases))
 
+    def _set_images(self, progress: tuple[int, int] | None) -> None:
+        """Show an accuracy case's images (None: hide the bar, a new case or none)."""
+        self.images = progress
+        if progress is None:
+            self._images_first = None
+            self.images_bar.setVisible(False)
+            return
+        done, total = progress
+        now = time.monotonic()
+        if self._images_first is None or done < self._images_first[1]:
+            self._images_first = (now, done)
+        self.images_bar.setRange(0, total)
+        self.images_bar.setValue(done)
+        self.images_bar.setFormat(images_text(done, total))
+        started, done_then = self._images_first
+        rate = (done - done_then) / (now - started) if now > started and done > done_then else None
+        tip = "The running accuracy case's images"
+        if rate:
+            tip += f": {significant(rate, 3)} images/s, about {format_duration((total - done) / rate)} left"
+        self.images_bar.setToolTip(tip)
+        self.images_bar.setVisible(True)
+
     def _adopt_job(self, job_id: int) -> None:
         self.job_id = job_id
         self.cases_done = 0
@@ -396,6 +433,7 @@ class LivePanel(QWidget):
         self._update_disturbed()
         self.case_index = None
         self.case_label = self.case_name = ""
+        self._set_images(None)
         self._job_started = time.monotonic()
         self._iterations = 0
         self._memory_origin_ns = None

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyqtgraph as pg
 
+from core.analysis.data import MEASURED, REFERENCE
 from gui.plot_axes import LogAxis, log_wanted
 from gui.plot_base import AnalysisPlot, add_text, color, fmt, tip_text
 
@@ -24,8 +25,17 @@ def _finite(value: Any) -> bool:
     return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def _interval(bounds: Any) -> str:
+    if isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(_finite(b) for b in bounds):
+        return f"{fmt(bounds[0], 4)} – {fmt(bounds[1], 4)} %"
+    return "none (a published figure, or no image count)"
+
+
 class AccuracyPlot(AnalysisPlot):
-    """Top-1 and top-5 against GFLOPs; bubble area proportional to parameters."""
+    """Top-1 and top-5 against GFLOPs; bubble area proportional to parameters.
+
+    Measured accuracies are filled bubbles (top-1 with its 95% CI as error bars);
+    published reference ones are hollow, and the legend names each."""
 
     key = "accuracy"
     title = "Accuracy vs FLOPs"
@@ -51,10 +61,28 @@ class AccuracyPlot(AnalysisPlot):
             return BUBBLE_MIN_PX + (BUBBLE_MAX_PX - BUBBLE_MIN_PX) * math.sqrt(p / biggest)
 
         self.add_legend()
+        self.error_bars: pg.ErrorBarItem | None = None
+        with_ci = [m for m in models if m.get("accuracy_source") == MEASURED and _finite(m.get("top1"))
+                   and m.get("top1_ci95")]  # fmt: skip
+        if with_ci:
+            top1 = np.array([m["top1"] for m in with_ci], dtype=float)
+            self.error_bars = pg.ErrorBarItem(
+                x=np.array([x_of(m) for m in with_ci]), y=top1,
+                bottom=top1 - np.array([m["top1_ci95"][0] for m in with_ci], dtype=float),
+                top=np.array([m["top1_ci95"][1] for m in with_ci], dtype=float) - top1,
+                beam=0.0, pen=pg.mkPen(color(0), width=1.3),
+            )  # fmt: skip
+            self.plot.addItem(self.error_bars)
+        series = []
         for k, (column, label) in enumerate((("top1", "top-1"), ("top5", "top-5"))):
-            rows = [m for m in models if _finite(m.get(column))]
+            measured = [m for m in models if _finite(m.get(column)) and m.get("accuracy_source") == MEASURED]
+            published = [m for m in models if _finite(m.get(column)) and m.get("accuracy_source") != MEASURED]
+            series.append((column, k, measured, f"{label}, measured", True))
+            series.append((f"{column} reference", k, published, f"{label}, {REFERENCE}", False))
+        for name, k, rows, legend, filled in series:
             if not rows:
                 continue
+            column = name.split()[0]
             tips = [
                 tip_text(
                     m["model"],
@@ -63,16 +91,17 @@ class AccuracyPlot(AnalysisPlot):
                         ("params", f"{fmt(m.get('params_m'))} M"),
                         ("top-1", f"{fmt(m.get('top1'), 4)} %"),
                         ("top-5", f"{fmt(m.get('top5'), 4)} %"),
+                        ("top-1 95% CI", _interval(m.get("top1_ci95"))),
                         ("accuracy", m.get("accuracy_source") or "unknown"),
                     ],
                 )  # fmt: skip
                 for m in rows
             ]
             self.scatter(
-                column, [x_of(m) for m in rows], [float(m[column]) for m in rows],
+                name, [x_of(m) for m in rows], [float(m[column]) for m in rows],
                 [m["model"] for m in rows], tips, size=[size_of(m) for m in rows],
-                brush=color(k, 120), pen=pg.mkPen(color(k), width=1.2),
-                legend=f"{label} accuracy",
+                brush=color(k, 120) if filled else pg.mkBrush(255, 255, 255, 0),
+                pen=pg.mkPen(color(k), width=1.2 if filled else 2.0), legend=legend,
             )  # fmt: skip
         self.label_axes(
             "GFLOPs per image (FLOPs = 2 × MACs)" + (", log scale" if log_x else ""),
@@ -81,7 +110,11 @@ class AccuracyPlot(AnalysisPlot):
         )
         self.place_legend()
         with_params = [m for m in models if _finite(m.get("params_m"))]
-        lines = [f"Accuracy: {section.get('accuracy_source', 'unknown')}."]
+        lines = [
+            f"Accuracy: {section.get('accuracy_source', 'unknown')}. Filled: measured "
+            f"(error bars: 95% CI); hollow: {REFERENCE}, published, not measured. Measured "
+            "accuracy per platform is in the Measured accuracy tab."
+        ]
         if with_params:
             small = min(with_params, key=lambda m: m["params_m"])
             large = max(with_params, key=lambda m: m["params_m"])

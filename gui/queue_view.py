@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from core.errors import ProtocolError
 from core.protocol.events import ENDING_STATE, JOB_ENDING_EVENTS, JobEvent
+from gui.agent_client import images_progress, images_text
 from gui.agents import AgentConnection, AgentRegistry
 
 logger = logging.getLogger(__name__)
@@ -145,8 +146,14 @@ class QueueView(QWidget):
             row.update(state="running", run_id=params.get("run_id"), cases_total=params.get("cases_total"),
                        started_at=time.time())  # fmt: skip
         elif name == JobEvent.CASE_STARTED:
-            row.update(state="running", case_index=params.get("case_index"), case_label=params.get("label"))
+            row.update(state="running", case_index=params.get("case_index"), case_label=params.get("label"),
+                       images=None)  # fmt: skip
+        elif name == JobEvent.CASE_PROGRESS:
+            progress = images_progress(params)
+            if progress is not None:
+                row.update(state="running", images=progress)
         elif name in (JobEvent.CASE_FINISHED, JobEvent.CASE_FAILED):
+            row["images"] = None
             row["cases_done"] = row.get("cases_done", 0) + 1
             if name == JobEvent.CASE_FAILED:
                 row["failed_cases"] = row.get("failed_cases", 0) + 1
@@ -188,8 +195,11 @@ class QueueView(QWidget):
         total = job.get("cases_total") or "?"
         done = job.get("cases_done", 0)
         progress = f"{done}/{total}"
+        images = job.get("images") if job.get("state") == "running" else None
         if job.get("state") == "running" and job.get("case_label"):
-            progress += f"  ({job['case_label']})"
+            progress += f"  ({job['case_label']}" + (f": {images_text(*images)})" if images else ")")
+        elif images:
+            progress += f"  ({images_text(*images)})"
         if job.get("failed_cases"):
             progress += f", {job['failed_cases']} failed"
         models = ", ".join(Path(str(m)).name for m in spec.get("models", []))

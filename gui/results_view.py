@@ -48,15 +48,23 @@ DEFAULT_HIDDEN: frozenset[str] = frozenset(
         "failure", "weights", "run_id", "measurement_id", "environment_id", "started_at",
         "target_met", "baseline_rss_mb", "convert_s", "load_s", "compile_s", "warmup_s",
         "measure_s", "wall_s",
+        # The interval columns show the CI bounds; the figures behind them stay a click away.
+        "top1_ci_low", "top1_ci_high", "top5_ci_low", "top5_ci_high", "top5_ci95",
+        "accuracy_reference", "dataset_id",
     }
+)  # fmt: skip
+# Accuracy-run columns (issue 12), hidden while no row has a value: a table of timings
+# gains no empty columns.
+ACCURACY_DISPLAY: tuple[str, ...] = (
+    "top1_ci95", "top1_agreement", "max_logit_diff", "n_eval_images", "skipped_images",
 )  # fmt: skip
 # Display order of the table: what a reader compares first, then the rest.
 TABLE_ORDER: tuple[str, ...] = (
     "model", "backend", "device", "precision", "mode", "batch_size", "per_image_ms",
     "latency_ms_median", "latency_ms_p90", "latency_ms_p99", "ci95_rel", "iterations",
     "throughput_ips", "first_inference_ms", "model_rss_mb", "peak_rss_mb", "peak_device_mem_mb",
-    "params", "flops", "top1", "top5", "status", "disturbed", "interference", "attempt",
-    "run_name", "error",
+    "params", "flops", "top1", "top5", "top1_agreement", "max_logit_diff", "n_eval_images",
+    "skipped_images", "status", "disturbed", "interference", "attempt", "run_name", "error",
 )  # fmt: skip
 FILTER_HELP = (
     "Words match model, backend, device, precision, mode, status or run.\n"
@@ -260,8 +268,10 @@ class ResultsView(QWidget):
 
     def _apply_default_columns(self) -> None:
         header = self.table.horizontalHeader()
+        frame = self.model.dataframe()
         for i, name in enumerate(self.model.columns()):
-            self.table.setColumnHidden(i, name in DEFAULT_HIDDEN)
+            empty = name in ACCURACY_DISPLAY and bool(frame[name].isna().all())
+            self.table.setColumnHidden(i, name in DEFAULT_HIDDEN or empty)
         self.table.resizeColumnsToContents()
         for i in range(self.model.columnCount()):
             header.resizeSection(i, min(header.sectionSize(i), 260))

@@ -7,6 +7,12 @@ natural order, so "resnet18" < "resnet101" and 9 < 10), and missing values alway
 last. Filtering is one vectorised mask per query, so neither sorting nor filtering calls
 back into Python per cell. A row that other processes disturbed (``disturbed`` true)
 is tinted amber and says why in its tool tip.
+
+Accuracy rows (issue 12) carry measured top-1/top-5 with the bounds of their 95% Wilson
+intervals; the model shows each pair of bounds as one interval column ("74.93–77.31",
+sorted by its lower bound) beside the figure, and a measured top-1's tool tip says what
+it was measured on. Published (reference) figures are never in these columns: they are
+labelled "reference" wherever they are shown (gui.accuracy_data).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor
 
 from core.text import EN_DASH, significant
+from gui.accuracy_data import as_number, interval_text, with_intervals
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +86,40 @@ COLUMN_SPECS: dict[str, ColumnSpec] = {
     "params": ColumnSpec("params", "M", 1e-6, description="parameters, in millions"),
     "flops": ColumnSpec("FLOPs", "G", 1e-9, description="GFLOPs per image (FLOPs = 2 x MACs)"),
     "macs": ColumnSpec("MACs", "G", 1e-9, description="GMACs per image"),
-    "top1": ColumnSpec("top-1", "%"),
-    "top5": ColumnSpec("top-5", "%"),
+    "top1": ColumnSpec("top-1", "%", description="top-1 accuracy measured by an accuracy run"),
+    "top5": ColumnSpec("top-5", "%", description="top-5 accuracy measured by an accuracy run"),
+    "top1_ci95": ColumnSpec("top-1 95% CI", "%", description="95% Wilson interval of the measured top-1"),
+    "top5_ci95": ColumnSpec("top-5 95% CI", "%", description="95% Wilson interval of the measured top-5"),
+    "top1_ci_low": ColumnSpec("top-1 CI low", "%", description="lower bound of the 95% Wilson interval"),
+    "top1_ci_high": ColumnSpec("top-1 CI high", "%", description="upper bound of the 95% Wilson interval"),
+    "top5_ci_low": ColumnSpec("top-5 CI low", "%", description="lower bound of the 95% Wilson interval"),
+    "top5_ci_high": ColumnSpec("top-5 CI high", "%", description="upper bound of the 95% Wilson interval"),
+    "top1_agreement": ColumnSpec(
+        "agreement", "%",
+        description="share of images whose top-1 class equals the reference platform's (agreement vs)",
+    ),
+    "max_logit_diff": ColumnSpec(
+        "max |Δ logit|", digits=3,
+        description="largest absolute difference of any logit from the reference platform's",
+    ),
+    "accuracy_reference": ColumnSpec(
+        "agreement vs", description="the platform agreement and logit differences are measured against"
+    ),
+    "n_eval_images": ColumnSpec("n images", description="images the accuracy was measured on"),
+    "skipped_images": ColumnSpec("skipped", description="images that could not be read, left out"),
+    "dataset_id": ColumnSpec("dataset", description="the evaluated images' identity (a hash of their list)"),
+    "reference_top1": ColumnSpec(
+        "reference top-1", "%",
+        description="reference (ImageNet, torchvision): the model card's published top-1, not measured here",
+    ),
+    "reference_top5": ColumnSpec(
+        "reference top-5", "%",
+        description="reference (ImageNet, torchvision): the model card's published top-5, not measured here",
+    ),
+    "accuracy_source": ColumnSpec(
+        "accuracy", description="measured (an accuracy run) or reference (ImageNet, torchvision): published"
+    ),
+    "platform": ColumnSpec("platform", description="backend/device/precision"),
     "status": ColumnSpec("status"),
     "error": ColumnSpec("error"),
     "target_met": ColumnSpec("CI target met"),
@@ -119,6 +158,8 @@ TEXT_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 ALIASES: dict[str, str] = {"batch": "batch_size", "run": "run_name", "b": "batch_size"}
 ID_COLUMNS: frozenset[str] = frozenset({"run_id", "measurement_id"})
+# Counts: whole numbers even where a missing value made the column float ("5,000").
+COUNT_COLUMNS: frozenset[str] = frozenset({"iterations", "n_eval_images", "skipped_images"})
 # Yes/no columns: a filter may say disturbed=yes, as the cells read.
 BOOL_COLUMNS: frozenset[str] = frozenset({"disturbed", "target_met"})
 # The spellings core.analysis.data reads a CSV's disturbed flag in, and the cells' yes/no.
@@ -130,8 +171,6 @@ _FAILED_BRUSH = QBrush(QColor("#b00020"))
 _DISTURBED_BRUSH = QBrush(QColor("#fff0d0"))
 _DISTURBED_TEXT_BRUSH = QBrush(QColor("#8a4b00"))
 _DISTURBED_MARK = QColor("#E69F00")  # a swatch before "yes" in the disturbed column
-
-
 def spec_for(column: str) -> ColumnSpec:
     return COLUMN_SPECS.get(column, ColumnSpec(column))
 
@@ -168,6 +207,8 @@ def format_value(value: Any, spec: ColumnSpec, column: str = "") -> str:
             return EN_DASH
         if column == "started_at":
             return datetime.fromtimestamp(number).strftime("%Y-%m-%d %H:%M:%S")
+        if column in COUNT_COLUMNS and number.is_integer():
+            return significant(int(number))
         if isinstance(value, (int, np.integer)):
             if column in ID_COLUMNS:
                 return str(value)  # an identifier, not a quantity: no thousands separator
@@ -222,6 +263,7 @@ class DataFrameModel(QAbstractTableModel):
         self._failed = np.zeros(0, dtype=bool)
         self._disturbed = np.zeros(0, dtype=bool)
         self._interference: np.ndarray = np.zeros(0)
+        self._interval_highs: dict[str, np.ndarray] = {}
         if frame is not None:
             self.set_dataframe(frame)
 
@@ -229,7 +271,7 @@ class DataFrameModel(QAbstractTableModel):
 
     def set_dataframe(self, frame: pd.DataFrame) -> None:
         self.beginResetModel()
-        self._frame = frame.reset_index(drop=True).copy()
+        self._frame, self._interval_highs = with_intervals(frame.reset_index(drop=True).copy())
         self._columns = [str(c) for c in self._frame.columns]
         # Object arrays per column: one lookup per cell, no pandas indexing in data().
         self._values = [self._frame[c].to_numpy(dtype=object) for c in self._frame.columns]
@@ -271,6 +313,30 @@ class DataFrameModel(QAbstractTableModel):
             "timed, above the run's threshold; its latency may read high."
         )
 
+    def _accuracy_tip(self, row: int) -> str | None:
+        """What a measured top-1 was measured on, for its tool tip; None for other rows."""
+
+        def value(name: str) -> Any:
+            return self.raw(row, self._columns.index(name)) if name in self._columns else None
+
+        n = as_number(value("n_eval_images"))
+        if n is None:
+            return None
+        parts = [f"Measured by an accuracy run on {significant(int(n))} images"]
+        skipped = as_number(value("skipped_images"))
+        if skipped:
+            parts[0] += f" ({significant(int(skipped))} unreadable, skipped)"
+        if value("dataset_id"):
+            parts.append(f"dataset {value('dataset_id')}")
+        interval = interval_text(value("top1_ci_low"), value("top1_ci_high"))
+        if interval:
+            parts.append(f"95% CI {interval} %")
+        agreement = as_number(value("top1_agreement"))
+        if agreement is not None:
+            parts.append(f"top-1 agrees with {value('accuracy_reference') or 'the reference'} on "
+                         f"{significant(agreement, 4)} % of images")  # fmt: skip
+        return "; ".join(parts) + ". Not a published figure."
+
     def raw(self, row: int, column: int) -> Any:
         value = self._values[column][row]
         if isinstance(value, float) and math.isnan(value):
@@ -297,17 +363,26 @@ class DataFrameModel(QAbstractTableModel):
             return None
         row, column = index.row(), index.column()
         name = self._columns[column]
+        highs = self._interval_highs.get(name)
         if role == Qt.ItemDataRole.DisplayRole:
             value = self.raw(row, column)
             if value is None:
                 return EN_DASH if self._numeric[column] else ""
+            if highs is not None:
+                return interval_text(value, highs[row]) or EN_DASH
             return format_value(value, spec_for(name), name)
         if role in (RAW_ROLE, Qt.ItemDataRole.EditRole):
             value = self.raw(row, column)
+            if highs is not None:
+                return None if value is None else [float(value), float(highs[row])]
             return value.item() if isinstance(value, np.generic) else value
         if role == Qt.ItemDataRole.ToolTipRole:
             if self._disturbed[row] and name in ("disturbed", "interference", "model"):
                 return self._disturbed_tip(row)
+            if name in ("top1", "top5", "top1_ci95", "top5_ci95") and self.raw(row, column) is not None:
+                tip = self._accuracy_tip(row)
+                if tip is not None:
+                    return tip
             value = self.raw(row, column)
             if value is None:
                 return None

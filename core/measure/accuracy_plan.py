@@ -29,7 +29,7 @@ from core.backends.convert import (
 )
 from core.errors import BackbenchError, ModelFileError, UsageError
 from core.measure.accuracy import AccuracyJob
-from core.results import AccuracySpec, Backend, Case, Precision, RunSpec
+from core.results import AccuracySpec, Backend, Case, Precision, RunSpec, accuracy_reference
 from core.zoo import get_card
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,7 @@ WEIGHTS_HINT = (
 
 def reference_platform(model: str) -> tuple[Backend, str, Precision]:
     """The platform a model's accuracy on other platforms is compared with."""
-    kind = source_kind(model)
-    if kind is SourceKind.ONNX:
-        return (Backend.ONNXRUNTIME, "cpu", Precision.FP32)
-    if kind is SourceKind.OPENVINO_IR:
-        return (Backend.OPENVINO, "CPU", Precision.FP32)
-    return (Backend.TORCH, "cpu", Precision.FP32)
+    return accuracy_reference(get_card(model).source)
 
 
 def platform_label(backend: Backend, device: str, precision: Precision) -> str:

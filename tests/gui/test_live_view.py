@@ -294,3 +294,67 @@ def test_case_events_from_an_older_agent_flag_nothing(qtbot) -> None:
     assert panel.cases_done == 2 and not panel.disturbed
     assert not panel.disturbed_label.isVisibleTo(panel)
     assert panel.progress.format() == "%v / %m cases"
+
+
+# -- accuracy progress (issue 12) ---------------------------------------------------------------
+
+
+def test_accuracy_progress_arrives_through_the_client_and_shows_in_live_and_queue(qtbot, tmp_path) -> None:
+    """job.case_progress travels the client's own path (socket, line decoder, dispatch) into
+    the live panel's images bar and the queue's progress cell; a notification this GUI does
+    not know and a malformed progress are dropped without harm."""
+    from core.protocol.framing import encode
+    from core.protocol.messages import make_job_event, make_notification
+    from gui.queue_view import COLUMNS, QueueView
+    from tests.gui.test_client import FakeAgent, _hello
+
+    label = "resnet18 openvino/CPU/bf16 b8 accuracy"
+    pushed = [
+        make_job_event(JobEvent.STARTED, 3, cases_total=2, run_id=1),
+        make_job_event(JobEvent.CASE_STARTED, 3, case_index=0, cases_total=2, label=label),
+        make_notification("job.case_phase", {"job_id": 3, "phase": "decode"}),  # a newer agent's event
+        make_job_event(JobEvent.CASE_PROGRESS, 3, case_index=0, images_done="many", images_total=5000),
+        make_job_event(JobEvent.CASE_PROGRESS, 3, case_index=0, images_done=1234, images_total=5000),
+    ]
+    path = str(tmp_path / "fake.sock")
+    fake = FakeAgent(path, _hello(), pushed)
+    registry = AgentRegistry(persist=False)
+    view, queue = LiveView(registry), QueueView(registry)
+    qtbot.addWidget(view)
+    qtbot.addWidget(queue)
+    view.show()
+    registry.add(AgentSpec(name="edge", socket_path=path))
+    panel = view.panels["edge"]
+    qtbot.waitUntil(lambda: panel.images == (1234, 5000), timeout=5000)
+    assert panel.images_bar.isVisibleTo(panel)
+    assert panel.images_bar.format() == "1,234 / 5,000 images"
+    assert (panel.images_bar.value(), panel.images_bar.maximum()) == (1234, 5000)
+    assert label in panel.heading.text() and panel.progress.value() == 0
+    progress_column = COLUMNS.index("Progress")
+    qtbot.waitUntil(lambda: queue.table.rowCount() == 1, timeout=5000)
+    qtbot.waitUntil(lambda: "1,234 / 5,000 images" in queue.table.item(0, progress_column).text(), timeout=5000)
+    assert queue.table.item(0, progress_column).text() == f"0/2  ({label}: 1,234 / 5,000 images)"
+
+    # The case ends, the next starts: its bar goes until its own images are reported.
+    peer = fake.peers[0]
+    peer.write(encode(make_job_event(JobEvent.CASE_FINISHED, 3, case_index=0, measurement={})))
+    peer.write(encode(make_job_event(JobEvent.CASE_STARTED, 3, case_index=1, cases_total=2, label="vgg16 b8")))
+    qtbot.waitUntil(lambda: panel.case_index == 1, timeout=5000)
+    assert panel.images is None and not panel.images_bar.isVisibleTo(panel)
+    qtbot.waitUntil(lambda: queue.table.item(0, progress_column).text() == "1/2  (vgg16 b8)", timeout=5000)
+    registry.stop_all()
+    fake.close()
+
+
+def test_a_progress_the_panel_cannot_read_changes_nothing(qtbot) -> None:
+    panel = LivePanel(title="x")
+    qtbot.addWidget(panel)
+    panel.on_job_event(JobEvent.STARTED, {"job_id": 1, "cases_total": 1})
+    for params in ({"images_done": 5, "images_total": 0}, {"images_done": True, "images_total": 9},
+                   {"images_done": -1, "images_total": 9}, {"images_total": 9}):  # fmt: skip
+        panel.on_job_event(JobEvent.CASE_PROGRESS, {"job_id": 1, **params})
+        assert panel.images is None and panel.images_bar.isHidden()
+    panel.on_job_event(JobEvent.CASE_PROGRESS, {"job_id": 1, "images_done": 12_000, "images_total": 10_000})
+    assert panel.images_bar.format() == "10,000 / 10,000 images"  # clipped to the total
+    panel.on_job_event(JobEvent.CASE_PROGRESS, {"job_id": 2, "images_done": 1, "images_total": 2})
+    assert panel.images == (10_000, 10_000)  # another job's progress is not this one's
