@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -392,16 +393,8 @@ def measure(
     backend's effective config and the device-memory peaks. Samples go to the channel,
     or to ``sink`` when there is none (inline runs). The model must already be converted
     (``convert_for``): a measured process never converts."""
-    from core.backends import get_backend
-    from core.backends.convert import forbid_conversion
-
     on_phase = clock or PhaseClock(channel, job)
-    backend = get_backend(job.case.backend)
-    with forbid_conversion():
-        prepared = backend.prepare(job.case, job.source, on_phase=on_phase)
-    try:
-        if heartbeat is not None:
-            heartbeat.prepared = prepared
+    with prepared_model(job, on_phase, heartbeat) as prepared:
         on_phase(PHASE_WARMUP)
         if channel is not None:
             sink = channel.sample
@@ -416,6 +409,23 @@ def measure(
         if channel is not None:
             channel.flush()
         return result, dict(prepared.config), prepared.device_memory_mb()
+
+
+@contextlib.contextmanager
+def prepared_model(job: WorkerJob, on_phase: Any, heartbeat: Heartbeat | None) -> Iterator[PreparedModel]:
+    """The case's model, prepared by its backend (never converted here: a measured
+    process never converts), lent to the heartbeat for device-memory readings, and
+    closed at the end."""
+    from core.backends import get_backend
+    from core.backends.convert import forbid_conversion
+
+    backend = get_backend(job.case.backend)
+    with forbid_conversion():
+        prepared = backend.prepare(job.case, job.source, on_phase=on_phase)
+    try:
+        if heartbeat is not None:
+            heartbeat.prepared = prepared
+        yield prepared
     finally:
         if heartbeat is not None:
             heartbeat.prepared = None
@@ -432,8 +442,6 @@ def measure_accuracy(
 ) -> tuple[Any, dict[str, Any]]:
     """Evaluate an accuracy case in this process: (AccuracyResult, backend config). The
     dataset is opened (and its layout checked) before the model is loaded."""
-    from core.backends import get_backend
-    from core.backends.convert import forbid_conversion
     from core.measure.accuracy import AccuracyJob, evaluate
     from core.measure.datasets import open_dataset
 
@@ -443,12 +451,7 @@ def measure_accuracy(
     spec = accuracy.spec
     dataset = open_dataset(spec.dataset, spec.layout, limit=spec.limit, seed=spec.seed, split=spec.split)
     on_phase = clock or PhaseClock(channel, job)
-    backend = get_backend(job.case.backend)
-    with forbid_conversion():
-        prepared = backend.prepare(job.case, job.source, on_phase=on_phase)
-    try:
-        if heartbeat is not None:
-            heartbeat.prepared = prepared
+    with prepared_model(job, on_phase, heartbeat) as prepared:
 
         def batch_done(t_ns: int, latency_ns: int) -> None:
             if channel is not None:
@@ -470,10 +473,6 @@ def measure_accuracy(
         if channel is not None:
             channel.flush()
         return result, dict(prepared.config)
-    finally:
-        if heartbeat is not None:
-            heartbeat.prepared = None
-        prepared.close()
 
 
 def check_converted(job: WorkerJob) -> dict[str, Any]:
