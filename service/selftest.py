@@ -55,6 +55,7 @@ BACKENDS = ("openvino", "onnxruntime", "torch")
 REQUIRED = ("openvino",)
 TORCH_MODEL = "squeezenet1_1"
 INPUT_SIZE = 32
+ACCURACY_IMAGES = 10  # one per class of the test model
 # Environment a surrounding systemd or test run would otherwise hand the child agent.
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "BACKBENCH_ALLOW_FAULTS")
 END_EVENTS = tuple(event.value for event in JOB_ENDING_EVENTS)
@@ -122,6 +123,18 @@ def make_onnx(folder: Path, channels: int = 8) -> Path:
     return path
 
 
+def make_image_folder(root: Path, images: int) -> Path:
+    """An ImageFolder of ``images`` solid-colour PNGs, one class each (10 classes, as
+    the test model has)."""
+    from PIL import Image
+
+    for index in range(images):
+        folder = root / f"class{index % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (INPUT_SIZE + 7, INPUT_SIZE), (25 * index % 256, 80, 160)).save(folder / f"{index}.png")
+    return root
+
+
 class SelfTest:
     def __init__(
         self,
@@ -139,6 +152,7 @@ class SelfTest:
         self.root = Path(tempfile.mkdtemp(prefix="bb-selftest-", dir=_short_tmp()))
         self.socket = self.root / "run" / "agent.sock"
         self.models = self.root / "models"
+        self.datasets = self.root / "datasets"
         self.log_path = self.root / "agent.log"
         self.failures = 0
 
@@ -166,9 +180,11 @@ class SelfTest:
             "--db", str(self.root / "results.db"),
             "--uploads-dir", str(self.root / "uploads"),
             "--model-dir", str(self.models),
+            "--data-dir", str(self.datasets),
             *(["-v"] if self.verbose else []),
         ]  # fmt: skip
         self.models.mkdir(exist_ok=True)
+        self.datasets.mkdir(exist_ok=True)
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=self.root)
@@ -237,6 +253,15 @@ class SelfTest:
                 "stopping": STOPPING,
             }
             jobs.append((f"{backend} {device} {model}", spec))
+        accuracy = next((spec for _, spec in jobs if spec["backend"] != "torch"), None)
+        if accuracy is not None:
+            # Decoding and preprocessing images in the agent's own workers (Pillow).
+            make_image_folder(self.datasets / "colours", ACCURACY_IMAGES)
+            spec = {
+                **{k: v for k, v in accuracy.items() if k != "stopping"},
+                "mode": "accuracy", "accuracy": {"dataset": "colours", "size": INPUT_SIZE},
+            }  # fmt: skip
+            jobs.append((f"accuracy {spec['backend']} {spec['device']} {spec['models'][0]}", spec))
         return jobs
 
     def measure(self, client: Any, jobs: list[tuple[str, dict[str, Any]]]) -> None:
@@ -275,6 +300,13 @@ class SelfTest:
             self.fail(f"{label}: job {job_id} stored no measurement")
             return
         m = measurements[0]
+        accuracy = m.get("accuracy")
+        if m.get("status") == "ok" and accuracy is not None:
+            if accuracy.get("n_images") != ACCURACY_IMAGES:
+                self.fail(f"{label}: {accuracy.get('n_images')} images evaluated of {ACCURACY_IMAGES}")
+            else:
+                self.ok(f"{label}: ok, {accuracy['n_images']} images decoded and evaluated")
+            return
         stats = m.get("stats") or {}
         n = int(stats.get("n") or 0)
         if m.get("status") != "ok" or n < STOPPING["min_iters"]:
