@@ -514,6 +514,86 @@ class AccuracyResult:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class LayerRecord:
+    """One executed layer or kernel of a per-layer profile (``--profile-layers``).
+
+    ``type`` is the framework's layer type (OpenVINO's layerType after fusion, a torch
+    aten op, an ONNX Runtime op type), ``exec_type`` how it ran (OpenVINO's primitive,
+    e.g. jit_avx512_FP32; the torch device; the ORT execution provider), ``fused`` the
+    original layers OpenVINO fused into it. ``time_ms`` is the median over the profiled
+    iterations; FLOPs (2 per multiply-add) and bytes (inputs, weights and outputs) are
+    derived from the shapes where they say it, else None."""
+
+    name: str
+    type: str
+    exec_type: str
+    time_ms: float
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    output_shapes: tuple[tuple[int, ...], ...] = ()
+    flops: int | None = None
+    bytes: int | None = None
+    fused: tuple[str, ...] = ()
+    precision: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "type": self.type, "exec_type": self.exec_type, "time_ms": self.time_ms,
+            "input_shapes": [list(s) for s in self.input_shapes],
+            "output_shapes": [list(s) for s in self.output_shapes], "flops": self.flops,
+            "bytes": self.bytes, "fused": list(self.fused), "precision": self.precision,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerRecord:
+        def shapes(key: str) -> tuple[tuple[int, ...], ...]:
+            return tuple(tuple(int(d) for d in s) for s in data.get(key) or ())
+
+        return cls(
+            name=str(data["name"]), type=str(data.get("type") or ""),
+            exec_type=str(data.get("exec_type") or ""), time_ms=float(data["time_ms"]),
+            input_shapes=shapes("input_shapes"), output_shapes=shapes("output_shapes"),
+            flops=None if data.get("flops") is None else int(data["flops"]),
+            bytes=None if data.get("bytes") is None else int(data["bytes"]),
+            fused=tuple(str(x) for x in data.get("fused") or ()), precision=str(data.get("precision") or ""),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class LayerProfile:
+    """A case's per-layer profile, from a pass of its own after the timed loop.
+    ``profiled_median_ms`` is the end-to-end median under the profiler (which perturbs
+    it); the headline latency stays the timed loop's."""
+
+    iterations: int
+    layers: tuple[LayerRecord, ...]
+    profiled_median_ms: float | None
+    source: str  # "openvino perf counters", "torch.profiler", "onnxruntime profiling"
+
+    @property
+    def sum_ms(self) -> float:
+        return float(sum(layer.time_ms for layer in self.layers))
+
+    def to_dict(self, include_layers: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "iterations": self.iterations, "profiled_median_ms": self.profiled_median_ms,
+            "source": self.source, "sum_ms": self.sum_ms, "n_layers": len(self.layers),
+        }  # fmt: skip
+        if include_layers:
+            data["layers"] = [layer.to_dict() for layer in self.layers]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerProfile:
+        median = data.get("profiled_median_ms")
+        return cls(
+            iterations=int(data.get("iterations") or 0),
+            layers=tuple(LayerRecord.from_dict(x) for x in data.get("layers") or ()),
+            profiled_median_ms=None if median is None else float(median),
+            source=str(data.get("source") or ""),
+        )
+
+
 ACCURACY_COLUMNS: tuple[str, ...] = (
     "top1", "top5", "n_eval_images", "skipped_images", "top1_ci_low", "top1_ci_high",
     "top5_ci_low", "top5_ci_high", "top1_agreement", "max_logit_diff", "accuracy_reference",
@@ -631,6 +711,7 @@ class Measurement:
     attempt: int = 1  # a retry, resume or re-queue of a case adds an attempt
     current: bool = True  # the attempt that counts; older attempts stay for the record
     accuracy: AccuracyResult | None = None  # accuracy-mode cases only
+    layer_profile: LayerProfile | None = None  # with --profile-layers
 
     @property
     def model_rss_mb(self) -> float | None:
@@ -737,6 +818,7 @@ class Measurement:
             "attempt": self.attempt,
             "current": self.current,
             "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
+            "layer_profile": None if self.layer_profile is None else self.layer_profile.to_dict(),
         }
         if include_samples:
             data["samples_ns"] = list(self.samples_ns)
@@ -775,6 +857,7 @@ class Measurement:
             attempt=int(data.get("attempt") or 1),
             current=bool(data.get("current", True)),
             accuracy=AccuracyResult.from_dict(data["accuracy"]) if data.get("accuracy") else None,
+            layer_profile=LayerProfile.from_dict(data["layer_profile"]) if data.get("layer_profile") else None,
         )
 
     @classmethod
@@ -824,6 +907,8 @@ class RunSpec:
     runtime: str | None = None
     # Accuracy runs (mode accuracy): the dataset and its preprocessing.
     accuracy: AccuracySpec | None = None
+    # A per-layer profile of each case, in a pass of its own after the timed loop.
+    profile_layers: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -855,6 +940,11 @@ class RunSpec:
             raise UsageError(
                 "An accuracy run needs a dataset, and only an accuracy run takes one.",
                 "Use `backbench accuracy ... --dataset PATH` for accuracy.",
+            )
+        if self.mode is Mode.ACCURACY and self.profile_layers:
+            raise UsageError(
+                "--profile-layers profiles timed cases; an accuracy run times nothing.",
+                "Profile with `backbench run ... --profile-layers`.",
             )
         if self.mode is Mode.ACCURACY and len(self.batch_sizes) != 1:
             raise UsageError(
@@ -901,6 +991,7 @@ class RunSpec:
             # which refuse unknown fields, still take it).
             **({"runtime": self.runtime} if self.runtime else {}),
             **({"accuracy": self.accuracy.to_dict()} if self.accuracy is not None else {}),
+            **({"profile_layers": True} if self.profile_layers else {}),
         }
 
     @classmethod
@@ -935,6 +1026,7 @@ class RunSpec:
             worker_start=str(data.get("worker_start") or "fork-server"),
             runtime=str(data["runtime"]) if data.get("runtime") else None,
             accuracy=AccuracySpec.from_dict(data["accuracy"]) if data.get("accuracy") is not None else None,
+            profile_layers=bool(data.get("profile_layers", False)),
         )
 
 

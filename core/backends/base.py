@@ -24,6 +24,7 @@ PHASE_LOAD = "load"
 PHASE_COMPILE = "compile"
 PHASE_WARMUP = "warmup"
 PHASE_MEASURE = "measure"
+PHASE_PROFILE = "profile"  # --profile-layers: the profiled pass after the timed loop
 
 
 def no_phase(_phase: str) -> None:

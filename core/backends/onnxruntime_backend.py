@@ -15,9 +15,12 @@ pointer to the backends that do them.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +38,14 @@ from core.backends.base import (
     no_phase,
 )
 from core.backends.convert import SourceKind
-from core.errors import DeviceUnavailableError, ModelFileError, PrecisionUnsupportedError
-from core.results import Backend, Case, Precision, canonical_device
+from core.backends.profiling import RawLayer, median_profile, run_profiled, shapes_of
+from core.errors import (
+    CaseFailure,
+    DeviceUnavailableError,
+    ModelFileError,
+    PrecisionUnsupportedError,
+)
+from core.results import Backend, Case, FailureKind, LayerProfile, Precision, canonical_device
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +84,14 @@ class OrtPrepared(SynchronousRequests):
     """An InferenceSession with its input batch in place (host numpy, or device-bound)."""
 
     def __init__(
-        self, session: Any, batch: np.ndarray, device_id: int | None, config: dict[str, Any]
+        self,
+        session: Any,
+        batch: np.ndarray,
+        device_id: int | None,
+        config: dict[str, Any],
+        open_profiled: Callable[[str], Any] | None = None,
     ) -> None:
+        self._open_profiled = open_profiled
         self._session = session
         self._input_name = session.get_inputs()[0].name
         self._output_names = [o.name for o in session.get_outputs()]
@@ -117,6 +132,30 @@ class OrtPrepared(SynchronousRequests):
         dtype = self._feed[self._input_name].dtype if self._feed else np.dtype(np.float32)
         first = self._session.run(self._output_names[:1], {self._input_name: batch.astype(dtype, copy=False)})[0]
         return np.asarray(first, dtype=np.float32)
+
+    def profile_layers(self) -> LayerProfile:
+        """Per-node kernel times from ONNX Runtime's own profiler: a second session of
+        the same model with profiling on (the timed one never had it), whose trace is
+        split into its runs."""
+        if self._open_profiled is None:
+            raise CaseFailure(FailureKind.ERROR.value, "this ONNX Runtime model cannot be profiled")
+        with tempfile.TemporaryDirectory(prefix="backbench-ort-") as folder:
+            session = self._open_profiled(os.path.join(folder, "profile"))
+            feed = dict(self._feed)
+            totals_all: list[float] = []
+
+            def iterate() -> tuple[float, list[RawLayer]]:
+                t0 = time.perf_counter_ns()
+                session.run(self._output_names, feed)
+                totals_all.append((time.perf_counter_ns() - t0) / 1e6)
+                return totals_all[-1], []
+
+            _, totals = run_profiled(iterate)
+            trace = session.end_profiling()
+            with open(trace, encoding="utf-8") as fh:
+                events = json.load(fh)
+        runs = _ort_runs(events)[-len(totals):]  # the warm-up runs come first
+        return median_profile(runs, totals, "onnxruntime profiling")
 
     def reset_peak_device_memory(self) -> None:
         return None
@@ -196,8 +235,17 @@ class OnnxRuntimeBackend:
             )
         batch = self._batch(session, path, case.batch_size, input_size)
         config = self._config(session, options, device, path, batch.shape)
+
+        def open_profiled(prefix: str) -> Any:
+            profiled = ort.SessionOptions()
+            profiled.graph_optimization_level = options.graph_optimization_level
+            profiled.log_severity_level = _ORT_MAX_WARNING
+            profiled.enable_profiling = True
+            profiled.profile_file_prefix = prefix
+            return ort.InferenceSession(str(path), profiled, providers=providers)
+
         try:
-            return OrtPrepared(session, batch, device_id, config)
+            return OrtPrepared(session, batch, device_id, config, open_profiled)
         except _ORT_ERRORS as exc:
             raise DeviceUnavailableError(
                 f"onnxruntime could not place the input on {device}: {convert.framework_message(exc)}"
@@ -290,3 +338,40 @@ class OnnxRuntimeBackend:
 
 
 BACKEND = OnnxRuntimeBackend()
+
+
+def _ort_shapes(entries: Any) -> tuple[tuple[int, ...], ...]:
+    """ORT's ``input_type_shape``: a list of {element type: shape}."""
+    found = []
+    for entry in entries or ():
+        if isinstance(entry, dict):
+            found.extend(entry.values())
+    return shapes_of(found)
+
+
+def _ort_runs(events: list[dict[str, Any]]) -> list[list[RawLayer]]:
+    """The node events of an ORT trace, one list per model run (each run's nodes lie
+    inside its ``model_run`` span), with each node's kernel time."""
+    spans = sorted(
+        (int(e["ts"]), int(e["ts"]) + int(e.get("dur", 0)))
+        for e in events
+        if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
+    runs: list[list[RawLayer]] = [[] for _ in spans]
+    for event in sorted((e for e in events if e.get("cat") == "Node"), key=lambda e: int(e["ts"])):
+        name = str(event.get("name", ""))
+        if not name.endswith("_kernel_time"):
+            continue
+        ts = int(event["ts"])
+        index = next((i for i, (start, end) in enumerate(spans) if start <= ts <= end), None)
+        if index is None:
+            continue
+        args = event.get("args") or {}
+        runs[index].append(RawLayer(
+            name=name[: -len("_kernel_time")], type=str(args.get("op_name", "")),
+            exec_type=str(args.get("provider", "")), time_ms=int(event.get("dur", 0)) / 1e3,
+            input_shapes=_ort_shapes(args.get("input_type_shape")),
+            output_shapes=_ort_shapes(args.get("output_type_shape")),
+            precision="f32",
+        ))  # fmt: skip
+    return runs

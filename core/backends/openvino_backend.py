@@ -41,6 +41,7 @@ from core.backends.base import (
     says_out_of_memory,
 )
 from core.backends.convert import ConvertedModel, SourceKind
+from core.backends.profiling import RawLayer, median_profile, run_profiled
 from core.errors import (
     BackbenchError,
     CaseFailure,
@@ -48,7 +49,7 @@ from core.errors import (
     ModelFileError,
     PrecisionUnsupportedError,
 )
-from core.results import Backend, Case, FailureKind, Mode, Precision, canonical_device
+from core.results import Backend, Case, FailureKind, LayerProfile, Mode, Precision, canonical_device
 
 log = logging.getLogger(__name__)
 
@@ -247,12 +248,19 @@ class OpenVinoPrepared:
     """A compiled model with its input tensor set on every request."""
 
     def __init__(
-        self, api: OvApi, compiled: Any, tensor: Any, mode: Mode, config: dict[str, Any]
+        self,
+        api: OvApi,
+        compiled: Any,
+        tensor: Any,
+        mode: Mode,
+        config: dict[str, Any],
+        compile_profiled: Callable[[], Any] | None = None,
     ) -> None:
         self._api = api
         self._compiled = compiled
         self._tensor = tensor
         self.config = config
+        self._compile_profiled = compile_profiled
         self._request = compiled.create_infer_request()
         self._request.set_input_tensor(tensor)
         self._queue: Any = None
@@ -286,6 +294,37 @@ class OpenVinoPrepared:
 
     def max_in_flight(self) -> int:
         return len(self._queue) if self._queue is not None else 1
+
+    def profile_layers(self) -> LayerProfile:
+        """Per-layer times of the compiled (fused) graph: the model compiled again with
+        PERF_COUNT, so the timed one never carried the counters, and its execution graph
+        for each node's layer type, fused layers, precision and shapes."""
+        if self._compile_profiled is None:
+            raise CaseFailure(FailureKind.ERROR.value, "this OpenVINO model cannot be profiled")
+        compiled = self._compile_profiled()
+        request = compiled.create_infer_request()
+        request.set_input_tensor(self._tensor)
+        graph = _execution_graph(compiled)
+
+        def iterate() -> tuple[float, list[RawLayer]]:
+            t0 = time.perf_counter_ns()
+            request.infer()
+            total_ms = (time.perf_counter_ns() - t0) / 1e6
+            layers = []
+            for info in request.get_profiling_info():
+                if "EXECUTED" not in str(info.status) or "NOT_RUN" in str(info.status):
+                    continue
+                node = graph.get(info.node_name)
+                layers.append(RawLayer(
+                    name=info.node_name, type=node.layer_type if node else str(info.node_type),
+                    exec_type=str(info.exec_type), time_ms=info.real_time.total_seconds() * 1e3,
+                    input_shapes=node.inputs if node else (), output_shapes=node.outputs if node else (),
+                    fused=node.fused if node else (), precision=node.precision if node else "",
+                ))  # fmt: skip
+            return total_ms, layers
+
+        runs, totals = run_profiled(iterate)
+        return median_profile(runs, totals, "openvino perf counters")
 
     def _latency_ns(self, request_id: int) -> int:
         return int(self._queue[request_id].latency * 1_000_000)  # request.latency is in ms
@@ -471,7 +510,11 @@ class OpenVinoBackend:
             config["inference_precision_source"] = "requested" if hint_set else "device-native"
         tensor = self._input_tensor(compiled)
         config["input_shape"] = [int(d) for d in tensor.get_shape()]
-        return OpenVinoPrepared(self.api, compiled, tensor, case.mode, config)
+
+        def compile_profiled() -> Any:
+            return self._compile(model, device, {**properties, "PERF_COUNT": "YES"}, case.precision)
+
+        return OpenVinoPrepared(self.api, compiled, tensor, case.mode, config, compile_profiled)
 
     @staticmethod
     def _precision_of(hint: str) -> str:
@@ -636,6 +679,61 @@ class OpenVinoBackend:
             data = convert.random_batch(shape, dtype)
         # Tensor(array) may share the array's memory; the Prepared object keeps the tensor.
         return self.api.tensor(np.ascontiguousarray(data))
+
+
+@dataclass(frozen=True, slots=True)
+class _ExecNode:
+    layer_type: str
+    fused: tuple[str, ...]
+    precision: str
+    inputs: tuple[tuple[int, ...], ...]
+    outputs: tuple[tuple[int, ...], ...]
+
+
+def _rt(info: Any, key: str) -> str:
+    """A runtime-info entry as text, on the 2023+ API and 2022.3's alike."""
+    try:
+        value = info[key]
+    except (KeyError, IndexError, RuntimeError, TypeError):
+        return ""
+    for read in (lambda v: v.astype(str), lambda v: v.value, str):
+        try:
+            text = read(value)
+        except (AttributeError, RuntimeError, TypeError):
+            continue
+        if isinstance(text, str):
+            return text
+    return ""
+
+
+def _static(shape: Any) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(d) for d in shape.to_shape()) if shape.is_static else None
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+
+
+def _execution_graph(compiled: Any) -> dict[str, _ExecNode]:
+    """The compiled model's execution graph by node name: what each executed node is
+    (its layer type after fusion, the original layers it holds), its runtime precision
+    and its static input and output shapes."""
+    nodes: dict[str, _ExecNode] = {}
+    try:
+        ops = compiled.get_runtime_model().get_ordered_ops()
+    except (AttributeError, RuntimeError) as exc:
+        log.debug("no execution graph: %s", exc)
+        return nodes
+    for op in ops:
+        info = op.get_rt_info()
+        inputs = tuple(s for s in (_static(op.input_value(i).get_partial_shape()) for i in range(op.get_input_size())) if s is not None)
+        outputs = tuple(s for s in (_static(op.get_output_partial_shape(i)) for i in range(op.get_output_size())) if s is not None)
+        fused = tuple(n for n in _rt(info, "originalLayersNames").split(",") if n)
+        nodes[op.get_friendly_name()] = _ExecNode(
+            layer_type=_rt(info, "layerType") or op.get_type_name(), fused=fused,
+            precision=_rt(info, "runtimePrecision") or _rt(info, "outputPrecisions").split(",")[0],
+            inputs=inputs, outputs=outputs,
+        )  # fmt: skip
+    return nodes
 
 
 BACKEND = OpenVinoBackend()

@@ -35,8 +35,9 @@ from core.backends.convert import (
     random_batch,
     source_kind,
 )
+from core.backends.profiling import RawLayer, median_profile, run_profiled, shapes_of
 from core.errors import DeviceUnavailableError, PrecisionUnsupportedError, UsageError
-from core.results import Backend, Case, Precision, canonical_device
+from core.results import Backend, Case, LayerProfile, Precision, canonical_device
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,41 @@ class TorchPrepared(SynchronousRequests):
             out = self._module(torch.from_numpy(batch).to(device=self._device, dtype=dtype))
         out = out[0] if isinstance(out, (tuple, list)) else out
         return out.float().cpu().numpy()
+
+    def profile_layers(self) -> LayerProfile:
+        """Per-op times from torch.profiler (CPU time, or the device time of the op's
+        CUDA kernels), with input shapes and the profiler's FLOPs: the ops the module
+        calls directly, in order. Eager torch fuses nothing, so an op is a layer."""
+        from torch.profiler import ProfilerActivity, profile, record_function
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self._cuda else [])
+        root = "backbench_iteration"
+
+        def iterate() -> tuple[float, list[RawLayer]]:
+            with torch.inference_mode(), profile(activities=activities, record_shapes=True, with_flops=True) as prof:
+                t0 = time.perf_counter_ns()
+                with record_function(root):
+                    self._module(self._input)
+                if self._cuda:
+                    torch.cuda.synchronize(self._device)
+                total_ms = (time.perf_counter_ns() - t0) / 1e6
+            layers = []
+            for event in prof.events():
+                parent = event.cpu_parent
+                if parent is None or parent.name != root:
+                    continue
+                us = event.device_time_total if self._cuda else event.cpu_time_total
+                layers.append(RawLayer(
+                    name=event.name, type=event.name, exec_type=self._device.type, time_ms=us / 1e3,
+                    input_shapes=shapes_of(s for s in event.input_shapes if s),
+                    flops=int(event.flops) if getattr(event, "flops", 0) else None,
+                    precision=str(self._input.dtype).replace("torch.", ""),
+                ))  # fmt: skip
+            return total_ms, layers
+
+        runs, totals = run_profiled(iterate)
+        size = self._input.element_size()
+        return median_profile(runs, totals, "torch.profiler", element_bytes=size)
 
     def reset_peak_device_memory(self) -> None:
         if self._cuda:

@@ -446,8 +446,10 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_run)
 
     from core.cli.accuracy import add_accuracy_command
+    from core.cli.layers import add_layers_command
 
     add_accuracy_command(sub)
+    add_layers_command(sub)
 
     p = sub.add_parser("results", help="show or export stored measurements")
     p.add_argument("--db", help="results store (default $XDG_DATA_HOME/backbench/results.db)")

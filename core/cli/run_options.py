@@ -208,6 +208,11 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         max_len=64, metavar="NAME",
         remote_note="configured on the agent's host, in its --config file",
     ),
+    RunOption(
+        "profile_layers", ("--profile-layers",), Kind.BOOL, False,
+        help="after each case's timed loop, profile it layer by layer in a pass of its own "
+        "(the framework's profiler; the headline figures never carry it); see `backbench layers`",
+    ),
     # An accuracy run's dataset and preprocessing (core.results.AccuracySpec checks the
     # fields); `backbench accuracy` has its own flags for it.
     RunOption("accuracy", (), Kind.OBJECT, None, max_items=16),
@@ -492,6 +497,7 @@ def _build(values: Mapping[str, Any], *, remote: bool) -> RunSpec:
         worker_start=get("worker_start"),
         runtime=get("runtime"),
         accuracy=AccuracySpec.from_dict(get("accuracy")) if get("accuracy") is not None else None,
+        profile_layers=get("profile_layers"),
     )
     spec.check_size()
     return spec

@@ -263,7 +263,7 @@ def run_sweep(
                 break
             keeper.check()
             observer.on_case_start(index, total, case)
-            job = WorkerJob(case, source_of(spec, case.model), spec.stopping)
+            job = WorkerJob(case, source_of(spec, case.model), spec.stopping, profile_layers=spec.profile_layers)
             if spec.accuracy is not None:
                 job = replace(job, accuracy=accuracy_job(spec, case, job.source).to_dict())
             attempt = 0

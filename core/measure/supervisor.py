@@ -40,6 +40,7 @@ from core.backends.base import (
     PHASE_CONVERT,
     PHASE_LOAD,
     PHASE_MEASURE,
+    PHASE_PROFILE,
     PHASE_WARMUP,
 )
 from core.measure.cgroup import MemoryCgroup
@@ -65,6 +66,7 @@ from core.results import (
     Case,
     FailureKind,
     LatencyStats,
+    LayerProfile,
     Measurement,
     Mode,
     Status,
@@ -90,8 +92,8 @@ class PhaseLimits:
     measure_slack_s: float = 120.0  # beyond 3 x max_time, before the pace is known
 
     def for_phase(self, phase: str, job: WorkerJob) -> float:
-        if phase in (PHASE_COMPILE, PHASE_CONVERT):
-            return self.compile_s
+        if phase in (PHASE_COMPILE, PHASE_CONVERT, PHASE_PROFILE):
+            return self.compile_s  # a profile compiles the model again, with counters
         if phase in (PHASE_WARMUP, PHASE_MEASURE):
             if self.measure_s is not None:
                 return self.measure_s
@@ -897,9 +899,12 @@ def ok_measurement(
     device_memory: dict[str, float],
     **common: Any,
 ) -> Measurement:
+    config = dict(config)
+    profile = config.pop("layer_profile", None)  # the worker carries it with the config
     return Measurement(
         case=case,
         status=Status.OK,
+        layer_profile=LayerProfile.from_dict(profile) if isinstance(profile, dict) else None,
         stats=LatencyStats.from_samples(samples_ns),
         samples_ns=tuple(int(x) for x in samples_ns),
         throughput_ips=images / (wall_ns / 1e9) if wall_ns > 0 else None,

@@ -32,6 +32,7 @@ from core.backends.base import (
     PHASE_CONVERT,
     PHASE_LOAD,
     PHASE_MEASURE,
+    PHASE_PROFILE,
     PHASE_WARMUP,
     ModelSource,
     PreparedModel,
@@ -78,6 +79,7 @@ class WorkerJob:
     convert_format: str | None = None
     # An accuracy case's dataset, preprocessing and reference (core.measure.accuracy.AccuracyJob).
     accuracy: dict[str, Any] | None = None
+    profile_layers: bool = False  # a per-layer profile after the timed loop
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,7 @@ class WorkerJob:
             "mem_cgroup": self.mem_cgroup,
             "convert_format": self.convert_format,
             "accuracy": self.accuracy,
+            "profile_layers": self.profile_layers,
         }
 
     @classmethod
@@ -113,6 +116,7 @@ class WorkerJob:
             mem_cgroup=str(data["mem_cgroup"]) if data.get("mem_cgroup") else None,
             convert_format=str(data["convert_format"]) if data.get("convert_format") else None,
             accuracy=dict(data["accuracy"]) if isinstance(data.get("accuracy"), dict) else None,
+            profile_layers=bool(data.get("profile_layers", False)),
         )
 
 
@@ -408,7 +412,15 @@ def measure(
         )
         if channel is not None:
             channel.flush()
-        return result, dict(prepared.config), prepared.device_memory_mb()
+        config, device_memory = dict(prepared.config), prepared.device_memory_mb()
+        if job.profile_layers:
+            # After the timed loop and its figures: the profiler never touches them.
+            on_phase(PHASE_PROFILE)
+            profile = getattr(prepared, "profile_layers", None)
+            if profile is None:
+                raise CaseFailure(FailureKind.ERROR.value, f"{job.case.backend.value} has no per-layer profiler")
+            config["layer_profile"] = profile().to_dict()
+        return result, config, device_memory
 
 
 @contextlib.contextmanager

@@ -33,6 +33,8 @@ from core.results import (
     Case,
     FailureKind,
     LatencyStats,
+    LayerProfile,
+    LayerRecord,
     Measurement,
     Run,
     RunSpec,
@@ -202,6 +204,27 @@ CREATE INDEX measurements_by_dataset ON measurements(dataset_id, model) WHERE da
 """
 
 
+# Issue 13: per-layer profiles (--profile-layers), one row per executed layer, in order.
+_V7_LAYERS = """
+CREATE TABLE layer_records (
+    measurement_id     INTEGER NOT NULL REFERENCES measurements(id) ON DELETE CASCADE,
+    seq                INTEGER NOT NULL,
+    name               TEXT NOT NULL,
+    type               TEXT NOT NULL,
+    exec_type          TEXT NOT NULL,
+    time_ms            REAL NOT NULL,
+    input_shapes_json  TEXT NOT NULL DEFAULT '[]',
+    output_shapes_json TEXT NOT NULL DEFAULT '[]',
+    flops              INTEGER,
+    bytes              INTEGER,
+    fused_json         TEXT NOT NULL DEFAULT '[]',
+    precision          TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (measurement_id, seq)
+) WITHOUT ROWID;
+ALTER TABLE measurements ADD COLUMN layer_profile_json TEXT;
+"""
+
+
 def _number_attempts(conn: sqlite3.Connection) -> None:
     """Files from before attempts may hold a case twice in one run (a resume measured a
     failed case again): number those rows in the order they were written, and let the
@@ -231,6 +254,7 @@ MIGRATIONS: list[Migration] = [
     Migration("run leases: who is measuring a run", sql=_V4_RUN_LEASES),
     Migration("one spelling per device (cpu, Cpu and CPU are one OpenVINO device)", sql=_V5_DEVICES),
     Migration("measured accuracy: top-1/top-5 counts, images, agreement, dataset", sql=_V6_ACCURACY),
+    Migration("per-layer profiles", sql=_V7_LAYERS),
 ]
 
 # The tables version 1 creates; a version-0 file holding other tables is not ours.
@@ -455,7 +479,7 @@ MEASUREMENT_INSERT_COLUMNS = (
     "flops", "weights", "backend_config_json", "environment_id", "started_at", "duration_s",
     "baseline_rss_mb", "phase_s_json", "interference", "disturbed", "conditions_json",
     "attempt", "current", "top1_correct", "top5_correct", "n_eval_images", "skipped_images",
-    "top1_agreement", "max_logit_diff", "dataset_id", "accuracy_json",
+    "top1_agreement", "max_logit_diff", "dataset_id", "accuracy_json", "layer_profile_json",
 )  # fmt: skip
 MEASUREMENT_INSERT = (
     f"INSERT INTO measurements ({', '.join(MEASUREMENT_INSERT_COLUMNS)}) "
@@ -548,7 +572,35 @@ def measurement_params(m: Measurement, run_id: int, env_id: str) -> dict[str, An
         "attempt": int(m.attempt),
         "current": int(bool(m.current)),
         **_accuracy_params(m.accuracy),
+        "layer_profile_json": None if m.layer_profile is None else dumps(m.layer_profile.to_dict(include_layers=False)),
     }
+
+
+LAYER_INSERT = (
+    "INSERT INTO layer_records (measurement_id, seq, name, type, exec_type, time_ms, input_shapes_json, "
+    "output_shapes_json, flops, bytes, fused_json, precision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def layer_params(measurement_id: int, profile: LayerProfile) -> list[tuple[Any, ...]]:
+    return [
+        (
+            measurement_id, seq, layer.name, layer.type, layer.exec_type, float(layer.time_ms),
+            dumps([list(s) for s in layer.input_shapes]), dumps([list(s) for s in layer.output_shapes]),
+            layer.flops, layer.bytes, dumps(list(layer.fused)), layer.precision,
+        )  # fmt: skip
+        for seq, layer in enumerate(profile.layers)
+    ]
+
+
+def layer_from_row(row: sqlite3.Row) -> LayerRecord:
+    return LayerRecord(
+        name=row["name"], type=row["type"], exec_type=row["exec_type"], time_ms=float(row["time_ms"]),
+        input_shapes=tuple(tuple(int(d) for d in s) for s in json.loads(row["input_shapes_json"])),
+        output_shapes=tuple(tuple(int(d) for d in s) for s in json.loads(row["output_shapes_json"])),
+        flops=row["flops"], bytes=row["bytes"], fused=tuple(json.loads(row["fused_json"])),
+        precision=row["precision"],
+    )  # fmt: skip
 
 
 def _accuracy_params(acc: AccuracyResult | None) -> dict[str, Any]:
@@ -618,6 +670,7 @@ def measurement_from_row(row: sqlite3.Row, samples_ns: tuple[int, ...]) -> Measu
         attempt=int(row["attempt"]),
         current=bool(row["current"]),
         accuracy=AccuracyResult.from_dict(json.loads(row["accuracy_json"])) if row["accuracy_json"] else None,
+        layer_profile=LayerProfile.from_dict(json.loads(row["layer_profile_json"])) if row["layer_profile_json"] else None,
     )
 
 

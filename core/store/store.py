@@ -39,7 +39,7 @@ from core.errors import (
     UsageError,
 )
 from core.paths import default_db_path
-from core.results import MEASUREMENT_COLUMNS, Case, Measurement, Run, RunSpec, Status
+from core.results import MEASUREMENT_COLUMNS, Case, LayerRecord, Measurement, Run, RunSpec, Status
 from core.store import lease as run_lease
 from core.store import schema as store_schema
 from core.store.lease import LEASE_STALE_S, RunLease
@@ -417,6 +417,8 @@ class Store:
                     "INSERT INTO samples (measurement_id, seq, latency_ns) VALUES (?, 0, ?)",
                     (measurement_id, blob),
                 )
+            if m.layer_profile is not None and m.layer_profile.layers:
+                conn.executemany(store_schema.LAYER_INSERT, store_schema.layer_params(measurement_id, m.layer_profile))
         return m.with_ids(
             measurement_id=measurement_id, run_id=int(run_id), run_name=str(run["name"]),
             environment_id=env_id,
@@ -444,6 +446,15 @@ class Store:
             rows = conn.execute(
                 f"{store_schema.MEASUREMENT_SELECT}{where} ORDER BY m.run_id, m.id", params
             ).fetchall()
+            layers: dict[int, list[LayerRecord]] = {}
+            if any(row["layer_profile_json"] for row in rows):
+                layer_rows = conn.execute(
+                    "SELECT l.* FROM layer_records l JOIN measurements m ON m.id = l.measurement_id"
+                    f"{where} ORDER BY l.measurement_id, l.seq",
+                    params,
+                )
+                for layer_row in layer_rows:
+                    layers.setdefault(int(layer_row["measurement_id"]), []).append(store_schema.layer_from_row(layer_row))
             chunks: dict[int, list[bytes]] = {}
             if include_samples:
                 sample_rows = conn.execute(
@@ -458,7 +469,10 @@ class Store:
             samples: tuple[int, ...] = ()
             if include_samples and row["id"] in chunks:
                 samples = tuple(decode_samples(chunks[row["id"]]).tolist())
-            result.append(store_schema.measurement_from_row(row, samples))
+            m = store_schema.measurement_from_row(row, samples)
+            if m.layer_profile is not None:
+                m = replace(m, layer_profile=replace(m.layer_profile, layers=tuple(layers.get(int(row["id"]), ()))))
+            result.append(m)
         return result
 
     def samples(self, measurement_id: int) -> np.ndarray:

@@ -209,7 +209,7 @@ def test_commands_come_in_family_order() -> None:
     from core.cli.main import build_parser
 
     assert subcommands(build_parser()) == [
-        "models", "run", "accuracy", "results", "runs", "devices", "runtimes", "worker", "zygote", "analyze", "predict",
+        "models", "run", "accuracy", "layers", "results", "runs", "devices", "runtimes", "worker", "zygote", "analyze", "predict",
         "report", "agent", "remote", "export", "gui",
     ]  # fmt: skip
 
