@@ -69,12 +69,17 @@ def process_ticks(pid: int) -> int:
         return 0
 
 
-def snapshot(own_pids: Iterable[int]) -> CpuSnapshot | None:
-    """Machine ticks and backbench's ticks now; None where /proc/stat is unreadable."""
+CLOCK_TICKS = _HZ
+
+
+def snapshot(own_pids: Iterable[int], reported: dict[int, int] | None = None) -> CpuSnapshot | None:
+    """Machine ticks and backbench's ticks now; None where /proc/stat is unreadable.
+    ``reported`` holds ticks a process said it had used, for one that may be gone."""
     machine = _machine_ticks()
     if machine is None:
         return None
-    own = sum(process_ticks(pid) for pid in set(own_pids))
+    reported = reported or {}
+    own = sum(max(process_ticks(pid), reported.get(pid, 0)) for pid in set(own_pids))
     mine = os.times()  # this process, all threads
     own += round((mine.user + mine.system) * _HZ)
     return CpuSnapshot(time.monotonic(), machine[0], machine[1], own, mine.user + mine.system)
@@ -161,11 +166,11 @@ class InterferenceWindow:
     def is_open(self) -> bool:
         return self._start is not None and not self.result
 
-    def close(self, own_pids: Iterable[int]) -> dict[str, Any]:
+    def close(self, own_pids: Iterable[int], reported: dict[int, int] | None = None) -> dict[str, Any]:
         pids = list(own_pids)
         if self._start is None:
             return {}
-        end = snapshot(pids)
+        end = snapshot(pids, reported)
         if end is None:
             return {}
         result: dict[str, Any] = dict(cores_of_other_work(self._start, end))

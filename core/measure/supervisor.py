@@ -45,7 +45,7 @@ from core.backends.base import (
 )
 from core.measure.cgroup import MemoryCgroup
 from core.measure.forkserver import ForkServer, ForkServerError, zygote_command
-from core.measure.interference import InterferenceWindow
+from core.measure.interference import CLOCK_TICKS, InterferenceWindow
 from core.measure.pipe import (
     KIND_ERROR,
     KIND_HEARTBEAT,
@@ -657,6 +657,9 @@ class CaseRunner:
                                 outcome.worker_info[key] = payload[key]
                         if outcome.phase == PHASE_WARMUP and window is not None:
                             window.open(self._own_pids(child))
+                        elif outcome.phase == PHASE_PROFILE and window is not None and window.is_open:
+                            # The window covers warm-up and the timed loop, not the profiler.
+                            outcome.conditions.update(window.close(self._own_pids(child)))
                         phase_started = last_beat
                         phase_deadline = last_beat + self.limits.for_phase(outcome.phase, job)
                         observer.on_phase(outcome.phase)
@@ -668,7 +671,11 @@ class CaseRunner:
                             observer.on_progress(int(progress[0]), int(progress[1]))
                     elif kind == KIND_RESULT:
                         if window is not None and window.is_open:
-                            outcome.conditions.update(window.close(self._own_pids(child)))
+                            # The worker may be gone (reaped by its fork server) by the
+                            # time this frame is read: its own CPU figure stands in then.
+                            reported = payload.get("cpu_s")
+                            own_ticks = {child.pid: round(float(reported) * CLOCK_TICKS)} if reported else {}
+                            outcome.conditions.update(window.close(self._own_pids(child), own_ticks))
                         outcome.result = payload
                     elif kind == KIND_ERROR:
                         outcome.error = payload

@@ -221,6 +221,12 @@ class Heartbeat(threading.Thread):
         self._stop_event.set()
 
 
+def _cpu_seconds() -> float:
+    """This process's CPU time so far, every thread, in seconds."""
+    times = os.times()
+    return times.user + times.system
+
+
 def set_parent_death_signal(parent_pid: int) -> None:
     """Die with the parent: PR_SET_PDEATHSIG, then check the parent did not already go."""
     if sys.platform.startswith("linux"):
@@ -613,6 +619,7 @@ def serve(job_data: Any, fd: int, parent_pid: int = 0, start: str = "exec") -> i
             "t_ns": time.perf_counter_ns(),
             "start": start,
             "peak_rss_mb": peak_rss_mb(),
+            "cpu_s": _cpu_seconds(),  # for the interference window if this process is gone
             # What telemetry cost this process over the whole case: the heartbeat
             # thread's CPU and the time spent writing frames (samples included).
             "telemetry": {

@@ -269,10 +269,18 @@ def _jackknife_coverage(residuals: np.ndarray, groups: np.ndarray, interval: flo
     return hits
 
 
+def relative_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    """The values of EVALUATION_METRICS for ``predicted`` against ``actual``, and ``n``
+    (NaN where undefined: Spearman of fewer than two cases)."""
+    return _metrics(np.asarray(actual, dtype=float), np.asarray(predicted, dtype=float))
+
+
 def _metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     """The values of EVALUATION_METRICS for ``predicted`` against ``actual``, and ``n``."""
     from scipy.stats import spearmanr
 
+    if len(actual) == 0:
+        return {"within_10pct": math.nan, "within_5pct": math.nan, "mape": math.nan, "spearman": math.nan, "n": 0}
     rel = np.abs(predicted - actual) / actual
     rho = math.nan
     if len(actual) >= 2 and np.ptp(actual) > 0 and np.ptp(predicted) > 0:

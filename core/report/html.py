@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from core.analysis.data import AnalysisInput
+    from core.results import Measurement
 
 log = logging.getLogger(__name__)
 
@@ -515,7 +516,10 @@ def _summary_html(analysis: Mapping[str, Any], ctx: Mapping[str, Any]) -> str:
         out += [f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in ctx["all_skipped"].items()]
         out.append("</ul>")
     out.append(_manifest_html(ctx["manifests"]))
-    toc = " · ".join(f'<a href="#{sid}">{_e(h)}</a>' for sid, h, _, _ in SECTIONS)
+    entries = [(sid, h) for sid, h, _, _ in SECTIONS]
+    if ctx.get("layer_figures") is not None:
+        entries.insert(len(entries) - 1, LAYER_SECTION)  # before the table of all measurements
+    toc = " · ".join(f'<a href="#{sid}">{_e(h)}</a>' for sid, h in entries)
     out.append(f'<p class="muted">Sections: {toc} · <a href="analysis.json">analysis.json</a>')
     out.append("</p></section>")
     return "".join(out)
@@ -528,6 +532,8 @@ def _index_html(title: str, ctx: Mapping[str, Any]) -> str:
         _summary_html(ctx["analysis"], ctx),
         *(_section_html(sid, heading, figs, key, ctx) for sid, heading, figs, key in SECTIONS),
     ]
+    if ctx.get("layer_figures") is not None:
+        body.insert(len(body) - 1, _layers_html(ctx))  # before the table of all measurements
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -535,6 +541,70 @@ def _index_html(title: str, ctx: Mapping[str, Any]) -> str:
         + "\n".join(body)
         + "\n</main></body></html>\n"
     )
+
+
+LAYER_SECTION = ("layers", "Per-layer profiles")
+LAYER_SUMMARY_KEYS: tuple[str, ...] = (
+    "model", "platform", "batch_size", "n_layers", "layer_sum_ms", "e2e_median_ms", "overhead_ms",
+    "overhead_share", "top_type", "top_type_share", "slowest_layer", "slowest_layer_exec_type",
+    "slowest_layer_ms",
+)  # fmt: skip
+LAYER_TOP_KEYS: tuple[str, ...] = (
+    "model", "platform", "batch_size", "name", "type", "exec_type", "time_ms", "share", "gflops",
+    "mb", "output_shapes",
+)  # fmt: skip
+LAYER_LABELS: dict[str, str] = {
+    "n_layers": "layers", "layer_sum_ms": "layer sum (ms)", "e2e_median_ms": "end-to-end median (ms)",
+    "overhead_ms": "overhead (ms)", "overhead_share": "overhead", "top_type": "slowest type",
+    "top_type_share": "its share", "slowest_layer": "slowest layer",
+    "slowest_layer_exec_type": "its kernel", "slowest_layer_ms": "its ms", "name": "layer",
+    "exec_type": "exec type", "time_ms": "ms", "mb": "MB", "output_shapes": "output",
+}  # fmt: skip
+LAYER_TOP_PER_PROFILE = 5
+
+
+def _layer_says(summary: Sequence[Mapping[str, Any]]) -> str:
+    platforms = sorted({str(r["platform"]) for r in summary})
+    text = (
+        f"{len(summary)} profiled case(s) on {len(platforms)} platform(s). Each case's layers are "
+        "timed by its framework's own profiler in a pass after the timed loop, so the headline "
+        "figures never carry the profiler. The sum of the layers is set against the end-to-end "
+        "median of the timed loop: the gap is the framework's work outside the layers."
+    )
+    over = [r for r in summary if r["overhead_ms"] is not None and r["overhead_ms"] < 0]
+    if over:
+        names = ", ".join(f"{r['model']} ({r['platform']})" for r in over)
+        text += f" For {names} the layers' counters add up to more than the end-to-end time."
+    return text
+
+
+def _layers_html(ctx: Mapping[str, Any]) -> str:
+    """The per-layer section: a figure per platform, a row per profiled case, and each
+    case's slowest layers (every layer is in tables/layers.csv)."""
+    sid, heading = LAYER_SECTION
+    tables, widths = ctx["tables"], ctx["figure_widths"]
+    summary = tables["layer_profiles"]
+    says = f'<div class="says"><h4>What this says</h4><p>{_e(_layer_says(summary))}</p></div>'
+    figs = "".join(
+        _figure_html(name, f"{heading}: {platform}", widths[name])
+        for name, platform in ctx["layer_figures"].items() if name in widths
+    )  # fmt: skip
+    out = [f'<section id="{sid}"><h2>{_e(heading)}</h2>', f"<div class=\"figrow\"><div>{figs}</div>{says}</div>"]
+    kinds = {"overhead_share": "share", "top_type_share": "share", "share": "share"}
+    out.append(_html_table(summary, LAYER_SUMMARY_KEYS, "layer_profiles", kinds=kinds, labels=LAYER_LABELS))
+    top: list[dict[str, Any]] = []
+    by_case: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for row in tables["layers"]:
+        by_case.setdefault((row["model"], row["platform"], row["batch_size"], row["measurement_id"]), []).append(row)
+    for rows in by_case.values():
+        for row in sorted(rows, key=lambda r: -r["time_ms"])[:LAYER_TOP_PER_PROFILE]:
+            flops, size = row.get("flops"), row.get("bytes")
+            top.append({**row, "gflops": None if flops is None else flops / 1e9,
+                        "mb": None if size is None else size / 1e6})  # fmt: skip
+    out.append(f"<h3>The {LAYER_TOP_PER_PROFILE} slowest layers of each case</h3>")
+    out.append(_html_table(top, LAYER_TOP_KEYS, "layers", kinds=kinds, labels=LAYER_LABELS))
+    out.append("</section>")
+    return "".join(out)
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -562,7 +632,8 @@ def _measurement_rows(inp: AnalysisInput) -> list[dict[str, Any]]:
 
 
 def _build(folder: Path, data: pd.DataFrame, inp: AnalysisInput, title: str, run_label: str | None,
-           predictor: bool, manifests: Sequence[Mapping[str, Any]], memory: str) -> None:  # fmt: skip
+           predictor: bool, manifests: Sequence[Mapping[str, Any]], memory: str,
+           layer_profiles: Sequence[Measurement] = ()) -> None:  # fmt: skip
     import pandas as pd
 
     from core.analysis import analyze, to_jsonable
@@ -579,6 +650,7 @@ def _build(folder: Path, data: pd.DataFrame, inp: AnalysisInput, title: str, run
         log.info("Saving figure %s", name)
         figure.savefig(folder / "figures" / f"{name}.png", dpi=FIGURE_DPI)
         figure.savefig(folder / "figures" / f"{name}.svg")
+    layer_figures = _save_layer_figures(folder / "figures", layer_profiles, figures)
     evaluation: dict[str, Any] | None = None
     prediction_reason = "not requested"
     if predictor:
@@ -593,6 +665,11 @@ def _build(folder: Path, data: pd.DataFrame, inp: AnalysisInput, title: str, run
             prediction_reason = str(exc)
             log.info("prediction skipped: %s", exc)
     tables = _tables(analysis, evaluation)
+    if layer_figures is not None:
+        from core.report.layers import layer_table, profile_summary
+
+        tables["layer_profiles"] = profile_summary(layer_profiles)
+        tables["layers"] = layer_table(layer_profiles)
     for name, rows in tables.items():
         pd.DataFrame.from_records(rows).to_csv(folder / "tables" / f"{name}.csv", index=False)
     data.to_csv(folder / "tables" / "measurements.csv", index=False)
@@ -612,11 +689,33 @@ def _build(folder: Path, data: pd.DataFrame, inp: AnalysisInput, title: str, run
         "evaluation": evaluation, "prediction_reason": prediction_reason, "manifests": manifests,
         "run_label": run_label, "all_skipped": all_skipped, "measurement_rows": _measurement_rows(inp),
         "figure_widths": {n: round(f.get_size_inches()[0] * 100) for n, f in figures.items()},
+        "layer_figures": layer_figures,
     }  # fmt: skip
     (folder / "index.html").write_text(_index_html(title, ctx), encoding="utf-8")
     marker = {"backbench": __version__, "created_at": time.time()}
     (folder / MARKER).write_text(json.dumps(marker), encoding="utf-8")
     log.info("Report built in %.1f s", (time.perf_counter_ns() - started) / 1e9)
+
+
+def _save_layer_figures(
+    directory: Path, profiles: Sequence[Measurement], figures: dict[str, Any]
+) -> dict[str, str] | None:
+    """Draw and save the per-layer figure of each platform with profiles, adding them to
+    ``figures``; returns figure name -> platform, or None when no case was profiled (the
+    report then has no per-layer section at all)."""
+    from core.report.layer_figures import figure_name, layer_type_figures
+    from core.report.layers import platform_label, profiled
+
+    chosen = profiled(profiles)
+    if not chosen:
+        return None
+    names = {figure_name(platform_label(m)): platform_label(m) for m in chosen}
+    for name, figure in layer_type_figures(chosen).items():
+        log.info("Saving figure %s", name)
+        figure.savefig(directory / f"{name}.png", dpi=FIGURE_DPI)
+        figure.savefig(directory / f"{name}.svg")
+        figures[name] = figure
+    return {name: names[name] for name in sorted(names)}
 
 
 def _move_into_place(built: Path, out: Path) -> None:
@@ -647,6 +746,7 @@ def write_report(
     memory: str = "model",
     exclude_disturbed: bool = False,
     names: Mapping[str, str] | None = None,
+    layer_profiles: Sequence[Measurement] = (),
 ) -> Path:
     """Write the report folder ``out_dir`` and return the path of its index.html.
 
@@ -656,6 +756,11 @@ def write_report(
     replaced only when it holds an earlier report (or nothing). Raises DataError for
     unusable data and UsageError for a target that cannot be written, an unknown
     ``memory`` or a ``names`` mapping to no zoo model.
+
+    ``layer_profiles`` are measurements with per-layer profiles (``run --profile-layers``;
+    core.report.layers.load_profiles reads them from a store): with any, the report gains
+    a per-layer figure for each platform and the tables layers.csv and
+    layer_profiles.csv; without, it is exactly the report it was.
     """
     from core.analysis.data import AnalysisInput, coerce_input
     from core.analysis.memory import check_memory
@@ -672,7 +777,10 @@ def write_report(
     except OSError as exc:
         raise UsageError(f"Cannot write the report to {out}: {exc.strerror or exc}.", "Choose another -o folder.") from exc
     try:
-        _build(built, frame, inp, title or "backbench report", run_label, predictor, manifests or (), memory)
+        if exclude_disturbed:
+            layer_profiles = [m for m in layer_profiles if m.disturbed is not True]
+        _build(built, frame, inp, title or "backbench report", run_label, predictor, manifests or (), memory,
+               layer_profiles)  # fmt: skip
         _move_into_place(built, out)
     except OSError as exc:
         shutil.rmtree(built, ignore_errors=True)
