@@ -206,3 +206,18 @@ def test_accuracy_on_the_2022_3_runtime_agrees_with_the_hosts_reference(home: di
     assert rows[1]["top1_agreement"] == 100.0 and rows[1]["max_logit_diff"] < 1e-4
     run, measurements = last_run(home)
     assert_on_edge(run, measurements)
+
+
+def test_a_per_layer_profile_on_the_2022_3_runtime(home: dict[str, Any]) -> None:
+    """The NCS2 host's OpenVINO 2022.3 reports its performance counters and execution
+    graph through the same profile (there on the CPU device; MYRIAD has its own)."""
+    model = make_ir(home["root"] / "conv-profiled.xml")
+    backbench(home, "run", "-m", str(model), "--backend", "openvino", "--device", "CPU", "--batch", "2",
+              "--runtime", RUNTIME, "--profile-layers", "--db", str(home["db"]), *FAST)  # fmt: skip
+    run, measurements = last_run(home)
+    assert_on_edge(run, measurements)
+    (m,) = measurements
+    profile = m.layer_profile
+    assert profile is not None and profile.source == "openvino perf counters" and profile.iterations >= 3
+    conv = next(layer for layer in profile.layers if layer.type == "Convolution")
+    assert conv.output_shapes == ((2, 4, 16, 16),) and conv.flops == 2 * 2 * 4 * 16 * 16 * 3 * 3 * 3

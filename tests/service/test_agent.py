@@ -425,3 +425,18 @@ def test_stalled_client_keeps_memory_bounded_while_another_receives(
     assert stuck["pending"] <= QUEUE_SAMPLES
     assert stuck["delivered"] + stuck["dropped"] + stuck["pending"] == stuck["produced"]
     assert max(peak) - before < 50, f"agent RSS grew from {before:.0f} to {max(peak):.0f} MB"
+
+
+def test_a_profiled_job_carries_its_layers_to_the_client(agent: Agent) -> None:
+    with agent.client() as c:
+        c.call("subscribe", topics=["jobs"])
+        job_id = submit(c, ort_spec(profile_layers=True), "profiled-1")
+        events = job_events(until(c, job_id), job_id)
+        finished = [e["params"] for e in events if e["method"] == "job.case_finished"]
+        assert len(finished) == 1, [e["method"] for e in events]
+        profile = finished[0]["measurement"]["layer_profile"]
+        assert profile["source"] == "onnxruntime profiling" and profile["iterations"] >= 3
+        assert any(layer["type"] in ("Conv", "FusedConv") for layer in profile["layers"])
+        run_id = next(e["params"]["run_id"] for e in events if e["method"] == "job.started")
+        stored = c.call("get_results", run=run_id)["measurements"][0]
+        assert stored["layer_profile"]["layers"] == profile["layers"]
