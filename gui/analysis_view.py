@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import logging
+import numbers
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from core.analysis.data import MEASURED
 from core.errors import BackbenchError
+from core.results import Measurement
 from gui.fit_worker import AnalysisResult, BackgroundCall, FitRunner, PredictionResult
 from gui.memory_choice import MemoryChoices
 from gui.plot_base import AnalysisPlot
@@ -68,6 +70,7 @@ class AnalysisView(QWidget):
         self._disturbed = 0  # rows of the input marked disturbed
         self._analysis: dict[str, Any] | None = None
         self._highlighted: str | None = None
+        self._layer_profiles: list[Measurement] = []  # from the Layers tab, for the report
         self.last_analysis_thread: int | None = None
         self.last_prediction_thread: int | None = None
         self.runner = FitRunner(self)
@@ -139,6 +142,33 @@ class AnalysisView(QWidget):
         )
         self.exclude_disturbed.setEnabled(self._disturbed > 0)
         self._analyse_input()
+
+    def set_layer_profiles(self, measurements: list[Measurement]) -> None:
+        """The per-layer profiles held (the Layers tab's): the HTML report adds a
+        per-layer section for those of the measurements analysed."""
+        self._layer_profiles = list(measurements)
+
+    def layer_profiles_shown(self) -> list[Measurement]:
+        """The profiles of the measurements analysed now (by run, id and case)."""
+        columns = ("run_id", "measurement_id", "model", "backend", "device", "precision", "batch_size")
+        frame = self._frame
+        if frame.empty or not self._layer_profiles or any(c not in frame.columns for c in columns):
+            return []
+
+        def text(value: object) -> str:  # 3, 3.0 and numpy's 3 are one id
+            if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
+                return str(int(value))
+            return str(value)
+
+        present = {tuple(text(v) for v in row) for row in frame[list(columns)].itertuples(index=False)}
+
+        def key(m: Measurement) -> tuple[str, ...]:
+            case = m.case
+            values = (m.run_id, m.measurement_id, case.model, case.backend.value, case.device,
+                      case.precision.value, case.batch_size)  # fmt: skip
+            return tuple(text(v) for v in values)
+
+        return [m for m in self._layer_profiles if key(m) in present]
 
     def excluded_disturbed(self) -> int:
         """How many disturbed rows the analysis leaves out now."""
@@ -214,14 +244,15 @@ class AnalysisView(QWidget):
     def export_report(self, out_dir: str | Path, predictor: bool = True) -> Path:
         """The `backbench report` HTML report of the data shown, written now (blocks; the
         button uses start_report); returns its index.html."""
-        return self.export_report_of(self._frame, Path(out_dir), predictor)
+        return self.export_report_of(self._frame, Path(out_dir), predictor, self.layer_profiles_shown())
 
     def start_report(self, out_dir: str | Path, predictor: bool = True) -> bool:
         """Write the HTML report on a worker thread (its predictor check takes a while);
         ``report_written`` or the error line tells how it went."""
         frame = self._frame.copy()
+        profiles = self.layer_profiles_shown()
         started = self.report_call.start(
-            lambda: self.export_report_of(frame, Path(out_dir), predictor)
+            lambda: self.export_report_of(frame, Path(out_dir), predictor, profiles)
         )
         if started:
             self.report_button.setEnabled(False)
@@ -229,10 +260,13 @@ class AnalysisView(QWidget):
         return started
 
     @staticmethod
-    def export_report_of(frame: pd.DataFrame, out_dir: Path, predictor: bool) -> Path:
+    def export_report_of(
+        frame: pd.DataFrame, out_dir: Path, predictor: bool, layer_profiles: list[Measurement] | None = None
+    ) -> Path:
         from gui.export import export_report
 
-        return export_report(frame, out_dir, title="backbench report", predictor=predictor)
+        return export_report(frame, out_dir, title="backbench report", predictor=predictor,
+                             layer_profiles=layer_profiles or ())  # fmt: skip
 
     def export_current(self) -> None:
         """Export what the current tab shows: its plot as PNG/SVG or its data as CSV (a

@@ -126,8 +126,10 @@ def export_report(
     run_label: str | None = None,
     manifests: Sequence[Mapping[str, Any]] | None = None,
     predictor: bool = True,
+    layer_profiles: Sequence[Any] = (),
 ) -> Path:
     """The HTML report of `backbench report` for ``frame``; returns its index.html.
+    ``layer_profiles`` (Measurements with per-layer profiles) add its per-layer section.
     Raises DataError for unusable data and UsageError for a folder it cannot write."""
     try:
         from core.report.html import write_report
@@ -137,5 +139,6 @@ def export_report(
             "Reinstall backbench, or use `backbench report` from the command line.",
         ) from exc
     return write_report(
-        frame, out_dir, title=title, run_label=run_label, manifests=manifests, predictor=predictor
-    )
+        frame, out_dir, title=title, run_label=run_label, manifests=manifests, predictor=predictor,
+        layer_profiles=layer_profiles,
+    )  # fmt: skip

@@ -5,6 +5,7 @@ agent, described run by run with a key unique across everything loaded.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -14,8 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from core.analysis.load import load_file
-from core.results import MEASUREMENT_COLUMNS
+from core.analysis.load import file_kind, load_file
+from core.errors import BackbenchError
+from core.report.layers import load_profiles as load_store_profiles
+from core.report.layers import profiled
+from core.results import MEASUREMENT_COLUMNS, Measurement
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +143,45 @@ def load_results(path: str | Path, source: str | None = None) -> Imported:
     keys, infos = describe_runs(frame, label, loaded.runs)
     log.info("imported %d rows, %d run(s) from %s", len(frame), len(infos), file)
     return Imported(frame, keys, infos, label)
+
+
+def load_profiles(path: str | Path) -> list[Measurement]:
+    """The per-layer profiles (``run --profile-layers``) in a results file: a store's, or
+    those of a JSON file of measurements in the agent's form (Measurement.to_dict); a CSV
+    holds none. Call after ``load_results`` took the file: a file that cannot be read
+    here gives no profiles, and the reason is logged (the import has said what is wrong)."""
+    file = Path(path).expanduser()
+    try:
+        kind = file_kind(file)
+        if kind == "store":
+            return load_store_profiles(file)
+        if kind != "json":
+            return []
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (BackbenchError, OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.info("no per-layer profiles read from %s: %s", file, exc)
+        return []
+    return profiled_measurements(_json_rows(data))
+
+
+def _json_rows(data: object) -> list[object]:
+    if isinstance(data, Mapping):
+        for key in ("measurements", "rows", "results"):
+            if isinstance(data.get(key), list):
+                return list(data[key])
+        return []
+    return list(data) if isinstance(data, list) else []
+
+
+def profiled_measurements(items: Iterable[object]) -> list[Measurement]:
+    """The measurements with a per-layer profile among Measurement dicts (an agent's
+    get_results, a JSON export); an item that is not one is skipped, with a log line."""
+    found = []
+    for item in items:
+        if not isinstance(item, Mapping) or not item.get("layer_profile") or not isinstance(item.get("case"), Mapping):
+            continue
+        try:
+            found.append(Measurement.from_dict(dict(item)))
+        except (BackbenchError, KeyError, TypeError, ValueError) as exc:
+            log.warning("Skipping a measurement whose profile cannot be read: %s", exc)
+    return profiled(found)

@@ -57,6 +57,7 @@ DEFAULTS = run_defaults()  # the defaults of `backbench run`, keyed by spec fiel
 # Sent only when changed from the default (see the module docstring).
 OPTIONAL_FIELDS: tuple[str, ...] = (
     "retry_disturbed", "disturbed_threshold", "max_mem_mb", "measure_timeout_s", "worker_start",
+    "profile_layers",
 )  # fmt: skip
 THRESHOLD_MAX_CORES = 256.0  # within the option's bound; more is no machine's idle noise
 FALLBACK_DEVICES = {DEFAULTS["backend"]: [default_device(DEFAULTS["backend"])]}
@@ -175,6 +176,13 @@ class LauncherPanel(QWidget):
         self.runtime.setValidator(QRegularExpressionValidator(QRegularExpression(RUNTIME_NAME.pattern)))
         self.runtime.setToolTip(option("runtime").help.replace("%(default)s", "none"))
         self._build_condition_options()
+        self.profile_layers = QCheckBox("Profile layers")
+        self.profile_layers.setToolTip(
+            "After each case's timed loop, time it layer by layer with the framework's own "
+            "profiler, in a pass of its own (the headline figures never carry it); the Layers "
+            "tab shows the result"
+        )
+        self.profile_layers.toggled.connect(lambda _on: self._update_summary())
         self.accuracy = AccuracyOptions()
         self.accuracy.changed.connect(self._update_summary)
 
@@ -189,8 +197,9 @@ class LauncherPanel(QWidget):
         disturbed_row = _row(self.disturbed_threshold, self.retry_disturbed)
         form.addRow("Disturbed above:", disturbed_row)
         form.addRow("Worker, memory:", _row(self.worker_start, self.max_mem))
+        form.addRow("Per layer:", self.profile_layers)
         # The timed loop's options, which an accuracy run does not use.
-        self._timing_rows = (batch_widget, self.target_ci, self.min_iters, disturbed_row)
+        self._timing_rows = (batch_widget, self.target_ci, self.min_iters, disturbed_row, self.profile_layers)
         self._form = form
         form.addRow("Worker runtime:", self.runtime)
         form.addRow("Run name:", self.run_name)
@@ -439,12 +448,14 @@ class LauncherPanel(QWidget):
             "max_mem_mb": self.max_mem.value() or None,
             "measure_timeout_s": self.measure_timeout.value() or None,
             "worker_start": self.worker_start.currentText(),
+            "profile_layers": self.profile_layers.isChecked(),
         }
         if accuracy:
             # No timed loop: its stopping rule and the disturbed checks are the agent's defaults.
             del spec["stopping"]
             chosen.pop("retry_disturbed")
             chosen.pop("disturbed_threshold")
+            chosen.pop("profile_layers")  # no timed loop to profile after
             spec["batch_sizes"] = [self.accuracy.batch.value()]
             weights = self.accuracy.weights(spec["models"])
             if weights:
@@ -479,7 +490,8 @@ class LauncherPanel(QWidget):
                                  f"accuracy case(s){extra}")
             return
         sizes = len(self.batch_sizes())
-        self.summary.setText(f"{models} model(s) x {sizes} batch size(s) = {models * sizes} case(s)")
+        profiled = ", each profiled layer by layer" if self.profile_layers.isChecked() else ""
+        self.summary.setText(f"{models} model(s) x {sizes} batch size(s) = {models * sizes} case(s){profiled}")
 
     def _problem(self, spec: dict[str, Any]) -> tuple[str, QWidget | None] | None:
         """Why ``spec`` cannot be submitted, and the field to mark; None when it can."""
@@ -559,6 +571,8 @@ class LauncherPanel(QWidget):
             value = c.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 box.setValue(type(box.value())(value))
+        if isinstance(c.get("profile_layers"), bool):
+            self.profile_layers.setChecked(c["profile_layers"])
         if c.get("worker_start") in WORKER_STARTS:
             self.worker_start.setCurrentText(str(c["worker_start"]))
         runtime = c.get("runtime")

@@ -1,8 +1,8 @@
-"""The main window: agents and the run launcher docked on the left; Live, Queue, Results
-and Analysis as tabs in the centre. Layout, agents and last choices persist in QSettings.
+"""The main window: agents and the run launcher docked on the left; Live, Queue, Results,
+Analysis and Layers as tabs in the centre. Layout, agents and last choices persist in QSettings.
 
 Finished jobs are fetched from their agent (``get_results``, paged) into the results
-table and the analysis views, so a run measured on the edge device and one on the cloud
+table and the analysis views (and their per-layer profiles into the Layers tab), so a run measured on the edge device and one on the cloud
 GPU can be compared as soon as both are done.
 """
 
@@ -47,8 +47,8 @@ from gui.settings import (
 
 logger = logging.getLogger(__name__)
 
-TAB_LIVE, TAB_QUEUE, TAB_RESULTS, TAB_ANALYSIS = range(4)
-TAB_NAMES = ("Live", "Queue", "Results", "Analysis")
+TAB_LIVE, TAB_QUEUE, TAB_RESULTS, TAB_ANALYSIS, TAB_LAYERS = range(5)
+TAB_NAMES = ("Live", "Queue", "Results", "Analysis", "Layers")
 DEFAULT_SIZE = (1400, 900)
 
 
@@ -77,14 +77,29 @@ def _analysis_view() -> QWidget:
     return AnalysisView()
 
 
-def measurements_frame(measurements: list[dict[str, Any]]) -> pd.DataFrame:
-    """Measurement dicts from get_results -> the long schema, one row each."""
-    rows = []
+def _layers_view() -> QWidget:
+    try:
+        from gui.layers_view import LayersView
+    except ImportError as exc:
+        logger.warning("The layers view is not available: %s", exc)
+        return _placeholder("The per-layer view is not available in this build.")
+    return LayersView()
+
+
+def parse_measurements(measurements: list[dict[str, Any]]) -> list[Measurement]:
+    """Measurement dicts from get_results -> Measurements; a malformed one is skipped."""
+    parsed = []
     for data in measurements:
         try:
-            rows.append(Measurement.from_dict(data).to_row())
+            parsed.append(Measurement.from_dict(data))
         except (KeyError, TypeError, ValueError) as exc:
             logger.warning("Skipping a malformed measurement from an agent: %s", exc)
+    return parsed
+
+
+def measurements_frame(measurements: list[dict[str, Any]]) -> pd.DataFrame:
+    """Measurement dicts from get_results -> the long schema, one row each."""
+    rows = [m.to_row() for m in parse_measurements(measurements)]
     return pd.DataFrame.from_records(rows, columns=list(MEASUREMENT_COLUMNS))
 
 
@@ -109,11 +124,14 @@ class MainWindow(QMainWindow):
         self.queue_view = QueueView(self.registry)
         self.results_view = _results_view()
         self.analysis_view = _analysis_view()
+        self.layers_view = _layers_view()
 
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         for widget, name in zip(
-            (self.live_view, self.queue_view, self.results_view, self.analysis_view), TAB_NAMES, strict=True
+            (self.live_view, self.queue_view, self.results_view, self.analysis_view, self.layers_view),
+            TAB_NAMES,
+            strict=True,
         ):
             self.tabs.addTab(widget, name)
         self.setCentralWidget(self.tabs)
@@ -160,6 +178,14 @@ class MainWindow(QMainWindow):
         selection = getattr(self.results_view, "selection_changed", None)
         if selection is not None and hasattr(self.analysis_view, "set_dataframe"):
             selection.connect(self.analysis_view.set_dataframe)
+        profiles = getattr(self.results_view, "profiles_loaded", None)
+        if profiles is not None and hasattr(self.layers_view, "set_profiles"):
+            profiles.connect(self._on_profiles_loaded)
+        if results_signal is not None and hasattr(self.layers_view, "show_model"):
+            results_signal.connect(self.layers_view.show_model)
+        changed = getattr(self.layers_view, "profiles_changed", None)
+        if changed is not None and hasattr(self.analysis_view, "set_layer_profiles"):
+            changed.connect(self.analysis_view.set_layer_profiles)
         for name in ("import_failed", "imported"):
             signal = getattr(self.results_view, name, None)
             if signal is not None:
@@ -324,9 +350,20 @@ class MainWindow(QMainWindow):
                 connection.client.request("get_results", {"run": run_id, "offset": len(collected),
                                                           "limit": MAX_RESULTS_PAGE}, page)  # fmt: skip
                 return
-            self._add_run(connection, run_id, measurements_frame(collected), result.get("run") or {})
+            parsed = parse_measurements(collected)
+            frame = pd.DataFrame.from_records([m.to_row() for m in parsed], columns=list(MEASUREMENT_COLUMNS))
+            self._add_run(connection, run_id, frame, result.get("run") or {})
+            adder = getattr(self.layers_view, "add_profiles", None)
+            if callable(adder):
+                adder(parsed, source=connection.name)
 
         connection.client.request("get_results", {"run": run_id, "limit": MAX_RESULTS_PAGE}, page)
+
+    def _on_profiles_loaded(self, measurements: list[Measurement], source: str, append: bool) -> None:
+        """A file's per-layer profiles: added to the Layers tab, or replacing what it held
+        when the file replaced the table."""
+        view = self.layers_view
+        (view.add_profiles if append else view.set_profiles)(measurements, source)  # type: ignore[attr-defined]
 
     def _add_run(self, connection: AgentConnection, run_id: int, frame: pd.DataFrame, run: dict[str, Any]) -> None:
         info = {"id": run_id, "name": run.get("name"), "status": run.get("status"),

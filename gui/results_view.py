@@ -36,7 +36,15 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import BackbenchError
-from gui.importers import FILE_FILTER, Imported, RunInfo, describe_runs, load_results, order_columns
+from gui.importers import (
+    FILE_FILTER,
+    Imported,
+    RunInfo,
+    describe_runs,
+    load_profiles,
+    load_results,
+    order_columns,
+)
 from gui.run_details import RunDetails
 from gui.table_model import DataFrameModel, ResultsProxyModel
 
@@ -82,6 +90,8 @@ class ResultsView(QWidget):
     selection_changed = Signal(object)  # DataFrame of the rows in view (runs x filter)
     import_failed = Signal(str)
     imported = Signal(str)  # source label
+    # (list[Measurement] with per-layer profiles, source label, appended): what a file held
+    profiles_loaded = Signal(object, str, bool)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -230,6 +240,7 @@ class ResultsView(QWidget):
             return False
         self._load(imported, append=append)
         self.imported.emit(imported.source)
+        self.profiles_loaded.emit(load_profiles(path), imported.source, append)
         return True
 
     def _load(self, imported: Imported, append: bool) -> None:

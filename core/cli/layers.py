@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from typing import Any
 
 from core.cli.console import console, err_console, write_or_print
 from core.errors import UsageError
+from core.report.layers import by_type, overhead_line
 from core.results import Measurement
 from core.text import fixed
 
@@ -77,36 +77,6 @@ def layer_rows(measurements: list[Measurement]) -> list[dict[str, Any]]:
                 "layer_sum_ms": total, "e2e_median_ms": e2e,
             })  # fmt: skip
     return rows
-
-
-def by_type(m: Measurement) -> list[tuple[str, float, int]]:
-    """(layer type, total ms, count), slowest first."""
-    totals: dict[str, list[float]] = defaultdict(list)
-    for layer in m.layer_profile.layers if m.layer_profile else ():
-        totals[layer.type].append(layer.time_ms)
-    return sorted(((t, sum(v), len(v)) for t, v in totals.items()), key=lambda x: -x[1])
-
-
-def overhead_line(m: Measurement) -> str:
-    """The layer sum against the end-to-end median, and what the gap means."""
-    profile = m.layer_profile
-    if profile is None:
-        return ""
-    total, e2e = profile.sum_ms, m.latency_ms_median
-    line = f"sum of {len(profile.layers)} layers {total:.3f} ms"
-    if e2e:
-        gap = e2e - total
-        line += (
-            f"; end-to-end median {e2e:.3f} ms (timed loop), ratio {total / e2e:.2f}; "
-            + (f"framework overhead outside the layers {gap:.3f} ms ({gap / e2e:.0%})" if gap >= 0
-               else f"the layers' counters add up to {-gap:.3f} ms more than the end-to-end time")
-        )  # fmt: skip
-    if profile.profiled_median_ms:
-        line += (
-            f". Under the profiler the end-to-end median was {profile.profiled_median_ms:.3f} ms "
-            "(counting every layer costs time too)"
-        )
-    return line + f" [{profile.source}, {profile.iterations} profiled iterations]"
 
 
 def cmd_layers(args: argparse.Namespace) -> int:

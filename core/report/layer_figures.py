@@ -59,7 +59,7 @@ def layer_type_figure(platform: str, measurements: Sequence[Measurement]) -> Fig
     if OTHER in colors:
         colors[OTHER] = (0.75, 0.75, 0.75, 1.0)
 
-    figure = _new_figure(9.0, 1.6 + 0.5 * len(cases))
+    figure = _new_figure(9.0, 2.2 + 0.5 * len(cases))
     ax = figure.add_subplot()
     labels = [f"{m.case.model} b{m.case.batch_size}" for m in cases]
     ys = list(range(len(cases)))
@@ -75,7 +75,7 @@ def layer_type_figure(platform: str, measurements: Sequence[Measurement]) -> Fig
     e2e = [m.latency_ms_median for m in cases]
     marked = [(y, v) for y, v in zip(ys, e2e, strict=True) if v]
     if marked:
-        ax.scatter([v for _y, v in marked], [y for y, _v in marked], marker="|", s=500, linewidths=2.5,
+        ax.scatter([v for _y, v in marked], [y for y, _v in marked], marker="|", s=400, linewidths=2.5,
                    color="black", zorder=5, label="end-to-end median (timed loop)")  # fmt: skip
     span = max([*left, *(v for _y, v in marked)], default=1.0)
     for y, total, median in zip(ys, left, e2e, strict=True):
@@ -87,5 +87,8 @@ def layer_type_figure(platform: str, measurements: Sequence[Measurement]) -> Fig
     ax.set_xlabel("ms per inference (sum over the layers of each type)")
     ax.set_title(f"Where the time goes, by layer type: {platform}")
     ax.grid(axis="x", alpha=0.25)
-    ax.legend(loc="lower right", fontsize=8, frameon=True, ncols=2 if len(series) > 5 else 1)
+    # Outside the axes, below: inside, it would cover the bars of some case.
+    handles, names = ax.get_legend_handles_labels()
+    figure.legend(handles, names, loc="outside lower center", fontsize=8, frameon=False,
+                  ncols=min(5, len(names)))  # fmt: skip
     return figure

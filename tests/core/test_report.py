@@ -14,6 +14,18 @@ from core.errors import DataError, UsageError
 from core.predict.evaluate import evaluation_rows
 from core.report.figures import BUILDERS
 from core.report.html import MARKER, write_report
+from core.results import (
+    Backend,
+    Case,
+    LatencyStats,
+    LayerProfile,
+    LayerRecord,
+    Measurement,
+    Precision,
+    RunSpec,
+    Status,
+)
+from core.store import Store
 from core.zoo import model_complexity
 
 MODELS = ("squeezenet1_1", "mobilenet_v3_small", "resnet18", "resnet50", "vgg11", "densenet121")
@@ -308,3 +320,121 @@ def test_memory_process_and_the_fallback_of_old_data(full_report: Path, tmp_path
     with pytest.raises(UsageError, match="Unknown memory figure"):
         write_report(frame, tmp_path / "q", predictor=False, memory="gpu")
     assert not (tmp_path / "q").exists()
+
+
+# -- per-layer profiles (run --profile-layers) -----------------------------------------------
+
+PROFILED_MODELS = ("resnet18", "mobilenet_v3_small", "squeezenet1_1", "resnet50")
+# name, type, exec type at fp32, ms at fp32, ms at bf16, fused original layers
+RESNET18_LAYERS = (
+    ("x_abcd_acdb_Multiply_5466", "Reorder", "reorder_brgemm_f32", 0.18, 0.10, ()),
+    ("Multiply_5466", "Convolution", "brgconv_avx512_f32", 1.00, 0.35, ("Multiply_5466", "__module.relu/aten::relu_/Relu")),
+    ("__module.maxpool/aten::max_pool2d/MaxPool", "Pooling", "jit_avx512_f32", 0.16, 0.08, ()),
+    ("Multiply_5578", "Convolution", "brgconv_avx512_f32", 1.27, 0.41, ("Multiply_5578", "__module.layer4.0/aten::add_/Add")),
+    ("__module.fc/aten::linear/Add", "FullyConnected", "gemm_mlas_f32", 0.157, 0.06, ()),
+)  # fmt: skip
+
+
+def resnet18_profile(bf16: bool) -> LayerProfile:
+    """resnet18's layers as OpenVINO's CPU plugin runs them at fp32 or at bf16 (AMX)."""
+    layers = []
+    for name, kind, exec_type, ms32, ms16, fused in RESNET18_LAYERS:
+        if bf16:
+            exec_type = exec_type.replace("_f32", "_amx_bf16" if kind == "Convolution" else "_bf16")
+        layers.append(LayerRecord(
+            name, kind, exec_type, ms16 if bf16 else ms32, output_shapes=((1, 64, 56, 56),),
+            flops=231_211_008 if kind == "Convolution" else None, fused=fused,
+        ))  # fmt: skip
+    return LayerProfile(50, tuple(layers), None, "openvino perf counters")
+
+
+def profiled_store(path: Path, with_profiles: bool) -> Path:
+    """A store of OpenVINO CPU fp32 and bf16 runs of four models at batch 1 and 2; with
+    ``with_profiles``, resnet18 at batch 1 carries a per-layer profile on both, and takes
+    4.2 ms (fp32) and 1.6 ms (bf16) end to end."""
+    with Store(path) as store:
+        for precision, factor in ((Precision.FP32, 1.0), (Precision.BF16, 0.4)):
+            spec = RunSpec(models=PROFILED_MODELS, backend=Backend.OPENVINO, device="CPU", precision=precision)
+            run = store.create_run(spec, {"host": "lab"}, name=f"ov-{precision.value}")
+            for model in PROFILED_MODELS:
+                facts = model_complexity(model)
+                for batch in (1, 2):
+                    ms = factor * (facts.flops / 4e8 if facts else 5.0) * (0.7 + 0.3 / batch) * batch + 0.4
+                    profile = None
+                    if with_profiles and model == "resnet18" and batch == 1:
+                        bf16 = precision is Precision.BF16
+                        profile, ms = resnet18_profile(bf16), (1.6 if bf16 else 4.2)
+                    samples = [int(ms * 1e6 * f) for f in (0.98, 1.0, 1.0, 1.02, 0.99)]
+                    case = Case(model, Backend.OPENVINO, "CPU", precision, batch)
+                    store.add_measurement(run.id, Measurement(case, Status.OK, LatencyStats.from_samples(samples),
+                                                              layer_profile=profile))  # fmt: skip
+    return path
+
+
+def without_stamp(page: str) -> str:
+    return re.sub(r"generated \d{4}-\d\d-\d\d \d\d:\d\d", "generated -", page)
+
+
+def test_layers_are_matched_by_name_then_fused_layers_then_order() -> None:
+    from core.report.layers import match_counts, match_layers
+
+    def layer(name: str, kind: str, *fused: str) -> LayerRecord:
+        return LayerRecord(name, kind, "", 1.0, fused=(name, *fused))
+
+    fp32 = [layer("Multiply_1", "Convolution", "__module.relu/aten::relu_/Relu"),
+            layer("Multiply_2", "Convolution", "__module.layer1.0.relu/aten::relu_/Relu"),
+            layer("Pool_3", "Reduce"), layer("fc", "FullyConnected")]  # fmt: skip
+    bf16 = [layer("Multiply_1", "Convolution"), layer("Multiply_9", "Convolution", "__module.layer1.0.relu/aten::relu_/Relu"),
+            layer("Convert_5", "Convert"), layer("Pool_7", "Reduce"), layer("fc", "FullyConnected")]  # fmt: skip
+    matches = match_layers(fp32, bf16)
+    assert [(m.a, m.b, m.how) for m in matches] == [
+        (0, 0, "name"), (1, 1, "fused"), (2, 3, "order"), (3, 4, "name"), (None, 2, ""),
+    ]  # fmt: skip
+    assert match_counts(matches) == {"name": 2, "fused": 1, "order": 1, "only_a": 0, "only_b": 1}
+
+
+def test_profiles_add_a_per_layer_figure_per_platform_and_tables(tmp_path: Path) -> None:
+    from core.analysis.load import load_store
+    from core.report.layers import load_profiles
+
+    db = profiled_store(tmp_path / "profiled.db", with_profiles=True)
+    profiles = load_profiles(db)
+    assert len(profiles) == 2
+    out = tmp_path / "r"
+    page = write_report(load_store(db).frame, out, predictor=False, layer_profiles=profiles).read_text()
+    for name in ("layers_openvino_cpu_fp32", "layers_openvino_cpu_bf16"):
+        for ext in ("png", "svg"):
+            path = out / "figures" / f"{name}.{ext}"
+            assert path.is_file() and path.stat().st_size > 1000, path
+        assert f'src="figures/{name}.png"' in page
+    layers = pd.read_csv(out / "tables" / "layers.csv")
+    assert len(layers) == 2 * len(RESNET18_LAYERS)
+    assert set(layers["exec_type"]) >= {"brgconv_avx512_f32", "brgconv_avx512_amx_bf16"}
+    summary = pd.read_csv(out / "tables" / "layer_profiles.csv").set_index("platform")
+    fp32 = summary.loc["openvino/CPU/fp32"]
+    assert fp32["layer_sum_ms"] == pytest.approx(2.767) and fp32["overhead_ms"] == pytest.approx(4.2 - 2.767, rel=0.02)
+    assert fp32["top_type"] == "Convolution" and fp32["slowest_layer"] == "Multiply_5578"
+    body = section(page, "layers")
+    assert "Per-layer profiles" in body and "end-to-end median" in body
+    assert "Multiply_5578" in body and "brgconv_avx512_amx_bf16" in body
+    assert 'href="#layers"' in page
+    assert page.index('<section id="layers">') < page.index('<section id="measurements">')
+
+
+def test_without_profiles_the_report_is_unchanged(tmp_path: Path) -> None:
+    from core.analysis.load import load_store
+    from core.report.layers import load_profiles
+
+    db = profiled_store(tmp_path / "plain.db", with_profiles=False)
+    assert load_profiles(db) == []
+    frame = load_store(db).frame
+    plain = write_report(frame, tmp_path / "plain", predictor=False)
+    given = write_report(frame, tmp_path / "given", predictor=False, layer_profiles=load_profiles(db))
+
+    def files(root: Path) -> list[str]:
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    assert files(tmp_path / "plain") == files(tmp_path / "given")
+    assert not [f for f in files(tmp_path / "given") if "layer" in f]
+    assert without_stamp(given.read_text()) == without_stamp(plain.read_text())
+    assert 'id="layers"' not in given.read_text()
