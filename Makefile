@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision first, pinned to the builds this project is tested with.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[measure,gui,dev]'
+	# [cluster] (Ray) too: the Ray executor's tests run on an in-process cluster.
+	$(PY) -m pip install -q -e '.[measure,gui,dev,cluster]'
 	touch $(STAMP)
 
 # A quick benchmark of the paper suite on the local CPU, with PyTorch (batch 1) and

@@ -102,3 +102,8 @@ class ProtocolError(BackbenchError):
 
 class AgentUnavailableError(BackbenchError):
     """No agent answers on the socket."""
+
+
+class ClusterError(BackbenchError):
+    """A Ray cluster that cannot run a sweep: unreachable, no node with the resource a
+    case needs, or nodes running another backbench version."""

@@ -661,6 +661,11 @@ PHASES: tuple[str, ...] = ("convert", "start", "load", "compile", "warmup", "mea
 WORKER_START_FORK = "fork-server"
 WORKER_START_EXEC = "exec"
 WORKER_STARTS: tuple[str, ...] = (WORKER_START_FORK, WORKER_START_EXEC)
+# Where a sweep's cases run (core.measure.executors): worker processes on this host, or
+# Ray tasks on the nodes of a cluster, each reserving its device.
+EXECUTOR_LOCAL = "local"
+EXECUTOR_RAY = "ray"
+EXECUTORS: tuple[str, ...] = (EXECUTOR_LOCAL, EXECUTOR_RAY)
 # Other processes' CPU use above this, in cores, marks a case disturbed.
 DEFAULT_DISTURBED_THRESHOLD = 0.1
 
@@ -909,6 +914,9 @@ class RunSpec:
     accuracy: AccuracySpec | None = None
     # A per-layer profile of each case, in a pass of its own after the timed loop.
     profile_layers: bool = False
+    # Where the cases run: "local" (worker processes here) or "ray" (a cluster's nodes);
+    # None: the measuring host's default (the CLI's is local, the agent's its --executor).
+    executor: str | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -921,6 +929,10 @@ class RunSpec:
             raise UsageError(
                 f"Unknown worker start {self.worker_start!r}.",
                 f"Use one of: {', '.join(WORKER_STARTS)}.",
+            )
+        if self.executor is not None and self.executor not in EXECUTORS:
+            raise UsageError(
+                f"Unknown executor {self.executor[:60]!r}.", f"Use one of: {', '.join(EXECUTORS)}."
             )
         if self.runtime is not None and not RUNTIME_NAME.fullmatch(self.runtime):
             raise UsageError(
@@ -992,6 +1004,7 @@ class RunSpec:
             **({"runtime": self.runtime} if self.runtime else {}),
             **({"accuracy": self.accuracy.to_dict()} if self.accuracy is not None else {}),
             **({"profile_layers": True} if self.profile_layers else {}),
+            **({"executor": self.executor} if self.executor else {}),
         }
 
     @classmethod
@@ -1027,6 +1040,7 @@ class RunSpec:
             runtime=str(data["runtime"]) if data.get("runtime") else None,
             accuracy=AccuracySpec.from_dict(data["accuracy"]) if data.get("accuracy") is not None else None,
             profile_layers=bool(data.get("profile_layers", False)),
+            executor=str(data["executor"]) if data.get("executor") else None,
         )
 
 

@@ -24,6 +24,7 @@ from core.measure.runtimes import AGENT_CONFIG, WorkerRuntime, load_runtimes, se
 from core.measure.supervisor import PhaseLimits, default_worker_command
 from core.paths import data_dir, default_db_path
 from core.protocol.address import SOCKET_NAME, user_socket_path
+from core.results import EXECUTOR_LOCAL, EXECUTOR_RAY, EXECUTORS, RunSpec
 
 # Test-only: lets a client ask the agent to inject worker faults (crash, hang, ...).
 # Never set in production; without it the `test_faults` submit parameter is refused.
@@ -77,6 +78,21 @@ class AgentConfig:
     # (level, line) to log once logging is set up (the dispatcher does, as it starts):
     # which configuration file was loaded, or why none was.
     startup_notes: tuple[tuple[int, str], ...] = ()
+    # Where jobs run unless their spec says (core.measure.executors): "local" (worker
+    # processes here) or "ray" (the nodes of the Ray cluster at ray_address; None: a Ray
+    # instance of the agent's own on this machine).
+    executor: str = EXECUTOR_LOCAL
+    ray_address: str | None = None
+
+    def executor_of(self, spec: RunSpec) -> str:
+        """Where a job of ``spec`` runs: its own choice, else this agent's default."""
+        return spec.executor or self.executor
+
+    def custom_worker_command(self) -> list[str] | None:
+        """The worker command given with --worker-command, or None for the default (a
+        cluster's nodes then use their own interpreter's)."""
+        command = list(self.worker_command)
+        return None if not command or command == default_worker_command() else command
 
     @property
     def allowed_dirs(self) -> tuple[Path, ...]:
@@ -188,6 +204,22 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         "named worker runtime in --config instead",
     )
     parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default=EXECUTOR_LOCAL,
+        help="where jobs run unless their spec says: local (worker processes on this host, "
+        "one job at a time) or ray (each case a Ray task on a node of a cluster that holds its "
+        "device; docs/CLUSTER.md) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the Ray cluster of Ray jobs (the agent's --executor ray, or a spec's): auto (the "
+        "cluster this machine joined with `ray start`), HOST:PORT of its head, or "
+        "ray://HOST:10001 (default: a Ray instance of the agent's own on this machine, "
+        "started for each job)",
+    )
+    parser.add_argument(
         "--client-queue-samples",
         type=_positive(int, "--client-queue-samples"),
         default=DEFAULT_CLIENT_QUEUE_SAMPLES,
@@ -257,6 +289,13 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
             "(docs/AGENT.md, Worker runtimes).",
             file=sys.stderr,
         )
+    executor = getattr(args, "executor", None) or EXECUTOR_LOCAL
+    ray_address = getattr(args, "ray_address", None)
+    if executor == EXECUTOR_RAY or ray_address:
+        from core.measure.executors.ray_executor import INSTALL_HINT, ray_installed
+
+        if not ray_installed():
+            raise UsageError("--executor ray needs Ray, which is not installed here.", INSTALL_HINT)
     limits = PhaseLimits(
         load_s=args.load_limit_s,
         compile_s=args.compile_limit_s,
@@ -282,6 +321,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         runtimes=runtimes,
         config_path=config_path,
         startup_notes=(note,),
+        executor=executor,
+        ray_address=ray_address,
     )
 
 

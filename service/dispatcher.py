@@ -3,6 +3,9 @@
 It runs one job at a time on the host (so "one job per device" holds trivially, and two
 jobs never perturb each other's timings), each case in its own worker through the same
 runner as the CLI (``core.measure.runner.run_sweep`` with ``core.measure.supervisor.CaseRunner``).
+A job whose executor is Ray (its spec's, or the agent's ``--executor ray``) runs through
+the same runner on the nodes of the cluster instead (core.measure.executors), each case
+reserving its device there; its events reach the clients the same way.
 Every measurement is committed as soon as it exists. Events and telemetry leave through
 the LoopBridge, never touching a socket from this thread.
 
@@ -21,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from core.backends.base import PHASE_MEASURE
 from core.errors import BackbenchError, StoreError, UsageError
+from core.measure.executors.base import CaseExecutor
 from core.measure.runner import RUN_CANCELLED, RUN_INTERRUPTED, SweepObserver, run_sweep
 from core.measure.runtimes import (
     VERSIONS_TIMEOUT_S,
@@ -35,7 +40,7 @@ from core.measure.supervisor import CaseObserver, CaseRunner
 from core.measure.worker import WorkerJob
 from core.protocol.events import JobEvent
 from core.protocol.messages import make_job_event
-from core.results import Case, Measurement, Status
+from core.results import EXECUTOR_RAY, Case, Measurement, Status
 from core.store import Store
 from service import systemd
 from service.config import AgentConfig
@@ -104,6 +109,11 @@ class _JobObserver(SweepObserver):
             ),
             self.job.id,
         )
+
+    def on_case_placed(self, index: int, total: int, case: Case, node: dict[str, Any]) -> None:
+        # A case on a cluster node (the Ray executor): it measures there, with no phases
+        # streamed back; the status shows it measuring until its result arrives.
+        self.dispatcher._set_progress(self.job, self.cases.index(case), PHASE_MEASURE)
 
     def on_case_end(self, index: int, total: int, measurement: Measurement) -> None:
         case_index = self.cases.index(measurement.case)
@@ -250,6 +260,32 @@ class JobDispatcher(threading.Thread):
             return _FaultyCaseRunner(parsed, job.spec.cases(), self.store, **kwargs)
         return CaseRunner(**kwargs)
 
+    def _cluster(self, job: Job) -> CaseExecutor | None:
+        """The Ray executor of a job that runs on a cluster, connected and its nodes
+        checked; or None, once a cluster that cannot run the job (unreachable, no node with
+        its resource, nodes of another version) has ended it as failed, with the reason."""
+        from core.measure.executors.ray_executor import RayExecutor
+
+        faults = job.options.get("test_faults") or {}
+        cluster = RayExecutor(
+            self.config.ray_address,
+            worker_command=self.config.custom_worker_command(),
+            limits=self.config.limits,
+            max_mem_mb=self.config.max_mem_mb,
+            faults={int(k): str(v) for k, v in faults.items() if v in WORKER_FAULTS}
+            if self.config.allow_faults and job.attempts == 1 else None,
+        )  # fmt: skip
+        try:
+            cluster.configure(job.spec)
+        except BackbenchError as exc:
+            cluster.close()
+            self._finish(job, FAILED, str(exc))
+            return None
+        except BaseException:
+            cluster.close()
+            raise
+        return cluster
+
     def _run_job(self, job: Job) -> None:
         self._cancel = threading.Event()
         if self._stopping:
@@ -266,7 +302,14 @@ class JobDispatcher(threading.Thread):
         observer = _JobObserver(self, job)
         runtime = None
         manifest = self.manifest
-        if job.spec.runtime is not None:
+        cluster: CaseExecutor | None = None
+        if self.config.executor_of(job.spec) == EXECUTOR_RAY:
+            # The nodes name their runtimes in their own configuration: nothing to prepare here.
+            cluster = self._cluster(job)
+            if cluster is None:
+                return
+            manifest = cluster.run_manifest(self.manifest)
+        elif job.spec.runtime is not None:
             prepared = self._prepare_runtime(job)
             if prepared is None:
                 return
@@ -291,16 +334,22 @@ class JobDispatcher(threading.Thread):
                 job.id,
             )
             log.info("Job %d started (run %d, attempt %d)", job.id, run.id, job.attempts)
-            # One runner a job: its fork servers live as long as the job.
-            with self._case_runner(job, runtime) as case_runner:
+            if cluster is not None:
                 final = run_sweep(
-                    job.spec,
-                    self.store,
-                    observer=observer,
-                    cancel=self._cancel,
-                    case_runner=case_runner,
-                    resume=run,
-                )
+                    job.spec, self.store, observer=observer, cancel=self._cancel,
+                    executor=cluster, resume=run,
+                )  # fmt: skip
+            else:
+                # One runner a job: its fork servers live as long as the job.
+                with self._case_runner(job, runtime) as case_runner:
+                    final = run_sweep(
+                        job.spec,
+                        self.store,
+                        observer=observer,
+                        cancel=self._cancel,
+                        case_runner=case_runner,
+                        resume=run,
+                    )
         except StoreError as exc:  # a full disk, a store gone bad: the store itself is intact
             reason = str(exc)
             if observer.case_index is not None:
@@ -317,6 +366,9 @@ class JobDispatcher(threading.Thread):
                 )
             self._finish(job, FAILED, reason)
             return
+        finally:
+            if cluster is not None:
+                cluster.close()  # a Ray instance of its own stops with the job
         summary = {"run_id": final.id, "cases_ok": observer.ok, "cases_failed": observer.failed}
         if self._stopping:
             try:

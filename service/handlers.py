@@ -24,7 +24,7 @@ from core.protocol.codes import INVALID_PARAMS, NOT_FOUND
 from core.protocol.events import TOPIC_TELEMETRY, TOPICS, JobEvent
 from core.protocol.messages import make_job_event
 from core.protocol.methods import make_hello_result
-from core.results import Run, RunSpec
+from core.results import EXECUTOR_RAY, Run, RunSpec
 from core.store import Store
 from core.zoo.files import MODEL_FILE_SOURCES
 from service.config import AgentConfig
@@ -201,7 +201,13 @@ class Api:
         if resolved.accuracy is not None:
             dataset = str(self.access.resolve_dataset(resolved.accuracy.dataset, self.config.data_dirs))
             resolved = validate_accuracy(replace(resolved, accuracy=replace(resolved.accuracy, dataset=dataset)))
-        self._prober_for(resolved).check_case(resolved.cases()[0])
+        if self.config.executor_of(resolved) == EXECUTOR_RAY:
+            # Its cases run on the nodes of a cluster, which check their own devices.
+            from core.measure.executors.ray_executor import check_spec
+
+            check_spec(resolved)
+        else:
+            self._prober_for(resolved).check_case(resolved.cases()[0])
         return resolved
 
     def _prober_for(self, spec: RunSpec) -> Prober:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
+from rich.markup import escape
+
 from core import __version__
 from core.cli.console import EXIT_INTERRUPTED, err_console
 from core.errors import BackbenchError
@@ -81,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except BackbenchError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        # Escaped: a message may hold brackets (pip install 'backbench[cluster]').
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("Interrupted.")

@@ -111,7 +111,17 @@ class _ProgressObserver:
         self.case_label = case.label()
         self._refresh()
 
+    def on_case_placed(self, index: int, total: int, case: Any, node: dict[str, Any]) -> None:
+        self.case_label = f"{case.label()} on {_node_name(node)}"
+        self.phase = "measuring"
+        self._refresh()
+
     def on_case_retry(self, index: int, total: int, m: Any) -> None:
+        if m.status.value != "ok" or m.interference is None:  # its node was lost: re-queued
+            self.progress.console.print(
+                f"[yellow]{m.status.value}[/] {m.case.label()} (attempt {m.attempt}): {m.error}"
+            )
+            return
         self.progress.console.print(
             f"[yellow]disturbed[/] {m.case.label()} (attempt {m.attempt}): "
             f"{m.interference:.2f} cores of other work; measuring again"
@@ -134,6 +144,9 @@ class _ProgressObserver:
                 )
         else:
             line = f"[red]{m.status.value}[/] {m.case.label()}: {m.failure.value if m.failure else ''}: {m.error}"
+        node = m.conditions.get("node")
+        if isinstance(node, dict) and m.status.value == "ok":
+            line += f" [dim]on {_node_name(node)}[/]"
         self.progress.console.print(line)
         self.progress.advance(self.task)
 
@@ -161,6 +174,60 @@ class _ProgressObserver:
         self.progress.update(self.task, live=live)
 
 
+def _node_name(node: dict[str, Any]) -> str:
+    """A cluster node as a line names it: its address and the start of its Ray id."""
+    where = str(node.get("ip") or node.get("host") or "?")
+    ident = str(node.get("id") or "")[:8]
+    return f"{where} ({ident})" if ident else where
+
+
+def _cluster_for(args: argparse.Namespace, spec: Any) -> Any:
+    """The Ray executor of ``run --executor ray`` (or of a resumed Ray run), not yet
+    connected; None for the local executor."""
+    from core.measure.executors import make_executor
+    from core.results import EXECUTOR_LOCAL
+
+    name = getattr(args, "executor", None) or spec.executor or EXECUTOR_LOCAL
+    executor = make_executor(name, ray_address=getattr(args, "ray_address", None))
+    return None if executor.name == EXECUTOR_LOCAL else executor
+
+
+def _connect(cluster: Any, spec: Any) -> None:
+    """Connect and check the cluster here, before the progress bar, so an unreachable
+    cluster, a missing resource or a node of another version is one line."""
+    try:
+        cluster.configure(spec)
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def _node_lines(measurements: list[Any], nodes: list[dict[str, Any]], backend: str) -> list[str]:
+    """Where a Ray sweep's cases ran and, when its nodes run different versions of the
+    backend's framework, which (each row points at its own node's manifest)."""
+    counts: dict[str, int] = {}
+    for m in measurements:
+        node = m.conditions.get("node")
+        if isinstance(node, dict):
+            name = _node_name(node)
+            counts[name] = counts.get(name, 0) + 1
+    lines = []
+    if counts:
+        lines.append("Cases by node: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
+    package = backend  # the framework's distribution name (onnxruntime-gpu counts as it)
+    versions: dict[str, list[str]] = {}
+    for node in nodes:
+        packages = node.get("packages") or {}
+        found = packages.get(package) or packages.get(f"{package}-gpu")
+        versions.setdefault(str(found), []).append(str(node.get("ip")))
+    if len(versions) > 1:
+        spread = "; ".join(f"{v} on {', '.join(ips)}" for v, ips in sorted(versions.items()))
+        lines.append(
+            f"[yellow]The nodes run different {package} versions ({spread}): each row is "
+            "labelled with its node's manifest; compare like with like.[/]"
+        )
+    return lines
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     import time
@@ -175,6 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     resume = None
     lease = None
     runner = CaseRunner()
+    cluster = None  # the Ray executor of --executor ray; None: this host's CaseRunner
     try:
         if args.resume:
             store = open_store(args.db)
@@ -186,32 +254,43 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
                 runner.close()
                 return 0
-            # Claimed before the progress bar: a run another process measures is refused
-            # in one line (RunBusyError), and this one is not measured twice.
-            if spec.runtime:
+            cluster = _cluster_for(args, spec)
+            if cluster is not None:
+                _connect(cluster, spec)
+            elif spec.runtime:
                 runtime = user_runtime(spec.runtime)
                 runner.use_runtime(runtime)
                 # Its cases must not mix two interpreters: the runtime must be the one the
                 # run recorded (its python, Python, backbench and package versions).
                 check_resume_runtime(resume.manifest, runtime, str(resume.id))
+            # Claimed before the progress bar: a run another process measures is refused
+            # in one line (RunBusyError), and this one is not measured twice.
             lease = store.acquire_run_lease(resume.id)
             took_over = lease.takeover_line(resume.name)
             if took_over:
                 err_console.print(f"[yellow]{escape(took_over)}[/]", highlight=False)
         else:
             spec = spec_from_args(args)
-            if spec.runtime:
-                # Workers (and their fork server) on the runtime's interpreter.
-                runner.use_runtime(user_runtime(spec.runtime))
-            if spec.isolate:
-                # The fork server imports the framework while this process validates.
-                runner.start = spec.worker_start
-                runner.prestart(spec.backend)
-            spec = validate_spec(spec, runner.runtime)
+            cluster = _cluster_for(args, spec)
+            if cluster is not None:
+                # The nodes check the backend and device, each its own.
+                spec = validate_spec(spec, None, check_device=False)
+                _connect(cluster, spec)
+            else:
+                if spec.runtime:
+                    # Workers (and their fork server) on the runtime's interpreter.
+                    runner.use_runtime(user_runtime(spec.runtime))
+                if spec.isolate:
+                    # The fork server imports the framework while this process validates.
+                    runner.start = spec.worker_start
+                    runner.prestart(spec.backend)
+                spec = validate_spec(spec, runner.runtime)
             store = open_store(args.db)
         total = len(_unmeasured(store, resume)) if resume else len(spec.cases())
     except BaseException:
         runner.close()
+        if cluster is not None:
+            cluster.close()
         if lease is not None:
             store.release_run_lease(lease)
         raise
@@ -225,7 +304,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             observer = _ProgressObserver(progress, task)
             run = run_sweep(
                 spec, store, observer=observer, resume=resume, validate=False,  # type: ignore[arg-type]
-                case_runner=runner, lease=lease,
+                case_runner=runner if cluster is None else None, executor=cluster, lease=lease,
             )  # fmt: skip
             run_ref = run.id
     except KeyboardInterrupt:
@@ -238,6 +317,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     finally:
         runner.close()
+        if cluster is not None:
+            cluster.close()
         if lease is not None:  # run_sweep released it, unless it failed before it could
             store.release_run_lease(lease)
     measurements = store.measurements(run_ref)
@@ -252,6 +333,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"(above {spec.disturbed_threshold:g} cores); measure them again with --retry-disturbed N "
             "on a quieter machine, or leave them out with --exclude-disturbed.[/]"
         )
+    if cluster is not None:
+        for line in _node_lines(measurements, cluster.nodes, spec.backend.value):
+            err_console.print(line)
     # Only this session's cases: a resume's wall time does not cover the earlier ones.
     session = [m for m in measurements if (m.started_at or 0) >= time.time() - (time.monotonic() - t0) - 1]
     console.print(time_summary(session, time.monotonic() - t0).line())

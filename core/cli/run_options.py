@@ -216,6 +216,23 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     # An accuracy run's dataset and preprocessing (core.results.AccuracySpec checks the
     # fields); `backbench accuracy` has its own flags for it.
     RunOption("accuracy", (), Kind.OBJECT, None, max_items=16),
+    # Where the cases run. A client may choose it; the cluster an agent reaches is its own
+    # (its --ray-address), never one a client names.
+    RunOption(
+        "executor", ("--executor",), Kind.TEXT, None,
+        help="local: worker processes on this host, one case at a time (default); ray: each "
+        "case a Ray task on a node of a cluster that holds its device (docs/CLUSTER.md)",
+        max_len=16, metavar="local|ray",
+        remote_note="default: the agent's own --executor",
+    ),
+    RunOption(
+        None, ("--ray-address",), Kind.TEXT, None,
+        help="the Ray cluster of --executor ray: auto (the cluster this machine joined with "
+        "`ray start`), HOST:PORT of its head, or ray://HOST:10001 (default: a Ray instance "
+        "of its own on this machine)",
+        remote=False, max_len=512, metavar="ADDR",
+        why_local="the agent runs on the cluster of its own --ray-address.",
+    ),
     # Local only: measuring in the agent's own process would let a client crash or hang
     # the agent with one bad model, and load torch into it.
     RunOption(
@@ -498,6 +515,7 @@ def _build(values: Mapping[str, Any], *, remote: bool) -> RunSpec:
         runtime=get("runtime"),
         accuracy=AccuracySpec.from_dict(get("accuracy")) if get("accuracy") is not None else None,
         profile_layers=get("profile_layers"),
+        executor=get("executor"),
     )
     spec.check_size()
     return spec

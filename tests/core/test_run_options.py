@@ -55,6 +55,8 @@ EVERY_REMOTE_FIELD: dict[str, Any] = {
     "measure_timeout_s": 900.0,
     "worker_start": "exec",
     "runtime": "openvino-2022.3",
+    "profile_layers": True,
+    "executor": "ray",
 }
 
 
@@ -101,7 +103,9 @@ def test_options_are_frozen_and_state_bounds_for_numbers_and_lists() -> None:
             assert opt.max_len, opt.field
         if opt.kind in (Kind.TEXT_LIST, Kind.INT_LIST, Kind.TEXT_MAP):
             assert opt.max_items, opt.field
-    assert [o.field for o in RUN_OPTIONS if not o.remote] == ["isolate"]
+    # Local only: where this process measures, and the Ray cluster it reaches (a flag
+    # that fills no spec field: the agent's cluster is its own --ray-address).
+    assert [o.field or o.flags[0] for o in RUN_OPTIONS if not o.remote] == ["--ray-address", "isolate"]
     assert all(o.why_local for o in RUN_OPTIONS if not o.remote)
 
 
@@ -111,7 +115,8 @@ def test_run_declares_exactly_its_flags() -> None:
         "-m", "--model", "--suite", "--backend", "--device", "--precision", "--batch",
         "--mode", "--target-ci", "--min-iters", "--max-time", "--name", "--weights",
         "--no-isolate", "--retry-disturbed", "--disturbed-threshold", "--max-mem-mb",
-        "--measure-timeout", "--worker-start", "--runtime",
+        "--measure-timeout", "--worker-start", "--runtime", "--profile-layers", "--executor",
+        "--ray-address",
     }  # fmt: skip
     # The spec fields with no flag stay without one.
     assert not any(run_options.option(f).flags for f in

@@ -50,7 +50,7 @@ def test_run_and_remote_submit_expose_the_same_remote_options() -> None:
     declared = {flag for opt in RUN_OPTIONS for flag in opt.flags}
     remote = {flag for opt in RUN_OPTIONS if opt.remote for flag in opt.flags}
     assert set(run_flags) == declared
-    assert set(submit_flags) == remote == declared - {"--no-isolate"}
+    assert set(submit_flags) == remote == declared - {"--no-isolate", "--ray-address"}
     for flag in remote:
         ours, theirs = run_flags[flag], submit_flags[flag]
         assert (ours.dest, ours.default, ours.type, type(ours)) == (
