@@ -295,6 +295,10 @@ class OpenVinoPrepared:
     def max_in_flight(self) -> int:
         return len(self._queue) if self._queue is not None else 1
 
+    def compiled_model(self) -> Any:
+        """The compiled model (its execution graph says what will run, without running)."""
+        return self._compiled
+
     def profile_layers(self) -> LayerProfile:
         """Per-layer times of the compiled (fused) graph: the model compiled again with
         PERF_COUNT, so the timed one never carried the counters, and its execution graph

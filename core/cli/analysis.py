@@ -262,13 +262,109 @@ def cmd_predict(args: argparse.Namespace) -> int:
         err_console.print(f"Note: {note}", highlight=False, markup=False)
     model = _zoo_model(args.model, names)
     platform, rows = _platform_rows(frame, args.platform)
+    layers = None if args.end_to_end else _layer_table(args, rows)
+    if layers is not None and platform in set(layers["platform"]) and platform.startswith("openvino/"):
+        kernel = _kernel_prediction(layers, rows, model, args.batch, platform)
+        if kernel is not None:
+            if args.json:
+                write_or_print(_dump_json(kernel), None)
+                return 0
+            _print_kernel_prediction(console, kernel, data)
+            return 0
     # Training on the one platform asked for saves fitting the others.
     prediction = LatencyPredictor().fit(rows).predict(model, args.batch, platform)
     if args.json:
-        write_or_print(_dump_json(prediction.to_dict()), None)
+        write_or_print(_dump_json(prediction.to_dict() | {"method": "end-to-end"}), None)
         return 0
     _print_prediction(console, prediction.to_dict(), data)
+    console.print("[dim]Model used: end-to-end (no per-layer profiles on this platform).[/]", highlight=False)
     return 0
+
+
+def _layer_table(args: argparse.Namespace, frame: pd.DataFrame) -> pd.DataFrame | None:
+    """The per-layer records behind ``frame``'s measurements: from ``--layers FILE``, or
+    from the store (``--db``); None when there are none."""
+    from core.predict.layers import layer_table, read_layers_csv
+
+    if args.layers is not None:
+        table = read_layers_csv(args.layers)
+    elif args.csv is not None:
+        return None
+    else:
+        from core.cli.layers import layer_rows, profiled
+        from core.store import open_store
+
+        store = open_store(args.db, readonly=True)
+        try:
+            run = store.get_run(args.run) if args.run is not None else None
+            chosen = profiled(store.measurements(run.id if run else None), [], None)
+        finally:
+            store.close()
+        if not chosen:
+            return None
+        table = layer_table(layer_rows(chosen))
+    if "measurement_id" in frame.columns:
+        ids = _measurement_ids(frame["measurement_id"])
+        table = table[table["measurement_id"].isin(ids)]
+    return table if not table.empty else None
+
+
+def _measurement_ids(values: pd.Series) -> set[int]:
+    import pandas as pd
+
+    return {int(v) for v in pd.to_numeric(values, errors="coerce").dropna()}
+
+
+def _kernel_prediction(
+    layers: pd.DataFrame, rows: pd.DataFrame, model: str, batch: int, platform: str
+) -> dict[str, Any] | None:
+    """The kernel-level prediction (the model compiled with OpenVINO for its layers), or
+    None, said on stderr, where it cannot be made (no OpenVINO here, a model it cannot
+    compile): the end-to-end model answers then."""
+    from core.cli.console import err_console
+    from core.errors import BackbenchError
+    from core.predict.kernels import KernelPredictor
+
+    predictor = KernelPredictor().fit(layers, rows)
+    try:
+        prediction = predictor.predict(model, batch, platform)
+    except BackbenchError as exc:
+        err_console.print(f"Note: no kernel-level prediction ({exc}); using the end-to-end model.", highlight=False, markup=False)
+        return None
+    result = prediction.to_dict()
+    result["overhead"] = dict(zip(("scale", "per_layer_ms", "constant_ms"), (
+        predictor.overhead(platform).scale, predictor.overhead(platform).per_layer_ms,
+        predictor.overhead(platform).constant_ms), strict=True))  # fmt: skip
+    return result
+
+
+def _print_kernel_prediction(console: Console, p: Mapping[str, Any], data: LoadedData) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        title=f"Predicted {escape(p['model'])} at batch {p['batch_size']} on {escape(p['platform'])}",
+        caption=f"trained on the per-layer profiles in {escape(data.source)}",
+    )
+    table.add_column("quantity")
+    table.add_column("predicted", justify="right")
+    table.add_column("measured", justify="right")
+    measured = p.get("measured_latency_ms")
+    table.add_row("latency per batch (ms)", significant(p["latency_ms"]), significant(measured))
+    table.add_row("time per image (ms)", significant(p["per_image_ms"]),
+                  significant(measured / p["batch_size"] if measured else None))  # fmt: skip
+    table.add_row("images per second", significant(1000.0 / p["per_image_ms"]),
+                  significant(1000.0 * p["batch_size"] / measured if measured else None))  # fmt: skip
+    table.add_row("sum of the layers (ms)", significant(p["layer_sum_ms"]), "-")
+    table.add_row("overhead outside the layers (ms)", significant(p["overhead_ms"]), "-")
+    console.print(table)
+    kinds = ", ".join(f"{t} {significant(ms)} ms ({n})" for t, ms, n in p["by_type"][:8])
+    console.print(f"By layer type: {escape(kinds)}", highlight=False)
+    console.print(
+        f"[dim]Model used: kernel-level ({p['n_layers']} executed layers of the compiled graph; "
+        f"{p['n_skipped']} nodes that never run left out).[/]",
+        highlight=False,
+    )
 
 
 def _training_frame(frame: pd.DataFrame, exclude_disturbed: bool) -> tuple[pd.DataFrame, int]:
@@ -370,14 +466,19 @@ def _print_prediction(console: Console, p: Mapping[str, Any], data: LoadedData) 
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from core.cli.console import console, write_or_print
-    from core.predict.evaluate import evaluate
+    from core.cli.console import console, err_console, write_or_print
+    from core.predict.kernel_evaluate import evaluate_with_profiles
 
     names = name_map(args.names)
     data = load_data(args.db, args.csv, args.run)
     frame, excluded = _training_frame(data.frame, args.exclude_disturbed)
     frame, name_notes = _zoo_named(frame, names)
-    result = evaluate(frame)
+    layers = None if args.end_to_end else _layer_table(args, frame)
+    if layers is not None:
+        with err_console.status("Cross-validating the kernel-level predictor (one fit per model)..."):
+            result = evaluate_with_profiles(frame, layers)
+    else:
+        result = evaluate_with_profiles(frame, None)
     if args.exclude_disturbed:
         result["rows_excluded_disturbed"] = excluded
         result["notes"] = [
@@ -423,10 +524,51 @@ def _print_evaluation(console: Console, result: Mapping[str, Any], data: LoadedD
         "at batch 1 only.",
         highlight=False,
     )
+    used = result.get("model_used") or {}
+    if used:
+        console.print(
+            "Model used: " + "; ".join(f"{escape(p)}: {escape(kind)}" for p, kind in sorted(used.items())),
+            highlight=False,
+        )
+    _print_kernel_details(console, result)
     if result.get("method"):
         console.print(f"[dim]Method: {escape(result['method'])}[/]", highlight=False)
     for note in result.get("notes") or []:
         console.print(f"- {escape(note)}", highlight=False)
+
+
+def _print_kernel_details(console: Console, result: Mapping[str, Any]) -> None:
+    """For each kernel-level platform: all and clean cases, per batch size, against
+    today's end-to-end model, the FLOPs-only baseline and the ceiling."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    for platform, scores in (result.get("per_platform") or {}).items():
+        if scores.get("model_used") != "kernel-level":
+            continue
+        table = Table(
+            title=f"Kernel-level predictor on {escape(platform)}: within ±10% (±5%, MAPE)",
+            caption=f"{scores.get('disturbed')} of {scores.get('cases')} cases disturbed, "
+            f"{scores.get('inflated')} inflated; the fit leaves them out. Ceiling: each model "
+            "fitted on its own cases (a + b x batch)",
+        )
+        for name, justify in (("cases", "left"), ("n", "right"), ("kernel-level", "right"),
+                              ("today's model", "right"), ("FLOPs-only", "right"), ("ceiling", "right")):  # fmt: skip
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+
+        def cells(m: Mapping[str, Any]) -> list[str]:
+            def one(x: Mapping[str, Any] | None) -> str:
+                x = x or {}
+                return f"{percent(x.get('within_10pct'))} ({percent(x.get('within_5pct'))}, {percent(x.get('mape'))})"
+
+            return [str(m.get("n")), one(m), one(m.get("today")), one(m.get("baseline"))]
+
+        ceiling = scores.get("ceiling") or {}
+        table.add_row("all", *cells(scores), percent(ceiling.get("all")))
+        table.add_row("clean", *cells(scores.get("clean") or {}), percent(ceiling.get("clean")))
+        for batch, per in (scores.get("per_batch") or {}).items():
+            table.add_row(f"batch {batch}", *cells(per.get("all") or {}), "")
+        console.print(table)
 
 
 # -- report --------------------------------------------------------------------------------
@@ -435,9 +577,11 @@ def _print_evaluation(console: Console, result: Mapping[str, Any], data: LoadedD
 def cmd_report(args: argparse.Namespace) -> int:
     from core.cli.console import console, err_console
     from core.report.html import write_report
+    from core.report.layers import load_profiles
 
     names = name_map(args.names)
     data = load_data(args.db, args.csv, args.run)
+    profiles = load_profiles(args.db, args.run) if args.csv is None else []
     with err_console.status("Writing the report (analysis, figures, cross-validation)..."):
         index = write_report(
             data.frame,
@@ -449,6 +593,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             memory=args.memory,
             exclude_disturbed=args.exclude_disturbed,
             names=names,
+            layer_profiles=profiles,
         )
     console.print(f"Wrote {index}", highlight=False)
     return 0
@@ -501,6 +646,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--batch", type=int, metavar="N", help="batch size")
     p.add_argument("--platform", metavar="NAME", help="backend/device/precision, e.g. openvino/CPU/fp32 (default: the only one)")
     p.add_argument("--evaluate", action="store_true", help="leave-one-model-out cross-validation against a FLOPs-only baseline")
+    p.add_argument(
+        "--layers", metavar="FILE",
+        help="per-layer records (`backbench layers --format csv`, .csv or .csv.gz) for the --csv measurements; "
+        "with --db they are read from the store. Where a platform has them, the kernel-level predictor is used",
+    )  # fmt: skip
+    p.add_argument(
+        "--end-to-end", action="store_true",
+        help="use the end-to-end predictor (per-model features) even where per-layer profiles exist",
+    )  # fmt: skip
     _add_input_options(p)
     _add_disturbed_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -63,7 +63,9 @@ def profiled_cases(layers: pd.DataFrame, measurements: pd.DataFrame | None = Non
         cases["e2e_ms"] = np.nan
     cases["disturbed"] = False
     cases["run_name"] = (
-        cases["measurement_id"].map(grouped["run_name"].first()) if "run_name" in layers.columns else ""
+        cases["measurement_id"].map(grouped["run_name"].first())
+        if "run_name" in layers.columns
+        else ""
     )
     if measurements is not None and "measurement_id" in measurements.columns:
         rows = measurements.copy()
@@ -79,9 +81,16 @@ def profiled_cases(layers: pd.DataFrame, measurements: pd.DataFrame | None = Non
             median = pd.to_numeric(rows["latency_ms_median"], errors="coerce")
             cases["e2e_ms"] = cases["measurement_id"].map(median).fillna(cases["e2e_ms"])
         if "disturbed" in rows.columns:
-            cases["disturbed"] = cases["measurement_id"].map(rows["disturbed"].map(flag)).fillna(False)
+            cases["disturbed"] = (
+                cases["measurement_id"].map(rows["disturbed"].map(flag)).fillna(False)
+            )
         if "run_name" in rows.columns:
             cases["run_name"] = cases["measurement_id"].map(rows["run_name"])
+        if "model" in rows.columns:
+            # The measurements' names win: the CLI maps them to zoo names.
+            cases["model"] = (
+                cases["measurement_id"].map(rows["model"].astype(str)).fillna(cases["model"])
+            )
     cases = cases[np.isfinite(cases["e2e_ms"].astype(float)) & (cases["e2e_ms"].astype(float) > 0)]
     if cases.empty:
         raise DataError(

@@ -9,8 +9,11 @@ That is the graph OpenVINO's performance counters report on, so a never-measured
 is described as the profiled ones are, and the runtime's own fusion decides what a
 layer is. Nothing is inferred.
 
-The graph also holds nodes that never run (Parameter, Result, Constant, in-place
-reshapes): the predictor keeps the layer types its training profiles saw executed.
+The graph also holds nodes that never run per inference. Constant subgraphs (weight
+reorders) and reorders between layouts that hold the same bytes are left out here (the
+runtime computes the first once and does the second in place); of the rest, the
+predictor keeps the layer types its training profiles saw executed (no Parameter,
+Result, Constant or in-place Reshape).
 OpenVINO is imported when a model is compiled, never at import.
 """
 
@@ -43,32 +46,79 @@ def compiled_layers(
     try:
         # The prepared model's own compiled model: the very compile the timed loop uses
         # (the profiled pass compiles the same model again, adding only PERF_COUNT).
-        compiled = prepared._compiled  # type: ignore[attr-defined]  # noqa: SLF001
+        compiled = prepared.compiled_model()  # type: ignore[attr-defined]  # an OpenVINO prepared model
         graph = _execution_graph(compiled)
-        primitives = _primitive_types(compiled)
+        facts = _node_facts(compiled)
     finally:
         prepared.close()
-    return [
-        PlannedLayer(
-            name=name, type=node.layer_type, exec_type=primitives.get(name, ""),
-            input_shapes=node.inputs, output_shapes=node.outputs, fused=node.fused,
-            precision=node.precision,
-        )  # fmt: skip
-        for name, node in graph.items()
-    ]
+    planned = []
+    for name, node in graph.items():
+        primitive, folded = facts.get(name, ("", False))
+        if folded:
+            continue
+        planned.append(
+            PlannedLayer(
+                name=name,
+                type=node.layer_type,
+                exec_type=primitive,
+                input_shapes=node.inputs,
+                output_shapes=node.outputs,
+                fused=node.fused,
+                precision=node.precision,
+            )  # fmt: skip
+        )
+    return planned
 
 
-def _primitive_types(compiled: Any) -> dict[str, str]:
-    """Each node's primitive (``primitiveType``: brgconv_avx512_f32, jit_avx512_f32, ...),
-    the exec type its performance counter reports."""
+def _node_facts(compiled: Any) -> dict[str, tuple[str, bool]]:
+    """Per node: its primitive (``primitiveType``: brgconv_avx512_f32, ...; the exec type
+    its performance counter reports), and whether the runtime never runs it per
+    inference: every input is a constant (constant subgraphs, such as weight reorders,
+    are computed once, at the first inference), or it is a reorder between two plain
+    layouts that hold the tensor's bytes in the same order (a 1x1 feature map in NCHW and
+    NHWC: the runtime does it in place)."""
     from core.backends.openvino_backend import _rt
 
-    found: dict[str, str] = {}
+    found: dict[str, tuple[str, bool]] = {}
     try:
         ops = compiled.get_runtime_model().get_ordered_ops()
     except (AttributeError, RuntimeError) as exc:
         log.debug("no execution graph: %s", exc)
         return found
     for op in ops:
-        found[op.get_friendly_name()] = _rt(op.get_rt_info(), "primitiveType")
+        info = op.get_rt_info()
+        producers = [op.input_value(i) for i in range(op.get_input_size())]
+        constant = bool(producers) and all(
+            _rt(p.get_node().get_rt_info(), "layerType") == "Const" for p in producers
+        )
+        in_place = False
+        if _rt(info, "layerType") == "Reorder" and len(producers) == 1:
+            source = producers[0]
+            layouts = _rt(source.get_node().get_rt_info(), "outputLayouts").split(",")
+            index = source.get_index()
+            src = layouts[index] if index < len(layouts) else ""
+            dst = _rt(info, "outputLayouts").split(",")[0]
+            shape = source.get_partial_shape()
+            dims = [d.get_length() for d in shape] if shape.is_static else []
+            in_place = same_memory_order(dims, src, dst)
+        found[op.get_friendly_name()] = (_rt(info, "primitiveType"), constant or in_place)
     return found
+
+
+def same_memory_order(dims: list[int], source: str, target: str) -> bool:
+    """Whether a tensor of ``dims`` has its bytes in the same order in two plain layouts
+    (letters a, b, c, ... naming the logical axes, outermost first: NCHW is abcd, NHWC
+    acdb): the axes longer than 1 come in the same order. Blocked layouts (aBcd16b)
+    reorder bytes and are never the same."""
+    if not dims or not source or not target or len(source) != len(dims) or len(target) != len(dims):
+        return False
+    if not (source.isalpha() and source.islower() and target.isalpha() and target.islower()):
+        return False
+    axes = "abcdefghijklmnop"[: len(dims)]
+    if sorted(source) != list(axes) or sorted(target) != list(axes):
+        return False
+
+    def order(layout: str) -> list[str]:
+        return [axis for axis in layout if dims[axes.index(axis)] != 1]
+
+    return order(source) == order(target)

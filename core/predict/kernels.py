@@ -45,17 +45,28 @@ MIN_TYPE_RECORDS = 60  # a type with fewer records (or from fewer models) is poo
 MIN_TYPE_MODELS = 3
 MIN_TIME_MS = 1e-4  # counters below a tenth of a microsecond are rounding
 MAX_FUSED_OPS = 16  # fused-kind count features kept (the most frequent in the training rows)
+# Synthetic single-layer records (device profiling) weigh this much, all together, against
+# the profiled models' records: they fill gaps in the shape space, and must not outvote
+# real models, whose layers run amid the rest of a network (cold caches, other threads).
+EXTRA_WEIGHT = 0.25
+EXTRA_COLUMN = "_extra"
+# Matrix products keep the roofline base alone: their time is their weight traffic and
+# FLOPs at a rate, and backbones hold only a handful of classifier shapes (2 MB to 400 MB
+# of weights), too few to boost between: boosting puts a step where a rate belongs.
+BASE_ONLY_TYPES = frozenset({"FullyConnected", "MatMul", "InnerProduct", "Gemm"})
 
 
 @dataclass(frozen=True, slots=True)
 class GbmSettings:
     """Gradient boosting on the roofline's residuals (scikit-learn's histogram GBM)."""
 
-    max_iter: int = 300
-    learning_rate: float = 0.06
+    max_iter: int = 150
+    learning_rate: float = 0.1
     max_leaf_nodes: int = 15
     min_samples_leaf: int = 8
     l2_regularization: float = 1.0
+    # More work never takes less time: boosting may not decrease in these features.
+    monotonic: tuple[str, ...] = ()
 
 
 GBM = GbmSettings()
@@ -70,7 +81,9 @@ class TypeRegressor:
     extrapolates beyond its training range; the base does, as a roofline should.
     """
 
-    def __init__(self, columns: Sequence[str], categorical: Sequence[str], gbm: GbmSettings = GBM) -> None:
+    def __init__(
+        self, columns: Sequence[str], categorical: Sequence[str], gbm: GbmSettings | None = GBM
+    ) -> None:
         self._columns = list(columns)
         self._categorical = list(categorical)
         self._gbm_settings = gbm
@@ -91,7 +104,9 @@ class TypeRegressor:
         ]
         return np.column_stack([numeric, *codes]) if codes else numeric
 
-    def fit(self, x: pd.DataFrame, y: np.ndarray, weight: np.ndarray | None = None) -> TypeRegressor:
+    def fit(
+        self, x: pd.DataFrame, y: np.ndarray, weight: np.ndarray | None = None
+    ) -> TypeRegressor:
         from scipy.optimize import least_squares
         from scipy.special import logsumexp, softmax
         from sklearn.ensemble import HistGradientBoostingRegressor
@@ -111,14 +126,19 @@ class TypeRegressor:
         self._theta = least_squares(residuals, start, jac=jacobian, x_scale=1.0).x
         base = logsumexp(terms + self._theta, axis=1)
         self._vocab = {
-            name: {v: i for i, v in enumerate(sorted(set(x[name].astype(str))))} for name in self._categorical
+            name: {v: i for i, v in enumerate(sorted(set(x[name].astype(str))))}
+            for name in self._categorical
         }
         matrix = self._matrix(x)
         n_num = len(self._columns)
         mask = [False] * n_num + [True] * len(self._categorical)
         settings = self._gbm_settings
-        if len(y) >= 2 * settings.min_samples_leaf:
+        if settings is not None and len(y) >= 2 * settings.min_samples_leaf:
+            monotonic = [1 if c in settings.monotonic else 0 for c in self._columns] + [0] * len(
+                self._categorical
+            )
             self._gbm = HistGradientBoostingRegressor(
+                monotonic_cst=monotonic if any(monotonic) else None,
                 max_iter=settings.max_iter, learning_rate=settings.learning_rate,
                 max_leaf_nodes=settings.max_leaf_nodes, min_samples_leaf=settings.min_samples_leaf,
                 l2_regularization=settings.l2_regularization, categorical_features=mask if any(mask) else None,
@@ -149,12 +169,13 @@ class LayerTimeModel:
 
     POOLED = "(pooled)"
 
-    def __init__(self, gbm: GbmSettings = GBM, weighted: bool = True) -> None:
+    def __init__(self, gbm: GbmSettings = GBM, weighting: str = "share") -> None:
         self._gbm = gbm
-        self._weighted = weighted
+        self._weighting = weighting
         self._models: dict[str, TypeRegressor] = {}
         self._columns: list[str] = []
         self.executed_types: frozenset[str] = frozenset()
+        self.boosted_types: frozenset[str] = frozenset()
         self.record_counts: dict[str, int] = {}
 
     @property
@@ -172,9 +193,11 @@ class LayerTimeModel:
         self._columns = [*NUMERIC_FEATURES, *common.index[:MAX_FUSED_OPS]]
         time = np.maximum(table["time_ms"].to_numpy(dtype=float), MIN_TIME_MS)
         y = np.log(time)
-        # Weighted by time: a model's latency is a sum, so the layers that take the time
-        # must be right; a thousand 5-microsecond reorders matter less than one big conv.
-        weight = np.sqrt(time) if self._weighted else np.ones(len(time))
+        weight = layer_weights(table, time, self._weighting)
+        if EXTRA_COLUMN in table.columns:
+            extra = table[EXTRA_COLUMN].fillna(False).to_numpy(dtype=bool)
+            if extra.any() and (~extra).any():
+                weight[extra] *= EXTRA_WEIGHT * weight[~extra].sum() / weight[extra].sum()
         types = table["type"].astype(str)
         self.executed_types = frozenset(types)
         self.record_counts = types.value_counts().to_dict()
@@ -184,16 +207,18 @@ class LayerTimeModel:
             if n >= MIN_TYPE_RECORDS and models_per_type.get(t, 0) >= MIN_TYPE_MODELS
         ]  # fmt: skip
         self._models = {}
+        self.boosted_types = frozenset(t for t in own if t not in BASE_ONLY_TYPES)
         for kind in own:
             rows = (types == kind).to_numpy()
-            self._models[kind] = TypeRegressor(self._columns, ["exec_family"], self._gbm).fit(
+            boost = self._gbm if kind in self.boosted_types else None
+            self._models[kind] = TypeRegressor(self._columns, ["exec_family"], boost).fit(
                 feats.loc[rows], y[rows], weight[rows]
             )
         rest = ~types.isin(own).to_numpy()
         if rest.any():
-            self._models[self.POOLED] = TypeRegressor(self._columns, ["exec_family", "type"], self._gbm).fit(
-                feats.loc[rest], y[rest], weight[rest]
-            )
+            self._models[self.POOLED] = TypeRegressor(
+                self._columns, ["exec_family", "type"], self._gbm
+            ).fit(feats.loc[rest], y[rest], weight[rest])
         return self
 
     def predict_ms(self, table: pd.DataFrame, features: pd.DataFrame | None = None) -> np.ndarray:
@@ -214,6 +239,23 @@ class LayerTimeModel:
         return np.exp(out)
 
 
+def layer_weights(table: pd.DataFrame, time: np.ndarray, weighting: str) -> np.ndarray:
+    """Each layer record's weight in the log-space fit.
+
+    "share": its share of its case's layer sum, half of it, and an equal share of the
+    case, the other half. A model's latency is a sum, so its error is the layers' log
+    errors weighted by their shares; and every case (a 1 ms model as much as a 1 s one)
+    counts once. "sqrt": the square root of its time; "none": 1."""
+    if weighting == "none":
+        return np.ones(len(time))
+    if weighting == "sqrt":
+        return np.sqrt(time)
+    case = table["measurement_id"].to_numpy()
+    total = pd.Series(time).groupby(case).transform("sum").to_numpy()
+    count = pd.Series(time).groupby(case).transform("size").to_numpy()
+    return 0.5 * time / total + 0.5 / count
+
+
 @dataclass(frozen=True, slots=True)
 class Overhead:
     """End-to-end (ms) = scale x layer sum + per_layer_ms x layers + constant_ms."""
@@ -227,13 +269,16 @@ class Overhead:
 
 
 def fit_overhead(layer_sum_ms: np.ndarray, n_layers: np.ndarray, e2e_ms: np.ndarray) -> Overhead:
-    """Non-negative least squares on relative error (each case's row divided by its
-    end-to-end time), so a 2 ms model counts as much as a 2 s one."""
-    from scipy.optimize import nnls
+    """Least squares on relative error (each case's row divided by its end-to-end time),
+    so a 2 ms model counts as much as a 2 s one. The scale and the constant are not
+    negative; the per-layer term may be: each profiled node's counter carries a little
+    of the profiler's own cost, which the timed loop does not pay."""
+    from scipy.optimize import lsq_linear
 
     design = np.column_stack([layer_sum_ms, n_layers, np.ones(len(e2e_ms))]) / e2e_ms[:, None]
-    coef, _ = nnls(design, np.ones(len(e2e_ms)))
-    if coef[0] <= 0:
+    bounds = (np.array([0.0, -np.inf, 0.0]), np.array([np.inf, np.inf, np.inf]))
+    coef = lsq_linear(design, np.ones(len(e2e_ms)), bounds=bounds).x
+    if coef[0] <= 1e-3:  # the layers explain none of the end-to-end time
         raise DataError(
             "The end-to-end times do not grow with the layers' times; the overhead cannot be fitted.",
             "Check the profiles: the layer sum should be close to the end-to-end median.",
@@ -276,9 +321,12 @@ class KernelPredictor:
     ``predict_layers`` (a model's planned layers) or ``predict`` (compiles the model with
     the runtime for its layers; OpenVINO only)."""
 
-    def __init__(self, *, exclude_untrusted: bool = True, gbm: GbmSettings = GBM) -> None:
+    def __init__(
+        self, *, exclude_untrusted: bool = True, gbm: GbmSettings = GBM, weighting: str = "share"
+    ) -> None:
         self.exclude_untrusted = exclude_untrusted
         self._gbm = gbm
+        self._weighting = weighting
         self._fits: dict[str, _PlatformModel] = {}
         self.cases: pd.DataFrame | None = None
         self._measured: dict[tuple[str, str, int], float] = {}
@@ -294,10 +342,13 @@ class KernelPredictor:
         *,
         cases: pd.DataFrame | None = None,
         features: pd.DataFrame | None = None,
+        extra_layers: pd.DataFrame | None = None,
     ) -> KernelPredictor:
         """``layers``: a layer table (``core.predict.layers.layer_table``); measurements:
         the long-schema rows they belong to (for the disturbed flag and the median), or
-        ``cases`` already built by ``core.predict.cases.profiled_cases``."""
+        ``cases`` already built by ``core.predict.cases.profiled_cases``.
+        ``extra_layers``: more layer records (synthetic single-layer blocks timed on the
+        device, ``bench/device_profile.py``) for the per-layer regressors only."""
         cases = profiled_cases(layers, measurements) if cases is None else cases
         self.cases = cases
         train = cases[cases["clean"]] if self.exclude_untrusted else cases
@@ -310,7 +361,17 @@ class KernelPredictor:
         self._fits = {}
         for platform, rows in train.groupby("platform", sort=True):
             chosen = layers["measurement_id"].isin(rows["measurement_id"]).to_numpy()
-            model = LayerTimeModel(self._gbm).fit(layers.loc[chosen], feats.loc[chosen])
+            table, table_feats = layers.loc[chosen], feats.loc[chosen]
+            if extra_layers is not None:
+                extra = extra_layers[extra_layers["platform"] == platform].assign(
+                    **{EXTRA_COLUMN: True}
+                )
+                table = pd.concat([table.assign(**{EXTRA_COLUMN: False}), extra], ignore_index=True)
+                # A fused kind only one side has is absent (0), not unknown, on the other.
+                table_feats = pd.concat(
+                    [table_feats, layer_features(extra)], ignore_index=True
+                ).fillna(0.0)
+            model = LayerTimeModel(self._gbm, self._weighting).fit(table, table_feats)
             overhead = fit_overhead(
                 rows["layer_sum_ms"].to_numpy(dtype=float),
                 rows["n_layers"].to_numpy(dtype=float),
@@ -320,7 +381,8 @@ class KernelPredictor:
                 model, overhead, tuple(sorted(rows["model"].unique())), len(rows)
             )
         self._measured = {
-            (r.platform, r.model, int(r.batch_size)): float(r.e2e_ms) for r in cases.itertuples(index=False)
+            (r.platform, r.model, int(r.batch_size)): float(r.e2e_ms)
+            for r in cases.itertuples(index=False)
         }
         return self
 
@@ -338,7 +400,8 @@ class KernelPredictor:
         matches = [p for p in self._fits if p.lower() == platform.lower()]
         if not matches:
             raise DataError(
-                f"No per-layer profiles on platform {platform!r}.", f"Profiled: {', '.join(self.platforms)}."
+                f"No per-layer profiles on platform {platform!r}.",
+                f"Profiled: {', '.join(self.platforms)}.",
             )
         return matches[0], self._fits[matches[0]]
 
@@ -359,7 +422,11 @@ class KernelPredictor:
         rows), at ``batch_size``. Nodes of a type the profiles never saw executed
         (Parameter, Result, Constant, ...) are left out."""
         name, fit = self.platform_model(platform)
-        table = planned_table(layers, model, batch_size) if not isinstance(layers, pd.DataFrame) else layers
+        table = (
+            planned_table(layers, model, batch_size)
+            if not isinstance(layers, pd.DataFrame)
+            else layers
+        )
         executed = table["type"].astype(str).isin(fit.layers.executed_types).to_numpy()
         table = table.loc[executed]
         if table.empty:
@@ -372,10 +439,17 @@ class KernelPredictor:
         latency = float(fit.overhead.apply(layer_sum, len(table)))
         types = table["type"].astype(str).to_numpy()
         by_type = sorted(
-            ((str(t), float(times[types == t].sum()), int(np.sum(types == t))) for t in np.unique(types)),
+            (
+                (str(t), float(times[types == t].sum()), int(np.sum(types == t)))
+                for t in np.unique(types)
+            ),
             key=lambda item: -item[1],
         )
-        names = table["name"].astype(str).to_numpy() if "name" in table.columns else np.array([""] * len(table))
+        names = (
+            table["name"].astype(str).to_numpy()
+            if "name" in table.columns
+            else np.array([""] * len(table))
+        )
         order = np.argsort(-times)[:10]
         return KernelPrediction(
             model=model, batch_size=int(batch_size), platform=name, latency_ms=latency,

@@ -65,7 +65,17 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "log_wout", "log_kernel", "stride", "log_groups", "depthwise", "log_cin_per_group",
     "log_cout_per_group", "n_inputs", "n_outputs", "has_sum", "n_fused", "rank",
     "log_in_elems", "log_out_elems", "log_flops_per_image", "log_bytes_per_image",
+    # SIMD blocking: AVX-512 kernels work on channel blocks of 16 (f32); a 24-channel
+    # layer computes 32. The padded FLOPs are what the kernel really does.
+    "log_padded_flops", "channel_pad_ratio",
+    # The model around the layer: what else streams through the caches each inference.
+    "log_model_weight_bytes", "log_model_out_bytes", "log_model_layers",
 )  # fmt: skip
+CONTEXT_FEATURES: tuple[str, ...] = (
+    "log_model_weight_bytes",
+    "log_model_out_bytes",
+    "log_model_layers",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +117,9 @@ def layer_table(rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFram
             "Give the output of `backbench layers --db DB --format csv`.",
         )
     if frame.empty:
-        raise DataError("The layer rows are empty.", "Measure with `backbench run ... --profile-layers`.")
+        raise DataError(
+            "The layer rows are empty.", "Measure with `backbench run ... --profile-layers`."
+        )
     frame["batch_size"] = pd.to_numeric(frame["batch_size"], errors="coerce")
     frame["time_ms"] = pd.to_numeric(frame["time_ms"], errors="coerce")
     bad = frame["batch_size"].isna() | (frame["batch_size"] < 1) | frame["time_ms"].isna()
@@ -125,7 +137,9 @@ def layer_table(rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFram
     frame["input_shapes"] = [parse_shapes(v) for v in frame["input_shapes"]]
     frame["output_shapes"] = [parse_shapes(v) for v in frame["output_shapes"]]
     frame["fused"] = [parse_names(v) for v in frame.get("fused", pd.Series([()] * len(frame)))]
-    precision = frame["layer_precision"] if "layer_precision" in frame.columns else frame.get("precision")
+    precision = (
+        frame["layer_precision"] if "layer_precision" in frame.columns else frame.get("precision")
+    )
     frame["layer_precision"] = "" if precision is None else precision.fillna("").astype(str)
     for part in PLATFORM_PARTS:
         if part not in frame.columns:
@@ -135,7 +149,9 @@ def layer_table(rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFram
         # Without ids, one case is one (platform, model, batch size).
         keys = frame[["platform", "model", "batch_size"]].astype(str).agg("|".join, axis=1)
         frame["measurement_id"] = pd.factorize(keys)[0]
-    frame["measurement_id"] = pd.to_numeric(frame["measurement_id"], errors="coerce").fillna(-1).astype(int)
+    frame["measurement_id"] = (
+        pd.to_numeric(frame["measurement_id"], errors="coerce").fillna(-1).astype(int)
+    )
     if "name" not in frame.columns:
         frame["name"] = ""
     return frame
@@ -157,7 +173,10 @@ def parse_shapes(value: Any) -> tuple[Shape, ...]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
-            raise DataError(f"A layer's shapes {text[:60]!r} are not JSON.", "Export with `backbench layers --format csv`.") from None
+            raise DataError(
+                f"A layer's shapes {text[:60]!r} are not JSON.",
+                "Export with `backbench layers --format csv`.",
+            ) from None
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ()
     try:
@@ -196,6 +215,14 @@ def _prod(shape: Sequence[int]) -> int:
     return int(math.prod(shape)) if shape else 0
 
 
+SIMD_BLOCK = 16  # f32 lanes of an AVX-512 register
+
+
+def _padded(channels: float) -> float:
+    channels = max(float(channels), 1.0)
+    return math.ceil(channels / SIMD_BLOCK) * SIMD_BLOCK if channels > SIMD_BLOCK / 2 else channels
+
+
 def _log(value: float) -> float:
     return math.log(max(float(value), 1.0))
 
@@ -218,7 +245,11 @@ def layer_flops(kind: str, inputs: Sequence[Shape], outputs: Sequence[Shape]) ->
 
 
 def features_of(
-    kind: str, inputs: Sequence[Shape], outputs: Sequence[Shape], fused: Sequence[str], precision: str
+    kind: str,
+    inputs: Sequence[Shape],
+    outputs: Sequence[Shape],
+    fused: Sequence[str],
+    precision: str,
 ) -> dict[str, float]:
     """The numeric features (``NUMERIC_FEATURES``) of one layer, and ``fused_<op>``
     counts for each fused original layer's kind."""
@@ -233,7 +264,9 @@ def features_of(
     # fusion moved into the node (same shape as the output).
     rest = inputs[2:] if weighted else inputs[1:]
     has_sum = float(any(s == out for s in rest)) if out else 0.0
-    in_elems = sum(_prod(s) for s in ([act] if weighted else inputs)) + sum(_prod(s) for s in rest if weighted)
+    in_elems = sum(_prod(s) for s in ([act] if weighted else inputs)) + sum(
+        _prod(s) for s in rest if weighted
+    )
     out_elems = sum(_prod(s) for s in outputs)
     weight_elems = _prod(weights)
     flops = layer_flops(kind, inputs, outputs)
@@ -256,6 +289,14 @@ def features_of(
     if hout > 0 and hin > 0 and len(act) == 4 and len(out) == 4:
         stride = float(hin) / float(hout)
     depthwise = float(groups > 1 and groups == cin and groups == cout)
+    pad = 1.0
+    if weighted:
+        if depthwise:
+            pad = _padded(cin) / cin
+        else:
+            pad = (_padded(cin / groups) / (cin / groups)) * (
+                _padded(cout / groups) / (cout / groups)
+            )
     in_bytes, out_bytes, weight_bytes = in_elems * size, out_elems * size, weight_elems * size
     total = in_bytes + out_bytes + weight_bytes
     feats = {
@@ -270,6 +311,7 @@ def features_of(
         "n_fused": float(len(fused)), "rank": float(len(out)),
         "log_in_elems": _log(in_elems), "log_out_elems": _log(out_elems),
         "log_flops_per_image": _log(flops / max(batch, 1)),
+        "log_padded_flops": _log(flops * pad), "channel_pad_ratio": pad,
         "log_bytes_per_image": _log((in_bytes + out_bytes) / max(batch, 1)),
     }  # fmt: skip
     for name in fused:
@@ -282,19 +324,47 @@ def layer_features(table: pd.DataFrame) -> pd.DataFrame:
     """``features_of`` for every row of a layer table (``layer_table`` or planned layers),
     as a frame with the numeric features, the ``fused_<op>`` counts (0 where absent),
     ``type`` and ``exec_family``."""
-    precision = table["layer_precision"] if "layer_precision" in table.columns else pd.Series("", index=table.index)
-    fused = table["fused"] if "fused" in table.columns else pd.Series([()] * len(table), index=table.index)
+    precision = (
+        table["layer_precision"]
+        if "layer_precision" in table.columns
+        else pd.Series("", index=table.index)
+    )
+    fused = (
+        table["fused"]
+        if "fused" in table.columns
+        else pd.Series([()] * len(table), index=table.index)
+    )
     records = [
         features_of(k, i, o, f, p)
         for k, i, o, f, p in zip(
-            table["type"], table["input_shapes"], table["output_shapes"], fused, precision, strict=True
+            table["type"],
+            table["input_shapes"],
+            table["output_shapes"],
+            fused,
+            precision,
+            strict=True,
         )
     ]
     frame = pd.DataFrame.from_records(records, index=table.index)
+    frame = frame.fillna(0.0)
+    # Context: the whole case's weights, outputs and layer count. The same layer runs
+    # faster in a small model whose weights stay in the caches between inferences.
+    if "measurement_id" in table.columns:
+        case = table["measurement_id"].astype(str).to_numpy()
+    else:
+        case = (table["model"].astype(str) + "|" + table["batch_size"].astype(str)).to_numpy()
+    weight = pd.Series(
+        np.exp(frame["log_weight_bytes"].to_numpy()) * (frame["log_weight_bytes"].to_numpy() > 0)
+    )
+    out = pd.Series(np.exp(frame["log_out_bytes"].to_numpy()))
+    frame["log_model_weight_bytes"] = np.log1p(weight.groupby(case).transform("sum").to_numpy())
+    frame["log_model_out_bytes"] = np.log1p(out.groupby(case).transform("sum").to_numpy())
+    frame["log_model_layers"] = np.log(
+        pd.Series(1.0, index=range(len(case))).groupby(case).transform("size").to_numpy()
+    )
     for column in NUMERIC_FEATURES:
         if column not in frame.columns:
             frame[column] = 0.0
-    frame = frame.fillna(0.0)
     frame["type"] = table["type"].astype(str).to_numpy()
     frame["exec_family"] = [exec_family(e) for e in table["exec_type"]]
     return frame
