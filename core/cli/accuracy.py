@@ -20,7 +20,7 @@ from core.cli.console import (
     ok_case_line,
     write_or_print,
 )
-from core.cli.run_options import default_device
+from core.cli.run_options import default_device, parse_weights
 from core.errors import BackbenchError, UsageError
 from core.results import (
     ACCURACY_LAYOUTS,
@@ -95,20 +95,17 @@ def _split(text: str, parse: Any) -> list[Any]:
 
 
 def _weights(items: list[str], models: list[str]) -> dict[str, str]:
-    weights: dict[str, str] = {}
-    for item in items:
-        model, sep, path = item.partition("=")
-        if not sep:
-            if len(models) != 1:
-                raise UsageError(
-                    f"--weights {item!r} does not say which model it is for.",
-                    "With several models, give --weights MODEL=PATH for each.",
-                )
-            model, path = models[0], item
-        if not model or not path:
-            raise UsageError(f"--weights {item!r} is not [MODEL=]PATH.", "Example: --weights resnet18=./resnet18.pth")
-        weights[model] = path
-    return weights
+    """``--weights``: MODEL=PATH as for ``run`` (run_options.parse_weights), or a bare
+    PATH when there is one model."""
+    if len(models) == 1:
+        items = [item if "=" in item else f"{models[0]}={item}" for item in items]
+    elif any("=" not in item for item in items):
+        bare = next(item for item in items if "=" not in item)
+        raise UsageError(
+            f"--weights {bare!r} does not say which model it is for.",
+            "With several models, give --weights MODEL=PATH for each.",
+        )
+    return parse_weights(items)
 
 
 def accuracy_specs(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
